@@ -1,0 +1,191 @@
+//! Types shared by the eBPF programs and the userspace collector.
+//!
+//! Every record the kernel writes to the ring buffer starts with an [`EventHeader`], so the
+//! userspace decoder reads the kind and checks the length before touching the payload. Layouts
+//! are `#[repr(C)]`, ordered by size, with explicit padding fields: no implicit padding, so the
+//! bytes are fully defined on both sides.
+#![no_std]
+
+/// Bytes of one syscall buffer copied into an event. The true length is always reported, so
+/// userspace knows how many bytes it did not get. A power of two keeps the verifier's bound check
+/// simple.
+pub const MAX_DATA: usize = 4096;
+
+/// Bytes of a socket address copied from an accept/connect call (covers `sockaddr_in6` and
+/// `sockaddr_un`).
+pub const MAX_SOCKADDR: usize = 112;
+
+/// Size of the ring buffer shared with userspace (a power of two, a multiple of the page size).
+pub const RING_BYTES: u32 = 8 << 20;
+
+/// Once this many bytes wait in the ring, a submit wakes userspace at once instead of leaving it
+/// to the periodic poll, so a burst cannot fill the ring between two polls.
+pub const WAKEUP_THRESHOLD: u64 = (RING_BYTES as u64) / 4;
+
+/// Kind of a ring buffer record; fixed ids, never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Bytes read from or written to a tracked socket ([`DataEvent`]).
+    Data = 1,
+    /// A socket accepted by a target ([`ConnEvent`]).
+    Accept = 2,
+    /// A socket connected by a target ([`ConnEvent`]).
+    Connect = 3,
+    /// A tracked socket closed ([`EventHeader`] only).
+    Close = 4,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Data),
+            2 => Some(Self::Accept),
+            3 => Some(Self::Connect),
+            4 => Some(Self::Close),
+            _ => None,
+        }
+    }
+}
+
+/// Direction of the bytes, seen from the target process.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The target read these bytes (read, recvfrom, ...).
+    Ingress = 0,
+    /// The target wrote these bytes (write, sendto, ...).
+    Egress = 1,
+}
+
+impl Direction {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Ingress),
+            1 => Some(Self::Egress),
+            _ => None,
+        }
+    }
+}
+
+/// Which syscall produced a data event (for statistics and debugging).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 0,
+    Write = 1,
+    RecvFrom = 2,
+    SendTo = 3,
+}
+
+/// Header of every ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    /// An [`EventKind`] id.
+    pub kind: u32,
+    /// Process id (thread group id).
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The socket's file descriptor in `tgid`.
+    pub fd: i32,
+}
+
+/// Bytes moved by one syscall on a tracked socket. Only `HEADER + copied_len` bytes of it travel
+/// through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEvent {
+    pub hdr: EventHeader,
+    /// Bytes the syscall actually moved; may exceed `copied_len`.
+    pub total_len: u64,
+    /// A [`Direction`] id.
+    pub direction: u32,
+    /// Bytes of `data` that are valid.
+    pub copied_len: u32,
+    /// A [`Syscall`] id.
+    pub syscall: u32,
+    pub _pad: u32,
+    pub data: [u8; MAX_DATA],
+}
+
+impl DataEvent {
+    /// Bytes before `data`.
+    pub const HEADER: usize = core::mem::size_of::<DataEvent>() - MAX_DATA;
+}
+
+/// A socket that a target accepted or connected.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnEvent {
+    pub hdr: EventHeader,
+    /// Return value of the syscall (0 or -EINPROGRESS for connect, the new fd for accept).
+    pub ret: i64,
+    /// For accept: the listening socket's fd; -1 otherwise.
+    pub listen_fd: i32,
+    /// Valid bytes of `addr` (0 when the caller passed no address).
+    pub addr_len: u32,
+    /// The peer's `sockaddr` as the syscall saw it.
+    pub addr: [u8; MAX_SOCKADDR],
+}
+
+/// Indices of the per-CPU loss counters the kernel side keeps.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossCounter {
+    /// A record did not fit in the ring buffer.
+    RingFull = 0,
+    /// The table of tracked sockets was full; the socket's traffic is not seen.
+    SocketTableFull = 1,
+    /// The table of in-flight syscalls was full; one call's bytes were not seen.
+    InflightTableFull = 2,
+    /// Copying from the process's memory failed; the record carries the length only.
+    ReadFailed = 3,
+}
+
+impl LossCounter {
+    pub const COUNT: u32 = 4;
+    pub const ALL: [LossCounter; 4] = [
+        Self::RingFull,
+        Self::SocketTableFull,
+        Self::InflightTableFull,
+        Self::ReadFailed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RingFull => "ring_full",
+            Self::SocketTableFull => "socket_table_full",
+            Self::InflightTableFull => "inflight_table_full",
+            Self::ReadFailed => "read_failed",
+        }
+    }
+}
+
+/// Key of the tracked-socket table: `(tgid << 32) | fd`.
+pub const fn socket_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers and arrays with no padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::EventHeader {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<EventHeader>(), 24);
+        assert_eq!(DataEvent::HEADER, 24 + 8 + 16);
+        assert_eq!(size_of::<DataEvent>(), DataEvent::HEADER + MAX_DATA);
+        assert_eq!(size_of::<ConnEvent>(), 24 + 8 + 8 + MAX_SOCKADDR);
+    }
+}

@@ -1,0 +1,2 @@
+#![no_std]
+//! Only a build-dependency anchor: the eBPF programs are the binary target.

@@ -1,0 +1,406 @@
+//! Kernel side of observer: syscall tracepoints that copy the socket traffic of target processes
+//! into a ring buffer.
+//!
+//! The kernel part only moves bytes. Every program filters first (one map lookup for a process
+//! that is not targeted), copies a bounded prefix of each buffer, always reports the true length,
+//! and counts what it could not deliver.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_probe_read_user,
+    },
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use observer_common::{
+    ConnEvent, DataEvent, Direction, EventHeader, EventKind, LossCounter, MAX_DATA, MAX_SOCKADDR,
+    RING_BYTES, Syscall, WAKEUP_THRESHOLD, socket_key,
+};
+
+/// Records for userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Target processes (tgid → unused flags), written by userspace.
+#[map]
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Sockets of targets whose traffic is copied: `socket_key(tgid, fd)` → unused flags. Filled here
+/// on accept/connect and by userspace for sockets that existed before attach.
+#[map]
+static SOCKETS: HashMap<u64, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Read/write calls between their enter and exit, per thread.
+#[map]
+static INFLIGHT_IO: HashMap<u64, IoArgs> = HashMap::with_max_entries(16384, 0);
+
+/// accept/connect calls between their enter and exit, per thread.
+#[map]
+static INFLIGHT_CONN: HashMap<u64, ConnArgs> = HashMap::with_max_entries(4096, 0);
+
+/// Per-CPU counters indexed by [`LossCounter`].
+#[map]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossCounter::COUNT, 0);
+
+/// Scratch space for building records: too large for the 512-byte stack.
+#[map]
+static SCRATCH_DATA: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SCRATCH_CONN: PerCpuArray<ConnEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoArgs {
+    buf: u64,
+    fd: i32,
+    syscall: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConnArgs {
+    /// accept: the user's sockaddr buffer, filled by the kernel (read at exit).
+    /// connect: the address being connected to (read at exit; still valid then).
+    addr: u64,
+    /// accept: pointer to the addrlen in/out value; connect: the length itself.
+    addr_len: u64,
+    fd: i32,
+    kind: u32,
+}
+
+// Offsets in the syscall tracepoints' records (see events/syscalls/*/format): every argument
+// takes 8 bytes after the 8-byte common header and the 4-byte syscall number.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const RET: usize = 16;
+
+const EINPROGRESS: i64 = 115;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
+    // SAFETY: the offsets are inside every syscall tracepoint record; tracepoint programs may
+    // read their context directly.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset) as *const u64) }
+}
+
+#[inline(always)]
+fn count_loss(counter: LossCounter) {
+    if let Some(v) = LOSSES.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *v += 1 };
+    }
+}
+
+#[inline(always)]
+fn is_target(tgid: u32) -> bool {
+    // SAFETY: the value is not kept past this call.
+    unsafe { TARGETS.get(&tgid).is_some() }
+}
+
+#[inline(always)]
+fn is_socket(tgid: u32, fd: i32) -> bool {
+    // SAFETY: as above.
+    fd >= 0 && unsafe { SOCKETS.get(&socket_key(tgid, fd as u32)).is_some() }
+}
+
+/// Lets the periodic poll in userspace collect records, unless the ring is filling up.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+fn header(kind: EventKind, pid_tgid: u64, fd: i32) -> EventHeader {
+    EventHeader {
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind: kind as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// read/write/recvfrom/sendto
+
+#[inline(always)]
+fn io_enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let fd = arg(ctx, ARG0) as i32;
+    if !is_socket(tgid, fd) {
+        return 0;
+    }
+    let args = IoArgs {
+        buf: arg(ctx, ARG1),
+        fd,
+        syscall: syscall as u32,
+    };
+    if INFLIGHT_IO.insert(&pid_tgid, &args, BPF_ANY as u64).is_err() {
+        count_loss(LossCounter::InflightTableFull);
+    }
+    0
+}
+
+#[inline(always)]
+fn io_exit(ctx: &TracePointContext, direction: Direction) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is removed.
+    let args = match unsafe { INFLIGHT_IO.get(&pid_tgid) } {
+        Some(args) => *args,
+        None => return 0,
+    };
+    let _ = INFLIGHT_IO.remove(&pid_tgid);
+    let ret = arg(ctx, RET) as i64;
+    if ret <= 0 {
+        return 0;
+    }
+    emit_data(pid_tgid, &args, direction, ret as u64);
+    0
+}
+
+#[inline(always)]
+fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
+    let Some(ev) = SCRATCH_DATA.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot owned by this program run.
+    let ev = unsafe { &mut *ev };
+    ev.hdr = header(EventKind::Data, pid_tgid, args.fd);
+    ev.total_len = total;
+    ev.direction = direction as u32;
+    ev.syscall = args.syscall;
+    ev._pad = 0;
+    let mut len = if total > MAX_DATA as u64 {
+        MAX_DATA as u32
+    } else {
+        total as u32
+    };
+    // SAFETY: `len` is at most MAX_DATA, the size of `data`; the helper checks the user pointer.
+    let rc = unsafe {
+        bpf_probe_read_user(
+            ev.data.as_mut_ptr().cast(),
+            len,
+            args.buf as *const core::ffi::c_void,
+        )
+    };
+    if rc != 0 {
+        count_loss(LossCounter::ReadFailed);
+        len = 0;
+    }
+    ev.copied_len = len;
+    let size = DataEvent::HEADER + (len as usize).min(MAX_DATA);
+    // SAFETY: `size` never exceeds the size of the scratch record.
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+        count_loss(LossCounter::RingFull);
+    }
+}
+
+#[tracepoint]
+pub fn enter_read(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, Syscall::Read)
+}
+
+#[tracepoint]
+pub fn exit_read(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn enter_recvfrom(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, Syscall::RecvFrom)
+}
+
+#[tracepoint]
+pub fn exit_recvfrom(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn enter_write(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, Syscall::Write)
+}
+
+#[tracepoint]
+pub fn exit_write(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Egress)
+}
+
+#[tracepoint]
+pub fn enter_sendto(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, Syscall::SendTo)
+}
+
+#[tracepoint]
+pub fn exit_sendto(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Egress)
+}
+
+// ---------------------------------------------------------------------------------------------
+// accept/connect/close
+
+#[inline(always)]
+fn conn_enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let args = ConnArgs {
+        fd: arg(ctx, ARG0) as i32,
+        addr: arg(ctx, ARG1),
+        addr_len: arg(ctx, ARG2),
+        kind: kind as u32,
+    };
+    if INFLIGHT_CONN.insert(&pid_tgid, &args, BPF_ANY as u64).is_err() {
+        count_loss(LossCounter::InflightTableFull);
+    }
+    0
+}
+
+#[inline(always)]
+fn conn_exit(ctx: &TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is removed.
+    let args = match unsafe { INFLIGHT_CONN.get(&pid_tgid) } {
+        Some(args) => *args,
+        None => return 0,
+    };
+    let _ = INFLIGHT_CONN.remove(&pid_tgid);
+    let ret = arg(ctx, RET) as i64;
+    let accept = args.kind == EventKind::Accept as u32;
+    let fd = if accept {
+        if ret < 0 {
+            return 0;
+        }
+        ret as i32
+    } else {
+        // A non-blocking connect reports EINPROGRESS and completes later on the same fd.
+        if ret != 0 && ret != -EINPROGRESS {
+            return 0;
+        }
+        args.fd
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    if SOCKETS
+        .insert(&socket_key(tgid, fd as u32), &0, BPF_ANY as u64)
+        .is_err()
+    {
+        count_loss(LossCounter::SocketTableFull);
+        return 0;
+    }
+
+    let Some(ev) = SCRATCH_CONN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch slot owned by this program run.
+    let ev = unsafe { &mut *ev };
+    let kind = if accept {
+        EventKind::Accept
+    } else {
+        EventKind::Connect
+    };
+    ev.hdr = header(kind, pid_tgid, fd);
+    ev.ret = ret;
+    ev.listen_fd = if accept { args.fd } else { -1 };
+    let len = if accept {
+        if args.addr_len == 0 {
+            0
+        } else {
+            // SAFETY: the helper checks the user pointer.
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.addr_len as *const u32) }
+                .unwrap_or(0)
+        }
+    } else {
+        args.addr_len as u32
+    };
+    let mut len = if len > MAX_SOCKADDR as u32 {
+        MAX_SOCKADDR as u32
+    } else {
+        len
+    };
+    if args.addr == 0 {
+        len = 0;
+    }
+    if len > 0 {
+        // SAFETY: `len` is at most the size of `addr`; the helper checks the user pointer.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                ev.addr.as_mut_ptr().cast(),
+                len,
+                args.addr as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            len = 0;
+        }
+    }
+    ev.addr_len = len;
+    if EVENTS.output::<ConnEvent>(&*ev, submit_flags()).is_err() {
+        count_loss(LossCounter::RingFull);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn enter_accept(ctx: TracePointContext) -> u32 {
+    conn_enter(&ctx, EventKind::Accept)
+}
+
+#[tracepoint]
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    conn_exit(&ctx)
+}
+
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    conn_enter(&ctx, EventKind::Connect)
+}
+
+#[tracepoint]
+pub fn exit_connect(ctx: TracePointContext) -> u32 {
+    conn_exit(&ctx)
+}
+
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let fd = arg(&ctx, ARG0) as i32;
+    if fd < 0 || SOCKETS.remove(&socket_key(tgid, fd as u32)).is_err() {
+        return 0;
+    }
+    let hdr = header(EventKind::Close, pid_tgid, fd);
+    if EVENTS.output::<EventHeader>(&hdr, submit_flags()).is_err() {
+        count_loss(LossCounter::RingFull);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: eBPF programs cannot panic; the verifier rejects any path that would reach here.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,375 @@
+//! Decoding of ring buffer records into typed capture events.
+//!
+//! Records come from the kernel, but the same bytes are read back from recordings, so every
+//! length is checked and a short or unknown record is a typed error, never a panic.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use observer_common::{
+    ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_DATA, MAX_SOCKADDR,
+};
+
+/// Fields every capture event carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+}
+
+/// One record from the kernel, borrowing its bytes from the ring buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaptureEvent<'a> {
+    Data {
+        meta: Meta,
+        direction: Direction,
+        /// Bytes the syscall moved; `bytes.len()` of them were copied.
+        total_len: u64,
+        bytes: &'a [u8],
+    },
+    Accept {
+        meta: Meta,
+        listen_fd: i32,
+        peer: Option<SockAddr>,
+    },
+    Connect {
+        meta: Meta,
+        peer: Option<SockAddr>,
+    },
+    Close {
+        meta: Meta,
+    },
+}
+
+impl CaptureEvent<'_> {
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Self::Data { meta, .. }
+            | Self::Accept { meta, .. }
+            | Self::Connect { meta, .. }
+            | Self::Close { meta } => meta,
+        }
+    }
+}
+
+/// A socket address as observer reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SockAddr {
+    Inet(SocketAddr),
+    /// A Unix-domain socket path; abstract names start with `@`.
+    Unix(String),
+    /// A Unix-domain socket without a name.
+    UnixUnnamed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("record has unknown kind {0}")]
+    UnknownKind(u32),
+    #[error("data record has unknown direction {0}")]
+    UnknownDirection(u32),
+    #[error("record of kind {kind:?} has {len} bytes, expected {expected}")]
+    BadLength {
+        kind: EventKind,
+        len: usize,
+        expected: usize,
+    },
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn i32_at(b: &[u8], off: usize) -> i32 {
+    i32::from_ne_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+const HDR: usize = size_of::<EventHeader>();
+
+/// Decodes one record as the kernel wrote it.
+pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
+    if rec.len() < HDR {
+        return Err(DecodeError::Short(rec.len()));
+    }
+    let meta = Meta {
+        ts_ns: u64_at(rec, 0),
+        tgid: u32_at(rec, 12),
+        tid: u32_at(rec, 16),
+        fd: i32_at(rec, 20),
+    };
+    let raw_kind = u32_at(rec, 8);
+    let kind = EventKind::from_u32(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
+    match kind {
+        EventKind::Data => {
+            if rec.len() < DataEvent::HEADER {
+                return Err(DecodeError::BadLength {
+                    kind,
+                    len: rec.len(),
+                    expected: DataEvent::HEADER,
+                });
+            }
+            let total_len = u64_at(rec, HDR);
+            let raw_dir = u32_at(rec, HDR + 8);
+            let direction =
+                Direction::from_u32(raw_dir).ok_or(DecodeError::UnknownDirection(raw_dir))?;
+            let copied = u32_at(rec, HDR + 12) as usize;
+            let expected = DataEvent::HEADER + copied;
+            // The copy can never exceed what the syscall moved nor the kernel's prefix size.
+            if copied > MAX_DATA || copied as u64 > total_len || rec.len() < expected {
+                return Err(DecodeError::BadLength {
+                    kind,
+                    len: rec.len(),
+                    expected,
+                });
+            }
+            Ok(CaptureEvent::Data {
+                meta,
+                direction,
+                total_len,
+                bytes: &rec[DataEvent::HEADER..expected],
+            })
+        }
+        EventKind::Accept | EventKind::Connect => {
+            let expected = size_of::<ConnEvent>();
+            if rec.len() < expected {
+                return Err(DecodeError::BadLength {
+                    kind,
+                    len: rec.len(),
+                    expected,
+                });
+            }
+            let listen_fd = i32_at(rec, HDR + 8);
+            let addr_len = (u32_at(rec, HDR + 12) as usize).min(MAX_SOCKADDR);
+            let addr_off = HDR + 16;
+            let peer = parse_sockaddr(&rec[addr_off..addr_off + addr_len]);
+            Ok(if kind == EventKind::Accept {
+                CaptureEvent::Accept {
+                    meta,
+                    listen_fd,
+                    peer,
+                }
+            } else {
+                CaptureEvent::Connect { meta, peer }
+            })
+        }
+        EventKind::Close => Ok(CaptureEvent::Close { meta }),
+    }
+}
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Parses a `struct sockaddr` as a syscall saw it; `None` for families observer does not report
+/// or truncated addresses.
+pub fn parse_sockaddr(b: &[u8]) -> Option<SockAddr> {
+    if b.len() < 2 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([b[0], b[1]]);
+    match family {
+        AF_INET if b.len() >= 8 => {
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+            Some(SockAddr::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port))))
+        }
+        AF_INET6 if b.len() >= 24 => {
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let flow = u32::from_be_bytes(b[4..8].try_into().ok()?);
+            let ip: [u8; 16] = b[8..24].try_into().ok()?;
+            let scope = if b.len() >= 28 {
+                u32::from_ne_bytes(b[24..28].try_into().ok()?)
+            } else {
+                0
+            };
+            let ip = Ipv6Addr::from(ip);
+            // A v4-mapped peer on a dual-stack socket is reported as the IPv4 address it is.
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return Some(SockAddr::Inet(SocketAddr::V4(SocketAddrV4::new(v4, port))));
+            }
+            Some(SockAddr::Inet(SocketAddr::V6(SocketAddrV6::new(
+                ip, port, flow, scope,
+            ))))
+        }
+        AF_UNIX => {
+            let path = &b[2..];
+            if path.is_empty() {
+                return Some(SockAddr::UnixUnnamed);
+            }
+            if path[0] == 0 {
+                // Abstract names may hold any byte; the length bounds them.
+                return Some(SockAddr::Unix(format!(
+                    "@{}",
+                    String::from_utf8_lossy(&path[1..])
+                )));
+            }
+            let end = path.iter().position(|&c| c == 0).unwrap_or(path.len());
+            Some(SockAddr::Unix(
+                String::from_utf8_lossy(&path[..end]).into_owned(),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Builds raw records the way the kernel writes them: for tests and recordings.
+pub mod encode {
+    use super::*;
+
+    fn header(out: &mut Vec<u8>, kind: EventKind, meta: &Meta) {
+        out.extend_from_slice(&meta.ts_ns.to_ne_bytes());
+        out.extend_from_slice(&(kind as u32).to_ne_bytes());
+        out.extend_from_slice(&meta.tgid.to_ne_bytes());
+        out.extend_from_slice(&meta.tid.to_ne_bytes());
+        out.extend_from_slice(&meta.fd.to_ne_bytes());
+    }
+
+    /// A data record carrying at most `MAX_DATA` bytes of `bytes`, reporting `total_len`.
+    pub fn data(meta: &Meta, direction: Direction, total_len: u64, bytes: &[u8]) -> Vec<u8> {
+        let bytes = &bytes[..bytes.len().min(MAX_DATA)];
+        let mut out = Vec::with_capacity(DataEvent::HEADER + bytes.len());
+        header(&mut out, EventKind::Data, meta);
+        out.extend_from_slice(&total_len.to_ne_bytes());
+        out.extend_from_slice(&(direction as u32).to_ne_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// An accept (`listen_fd >= 0`) or connect (`listen_fd < 0`) record.
+    pub fn conn(meta: &Meta, listen_fd: i32, sockaddr: &[u8]) -> Vec<u8> {
+        let sockaddr = &sockaddr[..sockaddr.len().min(MAX_SOCKADDR)];
+        let kind = if listen_fd >= 0 {
+            EventKind::Accept
+        } else {
+            EventKind::Connect
+        };
+        let mut out = Vec::with_capacity(size_of::<ConnEvent>());
+        header(&mut out, kind, meta);
+        out.extend_from_slice(&0i64.to_ne_bytes());
+        out.extend_from_slice(&listen_fd.to_ne_bytes());
+        out.extend_from_slice(&(sockaddr.len() as u32).to_ne_bytes());
+        let mut addr = [0u8; MAX_SOCKADDR];
+        addr[..sockaddr.len()].copy_from_slice(sockaddr);
+        out.extend_from_slice(&addr);
+        out
+    }
+
+    pub fn close(meta: &Meta) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HDR);
+        header(&mut out, EventKind::Close, meta);
+        out
+    }
+
+    /// A `sockaddr_in` for `addr`.
+    pub fn sockaddr_in(addr: SocketAddrV4) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&AF_INET.to_ne_bytes());
+        out.extend_from_slice(&addr.port().to_be_bytes());
+        out.extend_from_slice(&addr.ip().octets());
+        out.extend_from_slice(&[0; 8]);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const META: Meta = Meta {
+        ts_ns: 7,
+        tgid: 100,
+        tid: 101,
+        fd: 5,
+    };
+
+    #[test]
+    fn data_round_trip_keeps_true_length() {
+        let rec = encode::data(&META, Direction::Egress, 9000, b"HTTP/1.1 200 OK\r\n");
+        match decode(&rec).unwrap() {
+            CaptureEvent::Data {
+                meta,
+                direction,
+                total_len,
+                bytes,
+            } => {
+                assert_eq!(meta, META);
+                assert_eq!(direction, Direction::Egress);
+                assert_eq!(total_len, 9000);
+                assert_eq!(bytes, b"HTTP/1.1 200 OK\r\n");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accept_round_trip_with_address() {
+        let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 51234);
+        let rec = encode::conn(&META, 3, &encode::sockaddr_in(addr));
+        assert_eq!(
+            decode(&rec).unwrap(),
+            CaptureEvent::Accept {
+                meta: META,
+                listen_fd: 3,
+                peer: Some(SockAddr::Inet(SocketAddr::V4(addr)))
+            }
+        );
+    }
+
+    #[test]
+    fn short_and_lying_records_are_errors() {
+        assert_eq!(decode(&[0; 3]), Err(DecodeError::Short(3)));
+        let mut rec = encode::data(&META, Direction::Ingress, 4, b"abcd");
+        rec.truncate(rec.len() - 1);
+        assert!(matches!(decode(&rec), Err(DecodeError::BadLength { .. })));
+        // copied_len larger than total_len
+        let mut rec = encode::data(&META, Direction::Ingress, 4, b"abcd");
+        rec[24..32].copy_from_slice(&2u64.to_ne_bytes());
+        assert!(decode(&rec).is_err());
+        let mut rec = encode::close(&META);
+        rec[8] = 99;
+        assert_eq!(decode(&rec), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn sockaddr_families() {
+        let mut v6 = vec![10, 0, 0x1f, 0x90, 0, 0, 0, 0];
+        v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        v6.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            parse_sockaddr(&v6),
+            Some(SockAddr::Inet("[::1]:8080".parse().unwrap()))
+        );
+        let mut un = vec![1, 0];
+        un.extend_from_slice(b"/run/api.sock\0\0\0");
+        assert_eq!(
+            parse_sockaddr(&un),
+            Some(SockAddr::Unix("/run/api.sock".into()))
+        );
+        assert_eq!(parse_sockaddr(&[2, 0, 1]), None);
+        assert_eq!(parse_sockaddr(&[]), None);
+    }
+
+    #[test]
+    fn decode_never_panics_on_garbage() {
+        for len in 0..200 {
+            let mut rec = vec![0xffu8; len];
+            for kind in 1u32..=4 {
+                if len >= 12 {
+                    rec[8..12].copy_from_slice(&kind.to_ne_bytes());
+                }
+                let _ = decode(&rec);
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Kernel capture: loads and attaches the eBPF programs, tells them which processes to watch,
+//! and reads their ring buffer. The only module that touches aya.
+
+mod decode;
+mod tracefs;
+
+pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{ProgramError, TracePoint};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use observer_common::{LossCounter, socket_key};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// The eBPF object built by build.rs from observer-ebpf.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+
+/// Each program and the syscall tracepoints it attaches to.
+const PROGRAMS: &[(&str, &[&str])] = &[
+    ("enter_read", &["sys_enter_read"]),
+    ("exit_read", &["sys_exit_read"]),
+    ("enter_write", &["sys_enter_write"]),
+    ("exit_write", &["sys_exit_write"]),
+    ("enter_recvfrom", &["sys_enter_recvfrom"]),
+    ("exit_recvfrom", &["sys_exit_recvfrom"]),
+    ("enter_sendto", &["sys_enter_sendto"]),
+    ("exit_sendto", &["sys_exit_sendto"]),
+    ("enter_accept", &["sys_enter_accept", "sys_enter_accept4"]),
+    ("exit_accept", &["sys_exit_accept", "sys_exit_accept4"]),
+    ("enter_connect", &["sys_enter_connect"]),
+    ("exit_connect", &["sys_exit_connect"]),
+    ("enter_close", &["sys_enter_close"]),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error(
+        "this observer binary was built without its eBPF programs (AYA_BUILD_SKIP was set); \
+         rebuild it with `cargo xtask run` or `cargo build --release`"
+    )]
+    NoObject,
+    #[error("loading the eBPF object failed: {0}; run observer as root on Linux 5.8 or newer")]
+    Load(#[from] EbpfError),
+    #[error("the eBPF object lacks {0}; the binary is damaged, rebuild it")]
+    Missing(String),
+    #[error(
+        "the kernel refused eBPF program `{program}`: {reason}; run observer as root (it needs \
+         CAP_BPF and CAP_PERFMON) on a kernel with BPF syscall tracepoints{verifier}"
+    )]
+    ProgramLoad {
+        program: String,
+        reason: String,
+        verifier: String,
+    },
+    #[error(
+        "attaching eBPF program `{program}` to tracepoint syscalls/{tracepoint} failed: {reason}; \
+         check that the kernel has CONFIG_FTRACE_SYSCALLS and that \
+         /sys/kernel/tracing/events/syscalls/{tracepoint} exists"
+    )]
+    Attach {
+        program: String,
+        tracepoint: String,
+        reason: String,
+    },
+    #[error("updating eBPF map {map} failed: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot watch the ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+fn describe(e: &ProgramError) -> (String, String) {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let errno = io_error
+                .raw_os_error()
+                .map(|n| format!(" (errno {n})"))
+                .unwrap_or_default();
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            let verifier = if tail.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ". Verifier log (last lines):\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            };
+            (format!("{io_error}{errno}"), verifier)
+        }
+        other => (other.to_string(), String::new()),
+    }
+}
+
+/// Kernel-side loss counters, summed over CPUs, indexed by [`LossCounter`].
+pub type Losses = [u64; LossCounter::COUNT as usize];
+
+pub struct Capture {
+    /// Dropping it detaches every program.
+    ebpf: Option<Ebpf>,
+    ring: AsyncFd<RingBuf<MapData>>,
+    losses: PerCpuArray<MapData, u64>,
+    targets: BpfHashMap<MapData, u32, u32>,
+    sockets: BpfHashMap<MapData, u64, u32>,
+}
+
+impl Capture {
+    /// Loads the programs and prepares the maps; nothing is attached yet.
+    pub fn load() -> Result<Self, CaptureError> {
+        tracefs::ensure_mounted()?;
+        if EBPF_OBJECT.is_empty() {
+            return Err(CaptureError::NoObject);
+        }
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        for (name, _) in PROGRAMS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?
+                .try_into()
+                .map_err(|_| CaptureError::Missing(format!("tracepoint program {name}")))?;
+            prog.load().map_err(|e| {
+                let (reason, verifier) = describe(&e);
+                CaptureError::ProgramLoad {
+                    program: (*name).to_string(),
+                    reason,
+                    verifier,
+                }
+            })?;
+        }
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| CaptureError::Missing(format!("map {name}")))
+        };
+        let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
+            .map_err(|source| CaptureError::Map { map: "EVENTS", source })?;
+        let losses = PerCpuArray::try_from(take(&mut ebpf, "LOSSES")?)
+            .map_err(|source| CaptureError::Map { map: "LOSSES", source })?;
+        let targets = BpfHashMap::try_from(take(&mut ebpf, "TARGETS")?)
+            .map_err(|source| CaptureError::Map { map: "TARGETS", source })?;
+        let sockets = BpfHashMap::try_from(take(&mut ebpf, "SOCKETS")?)
+            .map_err(|source| CaptureError::Map { map: "SOCKETS", source })?;
+        // SAFETY: the ring buffer owns its fd, which stays open as long as the AsyncFd owns it.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| CaptureError::Poll(e.into()))?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            ring,
+            losses,
+            targets,
+            sockets,
+        })
+    }
+
+    pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
+        self.targets
+            .insert(tgid, 0, 0)
+            .map_err(|source| CaptureError::Map { map: "TARGETS", source })
+    }
+
+    /// Tracks a socket that existed before the programs were attached.
+    pub fn add_socket(&mut self, tgid: u32, fd: i32) -> Result<(), CaptureError> {
+        self.sockets
+            .insert(socket_key(tgid, fd as u32), 0, 0)
+            .map_err(|source| CaptureError::Map { map: "SOCKETS", source })
+    }
+
+    pub fn attach(&mut self) -> Result<(), CaptureError> {
+        let ebpf = self.ebpf.as_mut().expect("attached before detach");
+        for (name, tracepoints) in PROGRAMS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?;
+            for tp in *tracepoints {
+                prog.attach("syscalls", tp)
+                    .map_err(|e| CaptureError::Attach {
+                        program: (*name).to_string(),
+                        tracepoint: (*tp).to_string(),
+                        reason: describe(&e).0,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches every program: no record is written after this returns.
+    pub fn detach(&mut self) {
+        self.ebpf = None;
+    }
+
+    /// Waits until the kernel forces a wakeup (the ring is filling up).
+    pub async fn readable(&self) -> Result<(), CaptureError> {
+        let mut guard = self.ring.readable().await.map_err(CaptureError::Poll)?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Hands up to `max` records to `f`; returns how many.
+    pub fn drain(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while n < max {
+            let Some(item) = ring.next() else { break };
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+
+    /// Loss counters so far, summed over CPUs.
+    pub fn losses(&self) -> Losses {
+        let mut out = [0u64; LossCounter::COUNT as usize];
+        for c in LossCounter::ALL {
+            if let Ok(values) = self.losses.get(&(c as u32), 0) {
+                out[c as usize] = values.iter().sum();
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,105 @@
+//! Command line, validated before anything touches the kernel.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "observer",
+    version,
+    about = "Watch the HTTP traffic of running processes with eBPF and report authentication \
+             failures, denied access and errors as JSON events"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture the traffic of target processes and stream events (needs root).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A process to watch, every thread of it (repeatable).
+    #[arg(long = "pid", value_name = "PID", required = true)]
+    pub pids: Vec<u32>,
+    /// Where events go: `-` for standard output (the default) or a file, appended to and
+    /// created readable by its owner only.
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("no process with PID {0}: check the PID (`ps -p {0}`)")]
+    NoSuchProcess(u32),
+    #[error("PID {0} is observer itself; it never captures its own traffic")]
+    SelfTarget(u32),
+    #[error("PID 0 is not a process")]
+    PidZero,
+}
+
+/// A validated run configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    pub pids: Vec<u32>,
+    /// `None` for standard output.
+    pub output: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn validate(&self) -> Result<RunConfig, ConfigError> {
+        let me = std::process::id();
+        let mut pids = Vec::new();
+        for &pid in &self.pids {
+            if pid == 0 {
+                return Err(ConfigError::PidZero);
+            }
+            if pid == me {
+                return Err(ConfigError::SelfTarget(pid));
+            }
+            if !std::path::Path::new(&format!("/proc/{pid}")).is_dir() {
+                return Err(ConfigError::NoSuchProcess(pid));
+            }
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        let output = (self.output.as_os_str() != "-").then(|| self.output.clone());
+        Ok(RunConfig { pids, output })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pids: &[u32]) -> RunArgs {
+        RunArgs {
+            pids: pids.to_vec(),
+            output: "-".into(),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_pids() {
+        assert_eq!(args(&[0]).validate(), Err(ConfigError::PidZero));
+        let me = std::process::id();
+        assert_eq!(args(&[me]).validate(), Err(ConfigError::SelfTarget(me)));
+        assert_eq!(
+            args(&[u32::MAX - 1]).validate(),
+            Err(ConfigError::NoSuchProcess(u32::MAX - 1))
+        );
+    }
+
+    #[test]
+    fn dedups_and_maps_stdout() {
+        let cfg = args(&[1, 1]).validate().unwrap();
+        assert_eq!(cfg.pids, vec![1]);
+        assert_eq!(cfg.output, None);
+    }
+}

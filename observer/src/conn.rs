@@ -1,0 +1,236 @@
+//! Connection tracking: which socket of which process a piece of bytes belongs to, who the peer
+//! is, and which way requests flow.
+//!
+//! A connection is keyed by process and fd. File descriptors are reused as soon as they close, so
+//! each connection also gets an id of its own (its generation) that is never reused in a run.
+//! Memory is bounded: the table has a cap, and idle connections expire; both are counted.
+
+use std::collections::HashMap;
+
+use observer_common::Direction;
+
+use crate::capture::SockAddr;
+use crate::http::{HttpConn, Side};
+
+/// Connections tracked at once before the least recently used is dropped.
+pub const MAX_CONNS: usize = 16384;
+/// A connection with no traffic for this long is forgotten.
+pub const IDLE_NS: u64 = 10 * 60 * 1_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// The target's part in the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The target accepted the connection: it serves requests.
+    Server,
+    /// The target connected: it sends requests.
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+
+    /// Which half of the conversation bytes moving in `direction` are.
+    pub fn side(self, direction: Direction) -> Side {
+        match (self, direction) {
+            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => Side::Request,
+            _ => Side::Response,
+        }
+    }
+}
+
+/// Both ends of a socket, as far as they are known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub local: Option<SockAddr>,
+    pub peer: Option<SockAddr>,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    /// Never reused within a run.
+    pub id: u64,
+    pub key: ConnKey,
+    /// The thread that last moved bytes on it.
+    pub last_tid: u32,
+    /// `None` for a connection seen first in the middle (it existed before observer started)
+    /// until its traffic shows which way requests flow.
+    pub role: Option<Role>,
+    pub endpoints: Endpoints,
+    pub http: HttpConn,
+    pub last_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    pub opened: u64,
+    /// Connections first seen through their traffic (opened before observer attached).
+    pub adopted: u64,
+    /// Dropped because the table was full.
+    pub evicted: u64,
+    /// Forgotten after [`IDLE_NS`] without traffic.
+    pub expired: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    conns: HashMap<ConnKey, Conn>,
+    next_id: u64,
+    pub counters: ConnCounters,
+}
+
+impl ConnTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Starts tracking a connection the kernel saw open. A connection still tracked under the
+    /// same key (its close was lost) is returned so its pending state can be finished.
+    pub fn open(
+        &mut self,
+        key: ConnKey,
+        tid: u32,
+        role: Option<Role>,
+        endpoints: Endpoints,
+        now_ns: u64,
+    ) -> Option<Conn> {
+        let replaced = self.conns.remove(&key);
+        if replaced.is_none() {
+            self.make_room();
+        }
+        self.next_id += 1;
+        self.counters.opened += 1;
+        self.conns.insert(
+            key,
+            Conn {
+                id: self.next_id,
+                key,
+                last_tid: tid,
+                role,
+                endpoints,
+                http: HttpConn::new(),
+                last_ns: now_ns,
+            },
+        );
+        replaced
+    }
+
+    pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Conn> {
+        self.conns.get_mut(key)
+    }
+
+    /// Counts a connection adopted from its traffic.
+    pub fn note_adopted(&mut self) {
+        self.counters.adopted += 1;
+    }
+
+    pub fn close(&mut self, key: &ConnKey) -> Option<Conn> {
+        self.conns.remove(key)
+    }
+
+    /// Removes connections idle since before `now_ns - IDLE_NS`, returning them.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Conn> {
+        let cutoff = now_ns.saturating_sub(IDLE_NS);
+        let stale: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.last_ns < cutoff)
+            .map(|(k, _)| *k)
+            .collect();
+        self.counters.expired += stale.len() as u64;
+        stale
+            .iter()
+            .filter_map(|k| self.conns.remove(k))
+            .collect()
+    }
+
+    /// Forgets every connection of a process that exited.
+    pub fn forget_process(&mut self, tgid: u32) -> Vec<Conn> {
+        let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
+        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+    }
+
+    fn make_room(&mut self) {
+        if self.conns.len() < MAX_CONNS {
+            return;
+        }
+        if let Some(oldest) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| c.last_ns)
+            .map(|(k, _)| *k)
+        {
+            self.conns.remove(&oldest);
+            self.counters.evicted += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(fd: i32) -> ConnKey {
+        ConnKey { tgid: 1, fd }
+    }
+
+    #[test]
+    fn reused_fd_gets_a_new_id() {
+        let mut t = ConnTable::new();
+        assert!(t.open(key(3), 0, Some(Role::Server), Endpoints::default(), 0).is_none());
+        let first = t.get_mut(&key(3)).unwrap().id;
+        let old = t.open(key(3), 0, Some(Role::Server), Endpoints::default(), 1);
+        assert_eq!(old.unwrap().id, first);
+        assert_ne!(t.get_mut(&key(3)).unwrap().id, first);
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let mut t = ConnTable::new();
+        for fd in 0..(MAX_CONNS as i32 + 10) {
+            t.open(key(fd), 0, None, Endpoints::default(), fd as u64);
+        }
+        assert_eq!(t.len(), MAX_CONNS);
+        assert_eq!(t.counters.evicted, 10);
+        // The oldest went first.
+        assert!(t.get_mut(&key(0)).is_none());
+        assert!(t.get_mut(&key(MAX_CONNS as i32 + 9)).is_some());
+    }
+
+    #[test]
+    fn idle_connections_expire() {
+        let mut t = ConnTable::new();
+        t.open(key(1), 0, None, Endpoints::default(), 0);
+        t.open(key(2), 0, None, Endpoints::default(), IDLE_NS + 5);
+        let gone = t.expire(IDLE_NS + 10);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.counters.expired, 1);
+    }
+
+    #[test]
+    fn roles_map_directions_to_sides() {
+        assert_eq!(Role::Server.side(Direction::Ingress), Side::Request);
+        assert_eq!(Role::Server.side(Direction::Egress), Side::Response);
+        assert_eq!(Role::Client.side(Direction::Egress), Side::Request);
+        assert_eq!(Role::Client.side(Direction::Ingress), Side::Response);
+    }
+}

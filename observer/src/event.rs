@@ -1,0 +1,533 @@
+//! Output events: the schema (ECS field names), redaction and timestamps.
+//!
+//! Events are typed structs serialised by serde_json, so every string that came from traffic is
+//! escaped by the encoder (CR, LF, NUL, quotes) and one event is always one line. Secrets are
+//! never copied into an event: header values other than the user agent are not kept at all, and
+//! sensitive query parameters are replaced by `REDACTED` here.
+
+use serde::Serialize;
+
+use crate::capture::SockAddr;
+use crate::conn::{Endpoints, Role};
+use crate::detect::classify;
+use crate::host::ProcessInfo;
+use crate::http::{Exchange, Text};
+
+pub const REDACTED: &str = "REDACTED";
+
+/// Query keys whose values are secrets (compared case-insensitively, after percent-decoding).
+pub const SENSITIVE_QUERY_KEYS: &[&str] = &[
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth",
+    "client_secret",
+    "code",
+    "id_token",
+    "jwt",
+    "key",
+    "pass",
+    "passwd",
+    "password",
+    "pwd",
+    "refresh_token",
+    "secret",
+    "session",
+    "sessionid",
+    "sid",
+    "sig",
+    "signature",
+    "token",
+];
+
+/// Converts the kernel's monotonic timestamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Realtime minus monotonic, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        use rustix::time::{ClockId, clock_gettime};
+        let ns = |t: rustix::time::Timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
+        let mono = ns(clock_gettime(ClockId::Monotonic));
+        let real = ns(clock_gettime(ClockId::Realtime));
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    /// A clock whose wall time equals the monotonic time plus `offset_ns` (for replay and tests).
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
+    pub fn wall(&self, mono_ns: u64) -> String {
+        rfc3339(mono_ns as i128 + self.offset_ns)
+    }
+
+    /// Monotonic nanoseconds now.
+    pub fn mono_now() -> u64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+}
+
+pub fn rfc3339(unix_ns: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventMeta {
+    pub kind: &'static str,
+    pub category: &'static [&'static str],
+    #[serde(rename = "type")]
+    pub kind_type: &'static [&'static str],
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// Gap-free per run; set by the sink in output order.
+    pub sequence: u64,
+    /// Nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Body {
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HttpRequest {
+    pub method: String,
+    pub bytes: u64,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HttpResponse {
+    pub status_code: u16,
+    pub bytes: u64,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Http {
+    pub version: String,
+    pub request: HttpRequest,
+    pub response: HttpResponse,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Url {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// `source` or `destination`: an IP and port, or a Unix socket path in `address`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Endpoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl Endpoint {
+    fn from_addr(a: &SockAddr) -> Self {
+        match a {
+            SockAddr::Inet(s) => Endpoint {
+                ip: Some(s.ip().to_string()),
+                port: Some(s.port()),
+                address: None,
+            },
+            SockAddr::Unix(path) => Endpoint {
+                address: Some(cap(path)),
+                ..Default::default()
+            },
+            SockAddr::UnixUnnamed => Endpoint {
+                address: Some("unix:unnamed".into()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UserAgent {
+    pub original: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Thread {
+    pub id: u32,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Process {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    pub thread: Thread,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverExchange {
+    pub role: &'static str,
+    /// Unique within the run, so exchanges of one connection can be grouped.
+    pub connection_id: u64,
+    /// Some traffic-derived string was cut to length or had invalid UTF-8 replaced.
+    pub truncated: bool,
+    /// Body bytes were counted from lengths the kernel reported, not seen.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial_capture: bool,
+    pub run_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ExchangeEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub http: Http,
+    pub url: Url,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<UserAgent>,
+    pub process: Process,
+    pub observer: ObserverExchange,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverLifecycle {
+    pub run_id: String,
+    pub version: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<u32>,
+    /// Totals at shutdown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LifecycleEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub observer: ObserverLifecycle,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverLoss {
+    pub run_id: String,
+    /// What was lost since the previous loss event, by stage and cause.
+    pub loss: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LossEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub observer: ObserverLoss,
+}
+
+/// Everything observer writes to its sink.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Event {
+    Exchange(Box<ExchangeEvent>),
+    Lifecycle(LifecycleEvent),
+    Loss(LossEvent),
+}
+
+impl Event {
+    pub fn meta_mut(&mut self) -> &mut EventMeta {
+        match self {
+            Event::Exchange(e) => &mut e.event,
+            Event::Lifecycle(e) => &mut e.event,
+            Event::Loss(e) => &mut e.event,
+        }
+    }
+}
+
+fn cap(s: &str) -> String {
+    let t = Text::from_bytes(s.as_bytes());
+    t.value
+}
+
+/// Splits a request target into path and query, replacing the values of sensitive query keys.
+pub fn split_target(target: &str) -> (String, Option<String>) {
+    // Absolute form (sent to proxies): keep the path part.
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .map(|r| r.find('/').map_or("/", |i| &r[i..]))
+        .unwrap_or(target);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let path = path.split('#').next().unwrap_or_default().to_string();
+    let query = query.map(|q| redact_query(q.split('#').next().unwrap_or_default()));
+    (path, query)
+}
+
+fn is_sensitive(key: &str) -> bool {
+    let decoded = percent_decode_lower(key);
+    SENSITIVE_QUERY_KEYS.iter().any(|k| *k == decoded)
+}
+
+fn percent_decode_lower(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).trim().to_ascii_lowercase()
+}
+
+/// Replaces the values of sensitive keys in a query string by `REDACTED`.
+pub fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_sensitive(k) => format!("{k}={REDACTED}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Who is who in a connection, given the target's role.
+pub fn source_destination(role: Role, ends: &Endpoints) -> (Option<Endpoint>, Option<Endpoint>) {
+    let local = ends.local.as_ref().map(Endpoint::from_addr);
+    let peer = ends.peer.as_ref().map(Endpoint::from_addr);
+    match role {
+        Role::Server => (peer, local),
+        Role::Client => (local, peer),
+    }
+}
+
+/// What the pipeline knows of an exchange's connection and process.
+pub struct ExchangeContext<'a> {
+    pub role: Role,
+    pub connection_id: u64,
+    pub endpoints: &'a Endpoints,
+    pub tgid: u32,
+    pub tid: u32,
+    pub process: &'a ProcessInfo,
+    pub run_id: &'a str,
+    pub clock: &'a Clock,
+}
+
+pub fn exchange_event(x: &Exchange, ctx: &ExchangeContext<'_>) -> Event {
+    let class = classify(x.response.status);
+    let (path, query) = split_target(&x.request.target.value);
+    let (source, destination) = source_destination(ctx.role, ctx.endpoints);
+    let truncated = x.request.method.altered
+        || x.request.target.altered
+        || x.request.user_agent.as_ref().is_some_and(|t| t.altered)
+        || x.request.host.as_ref().is_some_and(|t| t.altered);
+    Event::Exchange(Box::new(ExchangeEvent {
+        timestamp: ctx.clock.wall(x.request.start_ns),
+        event: EventMeta {
+            kind: "event",
+            category: class.category,
+            kind_type: class.kind,
+            action: class.action,
+            outcome: Some(class.outcome.as_str()),
+            sequence: 0,
+            duration: Some(x.duration_ns()),
+        },
+        http: Http {
+            version: format!("1.{}", x.request.version),
+            request: HttpRequest {
+                method: x.request.method.value.clone(),
+                bytes: x.request.sizes.total(),
+                body: Body {
+                    bytes: x.request.sizes.body,
+                },
+            },
+            response: HttpResponse {
+                status_code: x.response.status,
+                bytes: x.response.sizes.total(),
+                body: Body {
+                    bytes: x.response.sizes.body,
+                },
+            },
+        },
+        url: Url {
+            path,
+            query,
+            domain: x.request.host.as_ref().map(|h| {
+                // Host may carry a port; url.domain is the name only.
+                let v = &h.value;
+                match v.rsplit_once(':') {
+                    Some((name, port)) if port.bytes().all(|c| c.is_ascii_digit()) => {
+                        name.to_string()
+                    }
+                    _ => v.clone(),
+                }
+            }),
+        },
+        source,
+        destination,
+        user_agent: x.request.user_agent.as_ref().map(|u| UserAgent {
+            original: u.value.clone(),
+        }),
+        process: Process {
+            pid: ctx.tgid,
+            name: ctx.process.name.clone(),
+            executable: ctx.process.executable.clone(),
+            thread: Thread { id: ctx.tid },
+        },
+        observer: ObserverExchange {
+            role: ctx.role.as_str(),
+            connection_id: ctx.connection_id,
+            truncated,
+            partial_capture: x.request.incomplete_copy,
+            run_id: ctx.run_id.to_string(),
+        },
+    }))
+}
+
+pub fn lifecycle_event(
+    action: &'static str,
+    now: String,
+    run_id: &str,
+    targets: Vec<u32>,
+    stats: Option<serde_json::Value>,
+) -> Event {
+    let kind_type: &'static [&'static str] = if action == "sys_startup" {
+        &["start"]
+    } else {
+        &["end"]
+    };
+    Event::Lifecycle(LifecycleEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "event",
+            category: &["process"],
+            kind_type,
+            action,
+            outcome: Some("success"),
+            sequence: 0,
+            duration: None,
+        },
+        observer: ObserverLifecycle {
+            run_id: run_id.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+            targets,
+            stats,
+        },
+    })
+}
+
+pub fn loss_event(
+    now: String,
+    run_id: &str,
+    loss: serde_json::Map<String, serde_json::Value>,
+) -> Event {
+    Event::Loss(LossEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "metric",
+            category: &["process"],
+            kind_type: &["info"],
+            action: "loss",
+            outcome: None,
+            sequence: 0,
+            duration: None,
+        },
+        observer: ObserverLoss {
+            run_id: run_id.to_string(),
+            loss,
+        },
+    })
+}
+
+/// A random id for this run, from the kernel's UUID generator.
+pub fn new_run_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| format!("{:x}-{}", Clock::mono_now(), std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_query_values_are_redacted() {
+        let (path, q) = split_target("/login?user=alice&token=s3cr3t&Api%5FKey=k&PASSWORD=x&x");
+        assert_eq!(path, "/login");
+        let q = q.unwrap();
+        assert_eq!(
+            q,
+            "user=alice&token=REDACTED&Api%5FKey=REDACTED&PASSWORD=REDACTED&x"
+        );
+        assert!(!q.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn absolute_form_and_fragments() {
+        assert_eq!(
+            split_target("http://api.example/v1/x?a=1"),
+            ("/v1/x".to_string(), Some("a=1".to_string()))
+        );
+        assert_eq!(split_target("http://api.example"), ("/".to_string(), None));
+        assert_eq!(split_target("/p#frag"), ("/p".to_string(), None));
+    }
+
+    #[test]
+    fn percent_decoding_is_total() {
+        for s in ["%", "%4", "%zz", "a%", "%%%", "%41%42"] {
+            let _ = percent_decode_lower(s);
+        }
+        assert_eq!(percent_decode_lower("%41%62"), "ab");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let c = Clock::with_offset(1_700_000_000_000_000_000);
+        assert_eq!(c.wall(123), "2023-11-14T22:13:20.000000123Z");
+    }
+}

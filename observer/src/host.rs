@@ -1,0 +1,165 @@
+//! What the pipeline asks of the host: socket addresses and process names.
+//!
+//! Behind a trait so that the pipeline runs the same on a recording, without privileges
+//! ([`NoHost`]), as live ([`LiveHost`]). Everything read here is untrusted and may vanish at any
+//! moment (processes exit, fds close): every lookup may fail and failing is normal.
+
+use std::collections::HashMap;
+use std::fs;
+
+use rustix::net::{SocketAddrAny, SocketAddrUnix};
+use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
+
+use crate::capture::SockAddr;
+use crate::conn::Endpoints;
+
+/// Longest process name or path kept from /proc.
+const MAX_PROC_STRING: usize = 4096;
+/// Processes whose pidfd is kept open.
+const MAX_PIDFDS: usize = 1024;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub name: Option<String>,
+    pub executable: Option<String>,
+}
+
+pub trait Host {
+    /// Both ends of socket `fd` of process `tgid`, as the socket reports them now.
+    fn endpoints(&mut self, tgid: u32, fd: i32) -> Option<Endpoints>;
+    /// Name and executable of process `tgid`.
+    fn process(&mut self, tgid: u32) -> ProcessInfo;
+    /// The process exited: drop what is cached about it.
+    fn forget(&mut self, _tgid: u32) {}
+}
+
+/// A host that knows nothing: for replaying recordings.
+#[derive(Debug, Default)]
+pub struct NoHost;
+
+impl Host for NoHost {
+    fn endpoints(&mut self, _tgid: u32, _fd: i32) -> Option<Endpoints> {
+        None
+    }
+    fn process(&mut self, _tgid: u32) -> ProcessInfo {
+        ProcessInfo::default()
+    }
+}
+
+/// Reads the live system. Socket addresses come from a duplicate of the target's fd
+/// (`pidfd_getfd`), held only for the two calls that read the addresses.
+#[derive(Debug, Default)]
+pub struct LiveHost {
+    pidfds: HashMap<u32, std::os::fd::OwnedFd>,
+}
+
+impl LiveHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn pidfd(&mut self, tgid: u32) -> Option<&std::os::fd::OwnedFd> {
+        if !self.pidfds.contains_key(&tgid) {
+            if self.pidfds.len() >= MAX_PIDFDS {
+                self.pidfds.clear();
+            }
+            let pid = Pid::from_raw(tgid as i32)?;
+            let fd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok()?;
+            self.pidfds.insert(tgid, fd);
+        }
+        self.pidfds.get(&tgid)
+    }
+}
+
+fn to_sockaddr(a: SocketAddrAny) -> Option<SockAddr> {
+    if let Ok(inet) = std::net::SocketAddr::try_from(a.clone()) {
+        return Some(match inet {
+            std::net::SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(v4) => SockAddr::Inet((v4, v6.port()).into()),
+                None => SockAddr::Inet(inet),
+            },
+            v4 => SockAddr::Inet(v4),
+        });
+    }
+    let unix = SocketAddrUnix::try_from(a).ok()?;
+    if let Some(path) = unix.path_bytes() {
+        return Some(SockAddr::Unix(String::from_utf8_lossy(path).into_owned()));
+    }
+    if let Some(name) = unix.abstract_name() {
+        return Some(SockAddr::Unix(format!("@{}", String::from_utf8_lossy(name))));
+    }
+    Some(SockAddr::UnixUnnamed)
+}
+
+fn read_capped(path: &str) -> Option<String> {
+    let s = fs::read(path).ok()?;
+    let s = &s[..s.len().min(MAX_PROC_STRING)];
+    Some(String::from_utf8_lossy(s).trim_end_matches('\n').to_string())
+}
+
+impl Host for LiveHost {
+    fn endpoints(&mut self, tgid: u32, fd: i32) -> Option<Endpoints> {
+        let pidfd = self.pidfd(tgid)?;
+        let dup = rustix::process::pidfd_getfd(pidfd, fd, PidfdGetfdFlags::empty()).ok()?;
+        let local = rustix::net::getsockname(&dup).ok().and_then(to_sockaddr);
+        let peer = rustix::net::getpeername(&dup)
+            .ok()
+            .flatten()
+            .and_then(to_sockaddr);
+        drop(dup);
+        Some(Endpoints { local, peer })
+    }
+
+    fn process(&mut self, tgid: u32) -> ProcessInfo {
+        let name = read_capped(&format!("/proc/{tgid}/comm"));
+        let executable = fs::read_link(format!("/proc/{tgid}/exe"))
+            .ok()
+            .map(|p| {
+                let s = p.to_string_lossy();
+                s[..s.len().min(MAX_PROC_STRING)].to_string()
+            });
+        ProcessInfo { name, executable }
+    }
+
+    fn forget(&mut self, tgid: u32) {
+        self.pidfds.remove(&tgid);
+    }
+}
+
+/// File descriptors of `tgid` that are sockets, read from /proc/PID/fd.
+pub fn socket_fds(tgid: u32) -> std::io::Result<Vec<i32>> {
+    let mut fds = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{tgid}/fd"))? {
+        let Ok(entry) = entry else { continue };
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(link) = fs::read_link(entry.path())
+            && link.as_os_str().as_encoded_bytes().starts_with(b"socket:[")
+        {
+            fds.push(fd);
+        }
+    }
+    Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn finds_own_sockets() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let fds = socket_fds(std::process::id()).unwrap();
+        assert!(fds.contains(&l.as_raw_fd()));
+    }
+
+    #[test]
+    fn process_name_of_self() {
+        let info = LiveHost::new().process(std::process::id());
+        assert!(info.name.is_some());
+        assert!(info.executable.is_some());
+    }
+}

@@ -1,0 +1,51 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use observer::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The observer's own logs go to stderr; events go to the sink, never mixed.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("OBSERVER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Run(args) => {
+            if !rustix::process::geteuid().is_root() {
+                eprintln!(
+                    "observer: `observer run` needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN \
+                     to load eBPF programs and mount tracefs); run it with sudo"
+                );
+                return ExitCode::from(1);
+            }
+            let cfg = match args.validate() {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("observer: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("observer: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(observer::run::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("observer: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The userspace pipeline after capture: connection tracking → HTTP reassembly → classification
+//! → events. Plain synchronous code, the same live and on recordings.
+
+use std::collections::HashMap;
+
+use observer_common::Direction;
+use serde_json::json;
+
+use crate::capture::{CaptureEvent, Meta, SockAddr};
+use crate::conn::{Conn, ConnKey, ConnTable, Endpoints, Role};
+use crate::event::{Clock, Event, ExchangeContext, exchange_event};
+use crate::host::{Host, ProcessInfo};
+use crate::http::{HttpCounters, Side, looks_like_start};
+
+/// Processes and listening sockets whose details are cached.
+const MAX_CACHED: usize = 4096;
+
+pub struct Pipeline<H: Host> {
+    host: H,
+    clock: Clock,
+    run_id: String,
+    conns: ConnTable,
+    processes: HashMap<u32, ProcessInfo>,
+    /// Local address of listening sockets, for accepted connections whose fd was already gone
+    /// when its addresses were looked up.
+    listeners: HashMap<ConnKey, Option<SockAddr>>,
+    /// Counters of connections already closed.
+    http_closed: HttpCounters,
+    pub counters: PipelineCounters,
+    scratch: Vec<crate::http::Exchange>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineCounters {
+    pub records: u64,
+    pub exchanges: u64,
+    /// Pieces on a connection of unknown role that did not show which way requests flow.
+    pub unassigned_pieces: u64,
+    /// Connections whose socket was already closed or reused when its addresses were looked
+    /// up; their local address comes from the listening socket or is left out.
+    pub late_address_lookups: u64,
+}
+
+impl<H: Host> Pipeline<H> {
+    pub fn new(host: H, clock: Clock, run_id: String) -> Self {
+        Self {
+            host,
+            clock,
+            run_id,
+            conns: ConnTable::new(),
+            processes: HashMap::new(),
+            listeners: HashMap::new(),
+            http_closed: HttpCounters::default(),
+            counters: PipelineCounters::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Processes one capture record, appending the events it completes to `out`.
+    pub fn handle(&mut self, ev: &CaptureEvent<'_>, out: &mut Vec<Event>) {
+        self.counters.records += 1;
+        match *ev {
+            CaptureEvent::Accept {
+                meta,
+                listen_fd,
+                ref peer,
+            } => {
+                let ends = self.accepted_endpoints(&meta, listen_fd, peer.clone());
+                self.open(meta, Role::Server, ends, out);
+            }
+            CaptureEvent::Connect { meta, ref peer } => {
+                let ends = self.connected_endpoints(&meta, peer.clone());
+                self.open(meta, Role::Client, ends, out);
+            }
+            CaptureEvent::Data {
+                meta,
+                direction,
+                total_len,
+                bytes,
+            } => self.data(meta, direction, total_len, bytes, out),
+            CaptureEvent::Close { meta } => {
+                let key = ConnKey {
+                    tgid: meta.tgid,
+                    fd: meta.fd,
+                };
+                self.listeners.remove(&key);
+                if let Some(conn) = self.conns.close(&key) {
+                    self.finish(conn, meta.ts_ns, out);
+                }
+            }
+        }
+    }
+
+    /// Forgets connections idle for too long; call now and then.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        for conn in self.conns.expire(now_ns) {
+            self.finish(conn, now_ns, out);
+        }
+    }
+
+    /// Totals for health reporting.
+    pub fn stats(&self) -> serde_json::Value {
+        // Open connections' counters are added when each closes.
+        let http = self.http_closed;
+        let c = &self.conns.counters;
+        json!({
+            "records": self.counters.records,
+            "exchanges": self.counters.exchanges,
+            "connections": {
+                "open": self.conns.len(),
+                "opened": c.opened,
+                "adopted": c.adopted,
+                "evicted": c.evicted,
+                "expired": c.expired,
+            },
+            "http": {
+                "skipped_pieces": http.skipped_pieces + self.counters.unassigned_pieces,
+                "resyncs": http.resyncs,
+                "heads_too_long": http.heads_too_long,
+                "orphan_responses": http.orphan_responses,
+                "pending_overflow": http.pending_overflow,
+                "unanswered": http.unanswered,
+            },
+            "late_address_lookups": self.counters.late_address_lookups,
+        })
+    }
+
+    fn process(&mut self, tgid: u32) -> &ProcessInfo {
+        if !self.processes.contains_key(&tgid) {
+            if self.processes.len() >= MAX_CACHED {
+                self.processes.clear();
+            }
+            let info = self.host.process(tgid);
+            self.processes.insert(tgid, info);
+        }
+        &self.processes[&tgid]
+    }
+
+    fn accepted_endpoints(
+        &mut self,
+        meta: &Meta,
+        listen_fd: i32,
+        peer: Option<SockAddr>,
+    ) -> Endpoints {
+        if let Some(live) = self.host.endpoints(meta.tgid, meta.fd)
+            && (peer.is_none() || live.peer == peer)
+        {
+            return live;
+        }
+        if peer.is_some() {
+            self.counters.late_address_lookups += 1;
+        }
+        // The fd closed (or was reused) before we looked: the listening socket still knows the
+        // local address.
+        let key = ConnKey {
+            tgid: meta.tgid,
+            fd: listen_fd,
+        };
+        if !self.listeners.contains_key(&key) {
+            if self.listeners.len() >= MAX_CACHED {
+                self.listeners.clear();
+            }
+            let local = self
+                .host
+                .endpoints(meta.tgid, listen_fd)
+                .and_then(|e| e.local);
+            self.listeners.insert(key, local);
+        }
+        let local = self.listeners[&key]
+            .clone()
+            .filter(|a| !matches!(a, SockAddr::Inet(s) if s.ip().is_unspecified()));
+        Endpoints { local, peer }
+    }
+
+    fn connected_endpoints(&mut self, meta: &Meta, peer: Option<SockAddr>) -> Endpoints {
+        match self.host.endpoints(meta.tgid, meta.fd) {
+            // A connect still in progress has no peer yet; its local address is already bound.
+            Some(live) if live.peer.is_none() || live.peer == peer || peer.is_none() => Endpoints {
+                local: live.local,
+                peer: peer.or(live.peer),
+            },
+            Some(_) => {
+                self.counters.late_address_lookups += 1;
+                Endpoints { local: None, peer }
+            }
+            None => Endpoints { local: None, peer },
+        }
+    }
+
+    fn open(&mut self, meta: Meta, role: Role, ends: Endpoints, out: &mut Vec<Event>) {
+        let key = ConnKey {
+            tgid: meta.tgid,
+            fd: meta.fd,
+        };
+        if let Some(old) = self.conns.open(key, meta.tid, Some(role), ends, meta.ts_ns) {
+            self.finish(old, meta.ts_ns, out);
+        }
+    }
+
+    fn data(
+        &mut self,
+        meta: Meta,
+        direction: Direction,
+        total_len: u64,
+        bytes: &[u8],
+        out: &mut Vec<Event>,
+    ) {
+        let key = ConnKey {
+            tgid: meta.tgid,
+            fd: meta.fd,
+        };
+        if self.conns.get_mut(&key).is_none() {
+            // A connection that existed before observer attached.
+            let ends = self.host.endpoints(meta.tgid, meta.fd).unwrap_or_default();
+            self.conns.open(key, meta.tid, None, ends, meta.ts_ns);
+            self.conns.note_adopted();
+        }
+        let conn = self.conns.get_mut(&key).expect("just inserted");
+        conn.last_ns = meta.ts_ns;
+        conn.last_tid = meta.tid;
+        let role = match conn.role {
+            Some(r) => r,
+            None => match infer_role(direction, bytes) {
+                Some(r) => {
+                    conn.role = Some(r);
+                    r
+                }
+                None => {
+                    self.counters.unassigned_pieces += 1;
+                    return;
+                }
+            },
+        };
+        let side = role.side(direction);
+        let mut done = std::mem::take(&mut self.scratch);
+        conn.http
+            .on_data(side, bytes, total_len, meta.ts_ns, &mut done);
+        if !done.is_empty() {
+            let id = conn.id;
+            let ends = conn.endpoints.clone();
+            self.emit_exchanges(&mut done, role, id, &ends, meta.tgid, meta.tid, out);
+        }
+        self.scratch = done;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit_exchanges(
+        &mut self,
+        done: &mut Vec<crate::http::Exchange>,
+        role: Role,
+        connection_id: u64,
+        endpoints: &Endpoints,
+        tgid: u32,
+        tid: u32,
+        out: &mut Vec<Event>,
+    ) {
+        self.process(tgid);
+        let ctx = ExchangeContext {
+            role,
+            connection_id,
+            endpoints,
+            tgid,
+            tid,
+            process: &self.processes[&tgid],
+            run_id: &self.run_id,
+            clock: &self.clock,
+        };
+        for x in done.drain(..) {
+            out.push(exchange_event(&x, &ctx));
+            self.counters.exchanges += 1;
+        }
+    }
+
+    fn finish(&mut self, mut conn: Conn, ts_ns: u64, out: &mut Vec<Event>) {
+        let mut done = Vec::new();
+        conn.http.on_close(ts_ns, &mut done);
+        self.http_closed.add(&conn.http.counters);
+        if let (Some(role), false) = (conn.role, done.is_empty()) {
+            let (tgid, tid) = (conn.key.tgid, conn.last_tid);
+            self.emit_exchanges(&mut done, role, conn.id, &conn.endpoints, tgid, tid, out);
+        }
+    }
+}
+
+/// Which role a connection of unknown origin has, from a piece of its traffic.
+fn infer_role(direction: Direction, bytes: &[u8]) -> Option<Role> {
+    if bytes.len() < 5 {
+        return None;
+    }
+    let request = looks_like_start(Side::Request, bytes);
+    let response = bytes.starts_with(b"HTTP/");
+    match (direction, request, response) {
+        (Direction::Ingress, true, false) | (Direction::Egress, false, true) => Some(Role::Server),
+        (Direction::Egress, true, false) | (Direction::Ingress, false, true) => Some(Role::Client),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{decode, encode};
+    use crate::host::NoHost;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn meta(fd: i32, ts: u64) -> Meta {
+        Meta {
+            ts_ns: ts,
+            tgid: 42,
+            tid: 43,
+            fd,
+        }
+    }
+
+    fn run(records: &[Vec<u8>]) -> Vec<serde_json::Value> {
+        let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+        let mut out = Vec::new();
+        for r in records {
+            p.handle(&decode(r).unwrap(), &mut out);
+        }
+        out.iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn accepted_connection_yields_server_exchange_with_addresses() {
+        let peer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+        let events = run(&[
+            encode::conn(&meta(7, 1), 3, &encode::sockaddr_in(peer)),
+            encode::data(
+                &meta(7, 2),
+                Direction::Ingress,
+                34,
+                b"POST /login?password=hunter2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            ),
+            encode::data(
+                &meta(7, 5),
+                Direction::Egress,
+                45,
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+            ),
+            encode::close(&meta(7, 6)),
+        ]);
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e["event"]["action"], "authn_login_fail");
+        assert_eq!(e["http"]["request"]["method"], "POST");
+        assert_eq!(e["http"]["response"]["status_code"], 401);
+        assert_eq!(e["url"]["path"], "/login");
+        assert_eq!(e["url"]["query"], "password=REDACTED");
+        assert_eq!(e["source"]["ip"], "127.0.0.1");
+        assert_eq!(e["source"]["port"], 40000);
+        assert_eq!(e["observer"]["role"], "server");
+        assert_eq!(e["process"]["pid"], 42);
+        assert_eq!(e["event"]["duration"], 3);
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn preexisting_connection_role_is_inferred() {
+        let events = run(&[
+            // Middle of an old response first: skipped.
+            encode::data(&meta(9, 1), Direction::Egress, 5, b"older"),
+            encode::data(&meta(9, 2), Direction::Egress, 18, b"GET /x HTTP/1.1\r\n\r\n"),
+            encode::data(
+                &meta(9, 3),
+                Direction::Ingress,
+                38,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            ),
+        ]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["observer"]["role"], "client");
+    }
+
+    #[test]
+    fn reused_fd_does_not_mix_connections() {
+        let peer = encode::sockaddr_in(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
+        let events = run(&[
+            encode::conn(&meta(5, 1), 3, &peer),
+            encode::data(&meta(5, 2), Direction::Ingress, 18, b"GET /a HTTP/1.1\r\n\r\n"),
+            // close lost; the fd is accepted again
+            encode::conn(&meta(5, 3), 3, &peer),
+            encode::data(
+                &meta(5, 4),
+                Direction::Egress,
+                38,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            ),
+        ]);
+        assert!(events.is_empty(), "a response on a new connection pairs with nothing");
+    }
+}

@@ -1,0 +1,180 @@
+//! `observer run`: the live loop from the kernel's ring buffer to the sink.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use observer_common::LossCounter;
+use serde_json::{Map, Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::capture::{Capture, Losses, decode};
+use crate::config::RunConfig;
+use crate::event::{Clock, Event, lifecycle_event, loss_event, new_run_id};
+use crate::host::{LiveHost, socket_fds};
+use crate::pipeline::Pipeline;
+use crate::sink::{Sink, SinkError};
+
+/// How often the ring buffer is read when the kernel does not wake us (it wakes us itself once
+/// the ring is a quarter full). Batching wakeups keeps the cost off the target's syscalls.
+const POLL: Duration = Duration::from_millis(5);
+/// Records handled per poll before other work (signals, timers) gets a turn.
+const BATCH: usize = 8192;
+/// Losses are checked and reported this often.
+const LOSS_CHECK: Duration = Duration::from_secs(1);
+
+pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    let mut sink = match &cfg.output {
+        None => Sink::stdout(),
+        Some(path) => Sink::file(path)?,
+    };
+    let mut capture = Capture::load()?;
+    for &pid in &cfg.pids {
+        capture.add_target(pid)?;
+    }
+    capture.attach()?;
+    // Sockets opened before attach; any opened since is seen by the kernel programs.
+    let mut seeded = 0;
+    for &pid in &cfg.pids {
+        match socket_fds(pid) {
+            Ok(fds) => {
+                for fd in fds {
+                    capture.add_socket(pid, fd)?;
+                    seeded += 1;
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the sockets of PID {pid}: {e}"),
+        }
+    }
+    let clock = Clock::now();
+    let mut pipeline = Pipeline::new(LiveHost::new(), clock, new_run_id());
+    tracing::info!(
+        pids = ?cfg.pids,
+        existing_sockets = seeded,
+        run_id = pipeline.run_id(),
+        "capturing"
+    );
+    let now = || clock.wall(Clock::mono_now());
+    let startup = lifecycle_event("sys_startup", now(), pipeline.run_id(), cfg.pids.clone(), None);
+    emit_all(&mut sink, vec![startup])?;
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut loss_check = tokio::time::interval(LOSS_CHECK);
+    let mut reported: Losses = capture.losses();
+    let mut decode_errors = 0u64;
+    let mut events: Vec<Event> = Vec::new();
+
+    let outcome: Result<(), SinkError> = loop {
+        let mut check_losses = false;
+        tokio::select! {
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            r = capture.readable() => r?,
+            _ = poll.tick() => {}
+            _ = loss_check.tick() => check_losses = true,
+        }
+        capture.drain(BATCH, |rec| handle(&mut pipeline, rec, &mut events, &mut decode_errors));
+        if check_losses {
+            report_losses(&capture, &mut reported, &pipeline, &mut events);
+            pipeline.expire(Clock::mono_now(), &mut events);
+        }
+        if let Err(e) = emit_all(&mut sink, std::mem::take(&mut events)) {
+            break Err(e);
+        }
+    };
+
+    // Orderly stop: no record is written after detach, so draining now loses nothing.
+    capture.detach();
+    while capture.drain(BATCH, |rec| handle(&mut pipeline, rec, &mut events, &mut decode_errors))
+        > 0
+    {}
+    report_losses(&capture, &mut reported, &pipeline, &mut events);
+    let mut stats = pipeline.stats();
+    stats["decode_errors"] = json!(decode_errors);
+    stats["kernel_losses"] = losses_json(&reported);
+    match outcome {
+        Ok(()) => {
+            events.push(lifecycle_event(
+                "sys_shutdown",
+                now(),
+                pipeline.run_id(),
+                Vec::new(),
+                Some(stats.clone()),
+            ));
+            emit_all(&mut sink, events)?;
+            tracing::info!(written = sink.written(), "stopped");
+            Ok(())
+        }
+        Err(SinkError::Closed) => {
+            // Nobody reads the events any more: say what was done, on stderr, and stop cleanly.
+            eprintln!(
+                "observer: output closed by its reader after {} events; stopping. {}",
+                sink.written(),
+                stats
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn handle(
+    pipeline: &mut Pipeline<LiveHost>,
+    rec: &[u8],
+    events: &mut Vec<Event>,
+    decode_errors: &mut u64,
+) {
+    match decode(rec) {
+        Ok(ev) => pipeline.handle(&ev, events),
+        Err(e) => {
+            *decode_errors += 1;
+            tracing::debug!("skipping a record: {e}");
+        }
+    }
+}
+
+fn emit_all(sink: &mut Sink, events: Vec<Event>) -> Result<(), SinkError> {
+    for ev in events {
+        sink.emit(ev)?;
+    }
+    sink.flush()
+}
+
+fn losses_json(l: &Losses) -> Value {
+    let mut m = Map::new();
+    for c in LossCounter::ALL {
+        m.insert(c.name().to_string(), json!(l[c as usize]));
+    }
+    Value::Object(m)
+}
+
+/// Emits a loss event when the kernel counted anything new since the last one.
+fn report_losses(
+    capture: &Capture,
+    reported: &mut Losses,
+    pipeline: &Pipeline<LiveHost>,
+    events: &mut Vec<Event>,
+) {
+    let now = capture.losses();
+    let mut delta = Map::new();
+    for c in LossCounter::ALL {
+        let d = now[c as usize].saturating_sub(reported[c as usize]);
+        if d > 0 {
+            delta.insert(c.name().to_string(), json!(d));
+        }
+    }
+    if delta.is_empty() {
+        return;
+    }
+    tracing::warn!(?delta, "the kernel side lost records");
+    *reported = now;
+    let mut loss = Map::new();
+    loss.insert("kernel".into(), Value::Object(delta));
+    events.push(loss_event(
+        pipeline.clock().wall(Clock::mono_now()),
+        pipeline.run_id(),
+        loss,
+    ));
+}
