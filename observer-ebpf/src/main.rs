@@ -10,10 +10,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::bpf_probe_read_user,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -101,13 +98,13 @@ fn count_loss(counter: LossCounter) {
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
     // SAFETY: the value is not kept past this call.
-    unsafe { TARGETS.get(&tgid).is_some() }
+    unsafe { TARGETS.get(tgid).is_some() }
 }
 
 #[inline(always)]
 fn is_socket(tgid: u32, fd: i32) -> bool {
     // SAFETY: as above.
-    fd >= 0 && unsafe { SOCKETS.get(&socket_key(tgid, fd as u32)).is_some() }
+    fd >= 0 && unsafe { SOCKETS.get(socket_key(tgid, fd as u32)).is_some() }
 }
 
 /// Lets the periodic poll in userspace collect records, unless the ring is filling up.
@@ -150,7 +147,7 @@ fn io_enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
         fd,
         syscall: syscall as u32,
     };
-    if INFLIGHT_IO.insert(&pid_tgid, &args, BPF_ANY as u64).is_err() {
+    if INFLIGHT_IO.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
         count_loss(LossCounter::InflightTableFull);
     }
     0
@@ -160,11 +157,11 @@ fn io_enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
 fn io_exit(ctx: &TracePointContext, direction: Direction) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before the entry is removed.
-    let args = match unsafe { INFLIGHT_IO.get(&pid_tgid) } {
+    let args = match unsafe { INFLIGHT_IO.get(pid_tgid) } {
         Some(args) => *args,
         None => return 0,
     };
-    let _ = INFLIGHT_IO.remove(&pid_tgid);
+    let _ = INFLIGHT_IO.remove(pid_tgid);
     let ret = arg(ctx, RET) as i64;
     if ret <= 0 {
         return 0;
@@ -266,7 +263,10 @@ fn conn_enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
         addr_len: arg(ctx, ARG2),
         kind: kind as u32,
     };
-    if INFLIGHT_CONN.insert(&pid_tgid, &args, BPF_ANY as u64).is_err() {
+    if INFLIGHT_CONN
+        .insert(pid_tgid, args, BPF_ANY as u64)
+        .is_err()
+    {
         count_loss(LossCounter::InflightTableFull);
     }
     0
@@ -276,11 +276,11 @@ fn conn_enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
 fn conn_exit(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before the entry is removed.
-    let args = match unsafe { INFLIGHT_CONN.get(&pid_tgid) } {
+    let args = match unsafe { INFLIGHT_CONN.get(pid_tgid) } {
         Some(args) => *args,
         None => return 0,
     };
-    let _ = INFLIGHT_CONN.remove(&pid_tgid);
+    let _ = INFLIGHT_CONN.remove(pid_tgid);
     let ret = arg(ctx, RET) as i64;
     let accept = args.kind == EventKind::Accept as u32;
     let fd = if accept {
@@ -297,7 +297,7 @@ fn conn_exit(ctx: &TracePointContext) -> u32 {
     };
     let tgid = (pid_tgid >> 32) as u32;
     if SOCKETS
-        .insert(&socket_key(tgid, fd as u32), &0, BPF_ANY as u64)
+        .insert(socket_key(tgid, fd as u32), 0, BPF_ANY as u64)
         .is_err()
     {
         count_loss(LossCounter::SocketTableFull);
@@ -384,7 +384,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let fd = arg(&ctx, ARG0) as i32;
-    if fd < 0 || SOCKETS.remove(&socket_key(tgid, fd as u32)).is_err() {
+    if fd < 0 || SOCKETS.remove(socket_key(tgid, fd as u32)).is_err() {
         return 0;
     }
     let hdr = header(EventKind::Close, pid_tgid, fd);

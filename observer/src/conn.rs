@@ -156,15 +156,17 @@ impl ConnTable {
             .map(|(k, _)| *k)
             .collect();
         self.counters.expired += stale.len() as u64;
-        stale
-            .iter()
-            .filter_map(|k| self.conns.remove(k))
-            .collect()
+        stale.iter().filter_map(|k| self.conns.remove(k)).collect()
     }
 
     /// Forgets every connection of a process that exited.
     pub fn forget_process(&mut self, tgid: u32) -> Vec<Conn> {
-        let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
+        let keys: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|k| k.tgid == tgid)
+            .copied()
+            .collect();
         keys.iter().filter_map(|k| self.conns.remove(k)).collect()
     }
 
@@ -195,7 +197,10 @@ mod tests {
     #[test]
     fn reused_fd_gets_a_new_id() {
         let mut t = ConnTable::new();
-        assert!(t.open(key(3), 0, Some(Role::Server), Endpoints::default(), 0).is_none());
+        assert!(
+            t.open(key(3), 0, Some(Role::Server), Endpoints::default(), 0)
+                .is_none()
+        );
         let first = t.get_mut(&key(3)).unwrap().id;
         let old = t.open(key(3), 0, Some(Role::Server), Endpoints::default(), 1);
         assert_eq!(old.unwrap().id, first);

@@ -39,7 +39,12 @@ pub fn classify(status: u16) -> Classification {
             &["web", "authentication"],
             &["access", "denied"],
         ),
-        403 => ("authz_fail", Failure, &["web", "iam"], &["access", "denied"]),
+        403 => (
+            "authz_fail",
+            Failure,
+            &["web", "iam"],
+            &["access", "denied"],
+        ),
         400 | 422 => (
             "input_validation_fail",
             Failure,

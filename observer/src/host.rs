@@ -86,7 +86,10 @@ fn to_sockaddr(a: SocketAddrAny) -> Option<SockAddr> {
         return Some(SockAddr::Unix(String::from_utf8_lossy(path).into_owned()));
     }
     if let Some(name) = unix.abstract_name() {
-        return Some(SockAddr::Unix(format!("@{}", String::from_utf8_lossy(name))));
+        return Some(SockAddr::Unix(format!(
+            "@{}",
+            String::from_utf8_lossy(name)
+        )));
     }
     Some(SockAddr::UnixUnnamed)
 }
@@ -94,7 +97,11 @@ fn to_sockaddr(a: SocketAddrAny) -> Option<SockAddr> {
 fn read_capped(path: &str) -> Option<String> {
     let s = fs::read(path).ok()?;
     let s = &s[..s.len().min(MAX_PROC_STRING)];
-    Some(String::from_utf8_lossy(s).trim_end_matches('\n').to_string())
+    Some(
+        String::from_utf8_lossy(s)
+            .trim_end_matches('\n')
+            .to_string(),
+    )
 }
 
 impl Host for LiveHost {
@@ -112,12 +119,10 @@ impl Host for LiveHost {
 
     fn process(&mut self, tgid: u32) -> ProcessInfo {
         let name = read_capped(&format!("/proc/{tgid}/comm"));
-        let executable = fs::read_link(format!("/proc/{tgid}/exe"))
-            .ok()
-            .map(|p| {
-                let s = p.to_string_lossy();
-                s[..s.len().min(MAX_PROC_STRING)].to_string()
-            });
+        let executable = fs::read_link(format!("/proc/{tgid}/exe")).ok().map(|p| {
+            let s = p.to_string_lossy();
+            s[..s.len().min(MAX_PROC_STRING)].to_string()
+        });
         ProcessInfo { name, executable }
     }
 
@@ -131,7 +136,11 @@ pub fn socket_fds(tgid: u32) -> std::io::Result<Vec<i32>> {
     let mut fds = Vec::new();
     for entry in fs::read_dir(format!("/proc/{tgid}/fd"))? {
         let Ok(entry) = entry else { continue };
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if let Ok(link) = fs::read_link(entry.path())

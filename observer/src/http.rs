@@ -416,7 +416,13 @@ impl HttpConn {
         }
     }
 
-    fn step_head(&mut self, side: Side, input: &[u8], ts_ns: u64, out: &mut Vec<Exchange>) -> usize {
+    fn step_head(
+        &mut self,
+        side: Side,
+        input: &[u8],
+        ts_ns: u64,
+        out: &mut Vec<Exchange>,
+    ) -> usize {
         let counters = &mut self.counters;
         let half = match side {
             Side::Request => &mut self.req,
@@ -497,7 +503,13 @@ impl HttpConn {
         if upgrade {
             self.upgrade_asked = true;
         }
-        self.start_body(Side::Request, Partial::Request(request), framing, ts_ns, &mut Vec::new());
+        self.start_body(
+            Side::Request,
+            Partial::Request(request),
+            framing,
+            ts_ns,
+            &mut Vec::new(),
+        );
     }
 
     fn parse_response_head(&mut self, head: &[u8], ts_ns: u64, out: &mut Vec<Exchange>) {
@@ -545,7 +557,13 @@ impl HttpConn {
             start_ns: self.resp.head_start_ns,
             end_ns: ts_ns,
         };
-        self.start_body(Side::Response, Partial::Response(response), framing, ts_ns, out);
+        self.start_body(
+            Side::Response,
+            Partial::Response(response),
+            framing,
+            ts_ns,
+            out,
+        );
         if switches {
             self.req.framing = Framing::Tunnel;
             self.resp.framing = Framing::Tunnel;
@@ -843,7 +861,11 @@ mod tests {
             let (a, b) = body.split_at(cut);
             let out = feed_all(
                 &mut c2,
-                &[(Side::Request, REQ), (Side::Response, a), (Side::Response, b)],
+                &[
+                    (Side::Request, REQ),
+                    (Side::Response, a),
+                    (Side::Response, b),
+                ],
             );
             assert_eq!(out.len(), 1, "cut {cut}");
             assert_eq!(out[0].response.sizes.body, 11);
@@ -882,7 +904,10 @@ mod tests {
                 ),
                 (Side::Response, b"HTTP/1.1 100 Continue\r\n\r\n"),
                 (Side::Request, b"abc"),
-                (Side::Response, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+                (
+                    Side::Response,
+                    b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+                ),
             ],
         );
         assert_eq!(out.len(), 1);

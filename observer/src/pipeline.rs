@@ -320,6 +320,11 @@ mod tests {
         }
     }
 
+    /// A data record whose bytes were all copied.
+    fn data(m: Meta, d: Direction, bytes: &[u8]) -> Vec<u8> {
+        encode::data(&m, d, bytes.len() as u64, bytes)
+    }
+
     fn run(records: &[Vec<u8>]) -> Vec<serde_json::Value> {
         let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
         let mut out = Vec::new();
@@ -336,16 +341,14 @@ mod tests {
         let peer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
         let events = run(&[
             encode::conn(&meta(7, 1), 3, &encode::sockaddr_in(peer)),
-            encode::data(
-                &meta(7, 2),
+            data(
+                meta(7, 2),
                 Direction::Ingress,
-                34,
                 b"POST /login?password=hunter2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             ),
-            encode::data(
-                &meta(7, 5),
+            data(
+                meta(7, 5),
                 Direction::Egress,
-                45,
                 b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
             ),
             encode::close(&meta(7, 6)),
@@ -369,12 +372,11 @@ mod tests {
     fn preexisting_connection_role_is_inferred() {
         let events = run(&[
             // Middle of an old response first: skipped.
-            encode::data(&meta(9, 1), Direction::Egress, 5, b"older"),
-            encode::data(&meta(9, 2), Direction::Egress, 18, b"GET /x HTTP/1.1\r\n\r\n"),
-            encode::data(
-                &meta(9, 3),
+            data(meta(9, 1), Direction::Egress, b"older"),
+            data(meta(9, 2), Direction::Egress, b"GET /x HTTP/1.1\r\n\r\n"),
+            data(
+                meta(9, 3),
                 Direction::Ingress,
-                38,
                 b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
             ),
         ]);
@@ -387,16 +389,18 @@ mod tests {
         let peer = encode::sockaddr_in(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
         let events = run(&[
             encode::conn(&meta(5, 1), 3, &peer),
-            encode::data(&meta(5, 2), Direction::Ingress, 18, b"GET /a HTTP/1.1\r\n\r\n"),
+            data(meta(5, 2), Direction::Ingress, b"GET /a HTTP/1.1\r\n\r\n"),
             // close lost; the fd is accepted again
             encode::conn(&meta(5, 3), 3, &peer),
-            encode::data(
-                &meta(5, 4),
+            data(
+                meta(5, 4),
                 Direction::Egress,
-                38,
                 b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
             ),
         ]);
-        assert!(events.is_empty(), "a response on a new connection pairs with nothing");
+        assert!(
+            events.is_empty(),
+            "a response on a new connection pairs with nothing"
+        );
     }
 }

@@ -54,7 +54,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         "capturing"
     );
     let now = || clock.wall(Clock::mono_now());
-    let startup = lifecycle_event("sys_startup", now(), pipeline.run_id(), cfg.pids.clone(), None);
+    let startup = lifecycle_event(
+        "sys_startup",
+        now(),
+        pipeline.run_id(),
+        cfg.pids.clone(),
+        None,
+    );
     emit_all(&mut sink, vec![startup])?;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -75,7 +81,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             _ = poll.tick() => {}
             _ = loss_check.tick() => check_losses = true,
         }
-        capture.drain(BATCH, |rec| handle(&mut pipeline, rec, &mut events, &mut decode_errors));
+        capture.drain(BATCH, |rec| {
+            handle(&mut pipeline, rec, &mut events, &mut decode_errors)
+        });
         if check_losses {
             report_losses(&capture, &mut reported, &pipeline, &mut events);
             pipeline.expire(Clock::mono_now(), &mut events);
@@ -87,8 +95,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     // Orderly stop: no record is written after detach, so draining now loses nothing.
     capture.detach();
-    while capture.drain(BATCH, |rec| handle(&mut pipeline, rec, &mut events, &mut decode_errors))
-        > 0
+    while capture.drain(BATCH, |rec| {
+        handle(&mut pipeline, rec, &mut events, &mut decode_errors)
+    }) > 0
     {}
     report_losses(&capture, &mut reported, &pipeline, &mut events);
     let mut stats = pipeline.stats();

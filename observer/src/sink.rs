@@ -105,16 +105,24 @@ mod tests {
         let buf = Shared::default();
         let mut sink = Sink::new(Box::new(buf.clone()));
         for _ in 0..3 {
-            sink.emit(lifecycle_event("sys_startup", "t".into(), "r", vec![1], None))
-                .unwrap();
+            sink.emit(lifecycle_event(
+                "sys_startup",
+                "t".into(),
+                "r",
+                vec![1],
+                None,
+            ))
+            .unwrap();
         }
         sink.flush().unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let seqs: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["sequence"]
-                .as_u64()
-                .unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["sequence"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(seqs, vec![1, 2, 3]);
     }
@@ -127,8 +135,14 @@ mod tests {
         let path = dir.join("events.jsonl");
         let _ = std::fs::remove_file(&path);
         let mut sink = Sink::file(&path).unwrap();
-        sink.emit(lifecycle_event("sys_startup", "t".into(), "r", vec![], None))
-            .unwrap();
+        sink.emit(lifecycle_event(
+            "sys_startup",
+            "t".into(),
+            "r",
+            vec![],
+            None,
+        ))
+        .unwrap();
         sink.flush().unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -1,1 +1,342 @@
+//! Helpers for observer's privileged integration tests: real servers started as their own
+//! processes, the real observer binary, real clients. Failures panic with context.
 
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Panics unless running as root: these tests load eBPF programs. They never skip silently.
+pub fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "observer's integration tests load eBPF programs and must run as root: \
+         run `sudo cargo xtask test` (CI runs as root)"
+    );
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// The observer binary under test: $OBSERVER_BIN, else target/release/observer.
+pub fn observer_bin() -> PathBuf {
+    let bin = std::env::var_os("OBSERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/observer"));
+    assert!(
+        bin.is_file(),
+        "observer binary {} not found: run the tests with `cargo xtask test`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+fn wait_for_port(addr: &str, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within 20 s");
+}
+
+/// A server process the test owns; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub name: &'static str,
+    _dir: Option<TempDir>,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The sample API of tests/servers/api.py (HTTP/1.1, keep-alive).
+    pub fn api() -> Self {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(workspace_root().join("tests/servers/api.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting python3 tests/servers/api.py");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "api.py");
+        Self {
+            child,
+            port,
+            name: "api.py",
+            _dir: None,
+        }
+    }
+
+    /// `python3 -m http.server` serving `files` from a fresh directory.
+    pub fn python_http(files: &[(&str, &[u8])]) -> Self {
+        let dir = TempDir::new("www");
+        for (name, content) in files {
+            std::fs::write(dir.path.join(name), content).expect("writing a served file");
+        }
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&dir.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting python3 -m http.server");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "http.server");
+        Self {
+            child,
+            port,
+            name: "http.server",
+            _dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("observer-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creating a temporary directory");
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running observer whose stdout lines are collected.
+pub struct Observer {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// What observer printed and how it ended.
+pub struct Finished {
+    pub events: Vec<Value>,
+    pub lines: Vec<String>,
+    pub stderr: String,
+    pub status: std::process::ExitStatus,
+}
+
+impl Finished {
+    /// HTTP exchange events, in output order.
+    pub fn exchanges(&self) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["event"]["kind"] == "event" && e.get("http").is_some())
+            .collect()
+    }
+}
+
+impl Observer {
+    /// Starts `observer run ARGS` and waits for its `sys_startup` event (programs attached).
+    pub fn start(args: &[String]) -> Self {
+        let mut child = Command::new(observer_bin())
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting observer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut obs = Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match obs.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let startup = line.contains("\"sys_startup\"");
+                    obs.seen.push(line);
+                    if startup {
+                        return obs;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("observer did not start within 30 s"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let out = obs.child.wait_with_output().expect("observer output");
+                    panic!(
+                        "observer exited before starting ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn for_pids(pids: &[u32]) -> Self {
+        let args: Vec<String> = pids
+            .iter()
+            .flat_map(|p| ["--pid".to_string(), p.to_string()])
+            .collect();
+        Self::start(&args)
+    }
+
+    /// Sends `signal`, waits for observer to exit and returns everything it printed. Every line
+    /// must be one JSON object.
+    pub fn stop_with(mut self, signal: rustix::process::Signal) -> Finished {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal).expect("signalling observer");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for observer") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "observer did not exit within 30 s of {signal:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        let events = self
+            .seen
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap_or_else(|e| {
+                    panic!("observer printed a line that is not JSON ({e}): {l}")
+                })
+            })
+            .collect();
+        Finished {
+            events,
+            lines: self.seen,
+            stderr,
+            status,
+        }
+    }
+
+    pub fn stop(self) -> Finished {
+        self.stop_with(rustix::process::Signal::INT)
+    }
+}
+
+/// What curl reported for one transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub status: u16,
+    /// curl's size_request: the head, plus the body when curl sent it with the head.
+    pub request_size: u64,
+    pub upload_bytes: u64,
+    /// Response head bytes plus body bytes.
+    pub response_bytes: u64,
+    pub download_bytes: u64,
+    pub local_port: u16,
+}
+
+const CURL_FORMAT: &str =
+    "%{http_code} %{size_request} %{size_upload} %{size_header} %{size_download} %{local_port}\\n";
+
+/// Runs one curl process making one transfer per element of `transfers` (each: options then a
+/// URL), in order, over one connection where the server allows keep-alive.
+pub fn curl_many(transfers: &[&[&str]]) -> Vec<Transfer> {
+    let mut cmd = Command::new("curl");
+    for (i, t) in transfers.iter().enumerate() {
+        if i > 0 {
+            cmd.arg("--next");
+        }
+        cmd.args(["-s", "-o", "/dev/null", "-w", CURL_FORMAT])
+            .args(*t);
+    }
+    let out = cmd.output().expect("running curl");
+    assert!(
+        out.status.success(),
+        "curl {transfers:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Transfer> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .map(|x| x.parse().expect("curl -w number"))
+                .collect();
+            Transfer {
+                status: f[0] as u16,
+                request_size: f[1],
+                upload_bytes: f[2],
+                response_bytes: f[3] + f[4],
+                download_bytes: f[4],
+                local_port: f[5] as u16,
+            }
+        })
+        .collect();
+    assert_eq!(got.len(), transfers.len(), "curl reported every transfer");
+    got
+}
+
+/// Runs curl for one transfer.
+pub fn curl(args: &[&str]) -> Transfer {
+    curl_many(&[args]).remove(0)
+}

@@ -1,1 +1,190 @@
-fn main(){}
+//! Build, run, test and demo automation for observer. Each command first installs what it lacks
+//! on a fresh machine, idempotently, with a line of progress for each step.
+
+mod demo;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    about = "observer's build, run, test and demo automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the toolchain pieces and test tools observer needs (idempotent).
+    Setup,
+    /// Build the observer binary (release, eBPF programs embedded).
+    Build,
+    /// Build and run observer as root; arguments after `--` go to observer
+    /// (`run` is implied when they start with an option).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every check and test: fmt, clippy, unit tests, privileged integration tests.
+    Test {
+        /// Only run integration tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Start a sample API, observe it, send it some traffic and show the events.
+    Demo,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn step(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+pub fn observer_bin() -> PathBuf {
+    workspace_root().join("target/release/observer")
+}
+
+pub fn build() -> anyhow::Result<PathBuf> {
+    setup::build_tools()?;
+    step("building observer (release, with its eBPF programs)");
+    run(cargo().args(["build", "--release", "--package", "observer"]))?;
+    Ok(observer_bin())
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn main() {
+    if let Err(e) = dispatch(Cli::parse().command) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Setup => {
+            setup::build_tools()?;
+            setup::test_tools()?;
+        }
+        Cmd::Build => {
+            build()?;
+        }
+        Cmd::Run { mut args } => {
+            let bin = build()?;
+            if args.first().is_none_or(|a| a.starts_with('-')) {
+                args.insert(0, "run".into());
+            }
+            let mut cmd = if is_root() {
+                Command::new(&bin)
+            } else {
+                step("observer needs root: running it through sudo");
+                let mut c = Command::new("sudo");
+                c.arg(&bin);
+                c
+            };
+            step(&format!("running {} {}", bin.display(), args.join(" ")));
+            let status = cmd.args(&args).status().context("cannot start observer")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { filter } => test(filter)?,
+        Cmd::Demo => demo::demo()?,
+    }
+    Ok(())
+}
+
+fn test(filter: Option<String>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    setup::build_tools()?;
+    setup::test_tools()?;
+    if !is_root() {
+        bail!(
+            "the integration tests load eBPF programs and need root; run `sudo cargo xtask test` \
+             (CI runs as root)"
+        );
+    }
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    // Lint and unit-test runs need no eBPF object; skipping it saves a nightly build per profile.
+    step("clippy: userspace crates (warnings are errors)");
+    run(cargo().env("AYA_BUILD_SKIP", "1").args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "observer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("clippy: eBPF crate, nightly (warnings are errors)");
+    run(Command::new("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "observer-ebpf",
+        "--",
+        "-D",
+        "warnings",
+        "-C",
+        "panic=abort",
+        "-Zpanic_abort_tests",
+    ]))?;
+    step("unit tests");
+    run(cargo().env("AYA_BUILD_SKIP", "1").args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "observer-ebpf",
+        "--exclude",
+        "observer-tests",
+    ]))?;
+    let bin = build()?;
+    step("privileged integration tests (real servers, real kernel path)");
+    let mut cmd = cargo();
+    cmd.env("OBSERVER_BIN", &bin)
+        .args(["test", "--release", "--package", "observer-tests", "--"])
+        .arg("--test-threads=1");
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    run(&mut cmd)?;
+    step(&format!(
+        "all checks and tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}

@@ -140,14 +140,29 @@ impl Capture {
             ebpf.take_map(name)
                 .ok_or_else(|| CaptureError::Missing(format!("map {name}")))
         };
-        let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
-            .map_err(|source| CaptureError::Map { map: "EVENTS", source })?;
-        let losses = PerCpuArray::try_from(take(&mut ebpf, "LOSSES")?)
-            .map_err(|source| CaptureError::Map { map: "LOSSES", source })?;
-        let targets = BpfHashMap::try_from(take(&mut ebpf, "TARGETS")?)
-            .map_err(|source| CaptureError::Map { map: "TARGETS", source })?;
-        let sockets = BpfHashMap::try_from(take(&mut ebpf, "SOCKETS")?)
-            .map_err(|source| CaptureError::Map { map: "SOCKETS", source })?;
+        let ring =
+            RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| CaptureError::Map {
+                map: "EVENTS",
+                source,
+            })?;
+        let losses = PerCpuArray::try_from(take(&mut ebpf, "LOSSES")?).map_err(|source| {
+            CaptureError::Map {
+                map: "LOSSES",
+                source,
+            }
+        })?;
+        let targets = BpfHashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| {
+            CaptureError::Map {
+                map: "TARGETS",
+                source,
+            }
+        })?;
+        let sockets = BpfHashMap::try_from(take(&mut ebpf, "SOCKETS")?).map_err(|source| {
+            CaptureError::Map {
+                map: "SOCKETS",
+                source,
+            }
+        })?;
         // SAFETY: the ring buffer owns its fd, which stays open as long as the AsyncFd owns it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into()))?;
@@ -163,14 +178,20 @@ impl Capture {
     pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
         self.targets
             .insert(tgid, 0, 0)
-            .map_err(|source| CaptureError::Map { map: "TARGETS", source })
+            .map_err(|source| CaptureError::Map {
+                map: "TARGETS",
+                source,
+            })
     }
 
     /// Tracks a socket that existed before the programs were attached.
     pub fn add_socket(&mut self, tgid: u32, fd: i32) -> Result<(), CaptureError> {
         self.sockets
             .insert(socket_key(tgid, fd as u32), 0, 0)
-            .map_err(|source| CaptureError::Map { map: "SOCKETS", source })
+            .map_err(|source| CaptureError::Map {
+                map: "SOCKETS",
+                source,
+            })
     }
 
     pub fn attach(&mut self) -> Result<(), CaptureError> {

@@ -34,7 +34,8 @@ pub fn ensure_mounted() -> Result<(), TracefsError> {
         DEBUGFS_TRACING
     } else {
         tracing::info!("tracefs is not mounted; mounting it at {TRACEFS}");
-        mount("nodev", TRACEFS, "tracefs", MountFlags::empty(), None).map_err(TracefsError::Mount)?;
+        mount("nodev", TRACEFS, "tracefs", MountFlags::empty(), None)
+            .map_err(TracefsError::Mount)?;
         TRACEFS
     };
     if !Path::new(ready).join("events/syscalls").is_dir() {

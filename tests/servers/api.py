@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""A small HTTP/1.1 JSON API that observer's tests and demo watch.
+
+Usage: api.py PORT [BIND_ADDRESS]
+
+  GET  /health            200
+  GET  /api/items         200 with Basic auth alice:wonderland or Bearer demo-token, else 401
+  POST /login             200 for {"user":"alice","password":"wonderland"}, else 401
+  GET  /admin             403
+  GET  /error             500
+  anything else           404
+"""
+import base64
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+USERS = {"alice": "wonderland"}
+TOKEN = "demo-token"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, code, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def authorized(self):
+        h = self.headers.get("Authorization", "")
+        if h.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(h[6:]).decode().partition(":")
+            except Exception:
+                return False
+            return USERS.get(user) == password
+        if h.startswith("Bearer "):
+            return h[7:] == TOKEN
+        return False
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path == "/health":
+            self.reply(200, {"status": "ok"})
+        elif path == "/api/items":
+            if self.authorized():
+                self.reply(200, {"items": [1, 2, 3]})
+            else:
+                self.reply(401, {"error": "unauthorized"})
+        elif path == "/admin":
+            self.reply(403, {"error": "forbidden"})
+        elif path == "/error":
+            self.reply(500, {"error": "internal"})
+        else:
+            self.reply(404, {"error": "not found"})
+
+    def do_POST(self):
+        path = self.path.split("?")[0]
+        raw = self.body()
+        if path == "/login":
+            try:
+                creds = json.loads(raw or b"{}")
+            except ValueError:
+                self.reply(400, {"error": "bad json"})
+                return
+            if USERS.get(creds.get("user")) == creds.get("password"):
+                self.reply(200, {"token": TOKEN})
+            else:
+                self.reply(401, {"error": "bad credentials"})
+        elif path == "/api/items":
+            if self.authorized():
+                self.reply(201, {"created": len(raw)})
+            else:
+                self.reply(401, {"error": "unauthorized"})
+        else:
+            self.reply(404, {"error": "not found"})
+
+
+def main():
+    port = int(sys.argv[1])
+    bind = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    server = ThreadingHTTPServer((bind, port), Handler)
+    server.daemon_threads = True
+    print(f"listening on {bind}:{port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

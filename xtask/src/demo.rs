@@ -1,0 +1,3 @@
+pub fn demo() -> anyhow::Result<()> {
+    anyhow::bail!("todo")
+}

@@ -1,0 +1,151 @@
+//! Installs what building and testing observer needs, on a fresh machine of the supported kind
+//! (Debian with rustup). Every step checks first, so running it again costs a few probes.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+use crate::{run, step};
+
+/// The LLVM bpf-linker is built against (Debian's packages).
+const LLVM: &str = "22";
+/// Verified to build with this machine's stable toolchain.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "clang-22"];
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .contains("install ok installed")
+}
+
+static APT_UPDATED: std::sync::Once = std::sync::Once::new();
+
+/// Installs Debian packages that are missing.
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!(
+            "Debian packages {} are missing and installing them needs root: run `sudo apt-get \
+             install -y {}` or run this command as root",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    let mut update_result = Ok(());
+    APT_UPDATED.call_once(|| {
+        step("apt-get update");
+        update_result = run(Command::new("apt-get").args(["update", "-qq"]));
+    });
+    update_result?;
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
+    .with_context(|| format!("installing {} failed", missing.join(" ")))
+}
+
+/// Nightly rust-src and bpf-linker: what building the eBPF programs takes.
+pub fn build_tools() -> anyhow::Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]));
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step("installing the nightly Rust toolchain (eBPF programs need -Z build-std)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]));
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        step("adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    if !components.lines().any(|l| l.starts_with("clippy")) {
+        step("adding clippy to the nightly toolchain (lints the eBPF crate)");
+        run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
+    }
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
+        apt_install(LLVM_PACKAGES)?;
+        step(&format!(
+            "building bpf-linker against Debian's LLVM {LLVM} (about 2 minutes, once)"
+        ));
+        let prefix = format!("/usr/lib/llvm-{LLVM}");
+        run(Command::new("cargo")
+            .env("LLVM_PREFIX", &prefix)
+            .env(format!("LLVM_SYS_{LLVM}1_PREFIX"), &prefix)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM}"),
+            ]))
+        .context(
+            "installing bpf-linker failed; it needs Debian's llvm-22-dev and libpolly-22-dev",
+        )?;
+    }
+    Ok(())
+}
+
+/// The real servers and clients the integration tests drive.
+pub fn test_tools() -> anyhow::Result<()> {
+    // (command, Debian package that provides it)
+    let tools = [
+        ("curl", "curl"),
+        ("python3", "python3"),
+        ("setpriv", "util-linux"),
+        ("pgrep", "procps"),
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    apt_install(&missing)
+}
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
