@@ -1,3 +1,181 @@
+//! `cargo xtask demo`: the whole thing in one command. Starts the sample API, points observer at
+//! its PID, sends it a short mix of requests with curl and shows what observer reported.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::{build, setup, step, workspace_root};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_child(child);
+    let _ = rustix::process::kill_process(pid, sig);
+}
+
 pub fn demo() -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+    if !crate::is_root() {
+        bail!("the demo loads eBPF programs: run `sudo cargo xtask demo`");
+    }
+    setup::test_tools()?;
+    let bin = build()?;
+
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    step(&format!(
+        "starting the sample API (tests/servers/api.py) on 127.0.0.1:{port}"
+    ));
+    let mut api = Killed(
+        Command::new("python3")
+            .arg(workspace_root().join("tests/servers/api.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting python3")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || api.0.try_wait()?.is_some() {
+            bail!("the sample API did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let api_pid = api.0.id();
+
+    step(&format!("starting observer run --pid {api_pid}"));
+    let mut observer = Killed(
+        Command::new(&bin)
+            .args(["run", "--pid", &api_pid.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting observer")?,
+    );
+    let mut lines = BufReader::new(observer.0.stdout.take().context("observer stdout")?).lines();
+    let mut events: Vec<Value> = Vec::new();
+    for line in lines.by_ref() {
+        let line = line?;
+        let started = line.contains("\"sys_startup\"");
+        events.push(serde_json::from_str(&line)?);
+        if started {
+            break;
+        }
+    }
+
+    let base = format!("http://127.0.0.1:{port}");
+    let requests: &[(&str, &[&str])] = &[
+        ("health check", &["/health"]),
+        (
+            "login, wrong password",
+            &["-d", r#"{"user":"alice","password":"guess"}"#, "/login"],
+        ),
+        (
+            "login, wrong password again",
+            &["-d", r#"{"user":"alice","password":"letmein"}"#, "/login"],
+        ),
+        (
+            "login, right password",
+            &[
+                "-d",
+                r#"{"user":"alice","password":"wonderland"}"#,
+                "/login",
+            ],
+        ),
+        (
+            "items with a bearer token",
+            &[
+                "-H",
+                "Authorization: Bearer demo-token",
+                "/api/items?page=1",
+            ],
+        ),
+        ("items without credentials", &["/api/items"]),
+        (
+            "an API key in the query string",
+            &["/api/items?api_key=sk-live-123"],
+        ),
+        ("admin area", &["/admin"]),
+        ("a bug", &["/error"]),
+        ("a typo", &["/helth"]),
+    ];
+    step("sending requests with curl");
+    for (what, args) in requests {
+        let (url, opts) = args.split_last().expect("a path");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(opts)
+            .arg(format!("{base}{url}"))
+            .output()
+            .context("running curl")?;
+        eprintln!(
+            "    {:<34} {} -> {}",
+            what,
+            url,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    step("stopping observer (SIGINT)");
+    signal(&observer.0, rustix::process::Signal::INT);
+    for line in lines {
+        events.push(serde_json::from_str(&line?)?);
+    }
+    let status = observer.0.wait()?;
+    drop(api);
+
+    step("what observer reported (one JSON line per event; a summary of each here)");
+    println!(
+        "{:>4}  {:<16} {:<7} {:<6} {:<22} {:>6}  {:<21} {}",
+        "seq", "action", "outcome", "method", "path", "status", "source", "query"
+    );
+    for e in &events {
+        let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_default();
+        let source = match (e["source"]["ip"].as_str(), e["source"]["port"].as_u64()) {
+            (Some(ip), Some(port)) => format!("{ip}:{port}"),
+            _ => String::new(),
+        };
+        println!(
+            "{:>4}  {:<16} {:<7} {:<6} {:<22} {:>6}  {:<21} {}",
+            e["event"]["sequence"].to_string(),
+            s(&e["event"]["action"]),
+            s(&e["event"]["outcome"]),
+            s(&e["http"]["request"]["method"]),
+            s(&e["url"]["path"]),
+            e["http"]["response"]["status_code"]
+                .as_u64()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            source,
+            s(&e["url"]["query"]),
+        );
+    }
+    if let Some(fail) = events
+        .iter()
+        .find(|e| e["event"]["action"] == "authn_login_fail")
+    {
+        step("one event in full (the first failed login)");
+        println!("{}", serde_json::to_string_pretty(fail)?);
+    }
+    if !status.success() {
+        bail!("observer exited with {status}");
+    }
+    let exchanges = events.iter().filter(|e| e.get("http").is_some()).count();
+    step(&format!(
+        "{exchanges} exchanges reported for {} requests sent",
+        requests.len()
+    ));
+    if exchanges != requests.len() {
+        bail!("observer missed exchanges");
+    }
+    Ok(())
 }
