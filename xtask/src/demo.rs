@@ -135,8 +135,8 @@ pub fn demo() -> anyhow::Result<()> {
 
     step("what observer reported (one JSON line per event; a summary of each here)");
     println!(
-        "{:>4}  {:<16} {:<7} {:<6} {:<22} {:>6}  {:<21} {}",
-        "seq", "action", "outcome", "method", "path", "status", "source", "query"
+        "{:>4}  {:<16} {:<7} {:<6} {:<22} {:>6}  {:<21} query",
+        "seq", "action", "outcome", "method", "path", "status", "source"
     );
     for e in &events {
         let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_default();
