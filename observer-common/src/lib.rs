@@ -34,6 +34,8 @@ pub enum EventKind {
     Connect = 3,
     /// A tracked socket closed ([`EventHeader`] only).
     Close = 4,
+    /// A target process forked, exited, or was found in a target cgroup ([`ProcEvent`]).
+    Process = 5,
 }
 
 impl EventKind {
@@ -43,6 +45,7 @@ impl EventKind {
             2 => Some(Self::Accept),
             3 => Some(Self::Connect),
             4 => Some(Self::Close),
+            5 => Some(Self::Process),
             _ => None,
         }
     }
@@ -132,6 +135,79 @@ pub struct ConnEvent {
     pub addr: [u8; MAX_SOCKADDR],
 }
 
+/// What happened to a process ([`ProcEvent::what`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcChange {
+    /// `header.tgid` forked `pid`, a new process that is now a target too.
+    Fork = 1,
+    /// Process `header.tgid` exited (its last thread).
+    Exit = 2,
+    /// Process `header.tgid` made its first syscall seen inside a target cgroup.
+    Join = 3,
+}
+
+impl ProcChange {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Fork),
+            2 => Some(Self::Exit),
+            3 => Some(Self::Join),
+            _ => None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcEvent {
+    pub hdr: EventHeader,
+    /// A [`ProcChange`] id.
+    pub what: u32,
+    /// The new process for [`ProcChange::Fork`]; `hdr.tgid` otherwise.
+    pub pid: u32,
+}
+
+/// Most cgroups that can be targeted at once.
+pub const MAX_CGROUPS: u32 = 8;
+
+/// A target cgroup: its id (the inode of its cgroup2 directory) and its depth below the root.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupTarget {
+    pub id: u64,
+    pub level: u32,
+    pub _pad: u32,
+}
+
+/// Syscalls whose arguments the programs keep between enter and exit. Userspace fills entries
+/// for threads that were already blocked in one when the programs were attached (read from
+/// /proc/PID/task/TID/syscall), so the first message on a busy connection is not lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IoArgs {
+    pub buf: u64,
+    pub fd: i32,
+    /// A [`Syscall`] id.
+    pub syscall: u32,
+    /// The syscall's number, checked against the exit tracepoint's.
+    pub nr: i64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnArgs {
+    /// accept: the user's sockaddr buffer, filled by the kernel (read at exit).
+    /// connect: the address being connected to (read at exit; still valid then).
+    pub addr: u64,
+    /// accept: pointer to the addrlen in/out value; connect: the length itself.
+    pub addr_len: u64,
+    pub fd: i32,
+    /// [`EventKind::Accept`] or [`EventKind::Connect`].
+    pub kind: u32,
+    pub nr: i64,
+}
+
 /// Indices of the per-CPU loss counters the kernel side keeps.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,8 +248,12 @@ pub const fn socket_key(tgid: u32, fd: u32) -> u64 {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain `#[repr(C)]` integers and arrays with no padding and no invalid bit patterns.
-    unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::CgroupTarget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IoArgs {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnArgs {}
 }
 
 #[cfg(test)]
@@ -187,5 +267,9 @@ mod tests {
         assert_eq!(DataEvent::HEADER, 24 + 8 + 16);
         assert_eq!(size_of::<DataEvent>(), DataEvent::HEADER + MAX_DATA);
         assert_eq!(size_of::<ConnEvent>(), 24 + 8 + 8 + MAX_SOCKADDR);
+        assert_eq!(size_of::<ProcEvent>(), 32);
+        assert_eq!(size_of::<CgroupTarget>(), 16);
+        assert_eq!(size_of::<IoArgs>(), 24);
+        assert_eq!(size_of::<ConnArgs>(), 32);
     }
 }

@@ -10,14 +10,18 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_user},
+    },
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use observer_common::{
-    ConnEvent, DataEvent, Direction, EventHeader, EventKind, LossCounter, MAX_DATA, MAX_SOCKADDR,
-    RING_BYTES, Syscall, WAKEUP_THRESHOLD, socket_key,
+    CgroupTarget, ConnArgs, ConnEvent, DataEvent, Direction, EventHeader, EventKind, IoArgs,
+    LossCounter, MAX_CGROUPS, MAX_DATA, MAX_SOCKADDR, ProcChange, ProcEvent, RING_BYTES, Syscall,
+    WAKEUP_THRESHOLD, socket_key,
 };
 
 /// Records for userspace.
@@ -41,6 +45,11 @@ static INFLIGHT_IO: HashMap<u64, IoArgs> = HashMap::with_max_entries(16384, 0);
 #[map]
 static INFLIGHT_CONN: HashMap<u64, ConnArgs> = HashMap::with_max_entries(4096, 0);
 
+/// Target cgroups; an entry with id 0 ends the list. Processes inside one (or below it) become
+/// targets on their first syscall.
+#[map]
+static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0);
+
 /// Per-CPU counters indexed by [`LossCounter`].
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossCounter::COUNT, 0);
@@ -51,34 +60,21 @@ static SCRATCH_DATA: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0
 #[map]
 static SCRATCH_CONN: PerCpuArray<ConnEvent> = PerCpuArray::with_max_entries(1, 0);
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct IoArgs {
-    buf: u64,
-    fd: i32,
-    syscall: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ConnArgs {
-    /// accept: the user's sockaddr buffer, filled by the kernel (read at exit).
-    /// connect: the address being connected to (read at exit; still valid then).
-    addr: u64,
-    /// accept: pointer to the addrlen in/out value; connect: the length itself.
-    addr_len: u64,
-    fd: i32,
-    kind: u32,
-}
-
 // Offsets in the syscall tracepoints' records (see events/syscalls/*/format): every argument
 // takes 8 bytes after the 8-byte common header and the 4-byte syscall number.
+const NR: usize = 8;
 const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG2: usize = 32;
 const RET: usize = 16;
 
 const EINPROGRESS: i64 = 115;
+
+#[inline(always)]
+fn syscall_nr(ctx: &TracePointContext) -> i64 {
+    // SAFETY: as in `arg`; `__syscall_nr` is an int at offset 8 of enter and exit records.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().add(NR) as *const i32) as i64 }
+}
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
@@ -96,9 +92,46 @@ fn count_loss(counter: LossCounter) {
 }
 
 #[inline(always)]
-fn is_target(tgid: u32) -> bool {
+fn is_target(tgid: u32, pid_tgid: u64) -> bool {
     // SAFETY: the value is not kept past this call.
-    unsafe { TARGETS.get(tgid).is_some() }
+    if unsafe { TARGETS.get(tgid).is_some() } {
+        return true;
+    }
+    in_target_cgroup(tgid, pid_tgid)
+}
+
+/// Checks the current task against the target cgroups; a process found inside one becomes a
+/// target, so this runs once per process there and only non-targets pay it again.
+#[inline(always)]
+fn in_target_cgroup(tgid: u32, pid_tgid: u64) -> bool {
+    for i in 0..MAX_CGROUPS {
+        let Some(t) = CGROUPS.get(i) else {
+            return false;
+        };
+        if t.id == 0 {
+            return false;
+        }
+        // SAFETY: plain helper call.
+        if unsafe { bpf_get_current_ancestor_cgroup_id(t.level as i32) } == t.id {
+            if TARGETS.insert(tgid, 0, BPF_ANY as u64).is_ok() {
+                emit_proc(pid_tgid, ProcChange::Join, tgid);
+            }
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn emit_proc(pid_tgid: u64, what: ProcChange, pid: u32) {
+    let ev = ProcEvent {
+        hdr: header(EventKind::Process, pid_tgid, -1),
+        what: what as u32,
+        pid,
+    };
+    if EVENTS.output::<ProcEvent>(&ev, submit_flags()).is_err() {
+        count_loss(LossCounter::RingFull);
+    }
 }
 
 #[inline(always)]
@@ -135,7 +168,7 @@ fn header(kind: EventKind, pid_tgid: u64, fd: i32) -> EventHeader {
 fn io_enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !is_target(tgid) {
+    if !is_target(tgid, pid_tgid) {
         return 0;
     }
     let fd = arg(ctx, ARG0) as i32;
@@ -146,6 +179,7 @@ fn io_enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
         buf: arg(ctx, ARG1),
         fd,
         syscall: syscall as u32,
+        nr: syscall_nr(ctx),
     };
     if INFLIGHT_IO.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
         count_loss(LossCounter::InflightTableFull);
@@ -162,6 +196,10 @@ fn io_exit(ctx: &TracePointContext, direction: Direction) -> u32 {
         None => return 0,
     };
     let _ = INFLIGHT_IO.remove(pid_tgid);
+    // An entry userspace made for a call that already returned belongs to another syscall.
+    if args.nr != syscall_nr(ctx) {
+        return 0;
+    }
     let ret = arg(ctx, RET) as i64;
     if ret <= 0 {
         return 0;
@@ -254,7 +292,7 @@ pub fn exit_sendto(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn conn_enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
         return 0;
     }
     let args = ConnArgs {
@@ -262,6 +300,7 @@ fn conn_enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
         addr: arg(ctx, ARG1),
         addr_len: arg(ctx, ARG2),
         kind: kind as u32,
+        nr: syscall_nr(ctx),
     };
     if INFLIGHT_CONN
         .insert(pid_tgid, args, BPF_ANY as u64)
@@ -281,6 +320,9 @@ fn conn_exit(ctx: &TracePointContext) -> u32 {
         None => return 0,
     };
     let _ = INFLIGHT_CONN.remove(pid_tgid);
+    if args.nr != syscall_nr(ctx) {
+        return 0;
+    }
     let ret = arg(ctx, RET) as i64;
     let accept = args.kind == EventKind::Accept as u32;
     let fd = if accept {
@@ -380,7 +422,7 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
 pub fn enter_close(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !is_target(tgid) {
+    if !is_target(tgid, pid_tgid) {
         return 0;
     }
     let fd = arg(&ctx, ARG0) as i32;
@@ -391,6 +433,56 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     if EVENTS.output::<EventHeader>(&hdr, submit_flags()).is_err() {
         count_loss(LossCounter::RingFull);
     }
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// process lifecycle
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+// task/task_newtask: pid_t pid at 8, u64 clone_flags at 32.
+const NEWTASK_PID: usize = 8;
+const NEWTASK_FLAGS: usize = 32;
+// sched/sched_process_exit: bool group_dead at 32.
+const EXIT_GROUP_DEAD: usize = 32;
+
+/// A target's new process (not a new thread) is a target from its first instruction: this
+/// tracepoint fires in the parent before the child runs.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is not kept past this call.
+    if unsafe { TARGETS.get(tgid).is_none() } {
+        return 0;
+    }
+    // SAFETY: offsets inside the task_newtask record.
+    let (child, flags) = unsafe {
+        (
+            core::ptr::read_volatile(ctx.as_ptr().add(NEWTASK_PID) as *const i32),
+            core::ptr::read_volatile(ctx.as_ptr().add(NEWTASK_FLAGS) as *const u64),
+        )
+    };
+    if flags & CLONE_THREAD != 0 || child <= 0 {
+        return 0;
+    }
+    if TARGETS.insert(child as u32, 0, BPF_ANY as u64).is_ok() {
+        emit_proc(pid_tgid, ProcChange::Fork, child as u32);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: offset inside the sched_process_exit record.
+    let group_dead =
+        unsafe { core::ptr::read_volatile(ctx.as_ptr().add(EXIT_GROUP_DEAD) as *const u8) } != 0;
+    if !group_dead || TARGETS.remove(tgid).is_err() {
+        return 0;
+    }
+    emit_proc(pid_tgid, ProcChange::Exit, tgid);
     0
 }
 

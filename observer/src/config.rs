@@ -24,9 +24,17 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A process to watch, every thread of it (repeatable).
-    #[arg(long = "pid", value_name = "PID", required = true)]
+    /// A process to watch: every thread of it, its children now and later (repeatable).
+    #[arg(long = "pid", value_name = "PID", required_unless_present = "cgroups")]
     pub pids: Vec<u32>,
+    /// A cgroup to watch, with every cgroup below it, processes started later included
+    /// (repeatable): absolute, or relative to the cgroup2 mount.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// Only connections with this local or remote port (repeatable). Unix-domain sockets have
+    /// no port and are left out when this is given.
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
     /// Where events go: `-` for standard output (the default) or a file, appended to and
     /// created readable by its owner only.
     #[arg(long, value_name = "PATH", default_value = "-")]
@@ -41,12 +49,18 @@ pub enum ConfigError {
     SelfTarget(u32),
     #[error("PID 0 is not a process")]
     PidZero,
+    #[error("port 0 is not a port")]
+    PortZero,
+    #[error(transparent)]
+    Target(#[from] crate::target::TargetError),
 }
 
 /// A validated run configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
     pub pids: Vec<u32>,
+    pub cgroups: Vec<crate::target::CgroupSpec>,
+    pub ports: Vec<u16>,
     /// `None` for standard output.
     pub output: Option<PathBuf>,
 }
@@ -69,8 +83,29 @@ impl RunArgs {
                 pids.push(pid);
             }
         }
+        if self.cgroups.len() > observer_common::MAX_CGROUPS as usize {
+            return Err(crate::target::TargetError::TooManyCgroups.into());
+        }
+        let mut cgroups = Vec::new();
+        for path in &self.cgroups {
+            let spec = crate::target::resolve_cgroup(path)?;
+            if !cgroups.contains(&spec) {
+                cgroups.push(spec);
+            }
+        }
+        if self.ports.contains(&0) {
+            return Err(ConfigError::PortZero);
+        }
+        let mut ports = self.ports.clone();
+        ports.sort_unstable();
+        ports.dedup();
         let output = (self.output.as_os_str() != "-").then(|| self.output.clone());
-        Ok(RunConfig { pids, output })
+        Ok(RunConfig {
+            pids,
+            cgroups,
+            ports,
+            output,
+        })
     }
 }
 
@@ -81,8 +116,23 @@ mod tests {
     fn args(pids: &[u32]) -> RunArgs {
         RunArgs {
             pids: pids.to_vec(),
+            cgroups: Vec::new(),
+            ports: Vec::new(),
             output: "-".into(),
         }
+    }
+
+    #[test]
+    fn rejects_bad_cgroups_and_ports() {
+        let mut a = args(&[1]);
+        a.cgroups = vec!["/definitely/not/a/cgroup".into()];
+        assert!(matches!(a.validate(), Err(ConfigError::Target(_))));
+        let mut a = args(&[1]);
+        a.ports = vec![80, 0];
+        assert_eq!(a.validate(), Err(ConfigError::PortZero));
+        let mut a = args(&[1]);
+        a.cgroups = vec!["/".into(); 9];
+        assert!(a.validate().is_err());
     }
 
     #[test]

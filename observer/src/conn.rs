@@ -56,6 +56,15 @@ pub struct Endpoints {
     pub peer: Option<SockAddr>,
 }
 
+impl Endpoints {
+    /// True when either end has one of `ports`.
+    pub fn has_port(&self, ports: &[u16]) -> bool {
+        [&self.local, &self.peer].into_iter().any(
+            |a| matches!(a, Some(crate::capture::SockAddr::Inet(s)) if ports.contains(&s.port())),
+        )
+    }
+}
+
 #[derive(Debug)]
 pub struct Conn {
     /// Never reused within a run.
@@ -69,6 +78,8 @@ pub struct Conn {
     pub endpoints: Endpoints,
     pub http: HttpConn,
     pub last_ns: u64,
+    /// Left out by the port filter: its bytes are dropped.
+    pub ignored: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,6 +139,7 @@ impl ConnTable {
                 endpoints,
                 http: HttpConn::new(),
                 last_ns: now_ns,
+                ignored: false,
             },
         );
         replaced

@@ -153,8 +153,9 @@ pub struct Endpoint {
 impl Endpoint {
     fn from_addr(a: &SockAddr) -> Self {
         match a {
+            // A socket bound to a wildcard address says which port, not which address.
             SockAddr::Inet(s) => Endpoint {
-                ip: Some(s.ip().to_string()),
+                ip: (!s.ip().is_unspecified()).then(|| s.ip().to_string()),
                 port: Some(s.port()),
                 address: None,
             },

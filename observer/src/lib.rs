@@ -14,3 +14,4 @@ pub mod http;
 pub mod pipeline;
 pub mod run;
 pub mod sink;
+pub mod target;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use observer_common::Direction;
+use observer_common::{Direction, ProcChange};
 use serde_json::json;
 
 use crate::capture::{CaptureEvent, Meta, SockAddr};
@@ -28,6 +28,10 @@ pub struct Pipeline<H: Host> {
     http_closed: HttpCounters,
     pub counters: PipelineCounters,
     scratch: Vec<crate::http::Exchange>,
+    /// Only connections with one of these ports (all when empty).
+    ports: Vec<u16>,
+    /// Sockets the port filter left out, for the kernel side to stop copying.
+    untracked: Vec<ConnKey>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub struct PipelineCounters {
     pub exchanges: u64,
     /// Pieces on a connection of unknown role that did not show which way requests flow.
     pub unassigned_pieces: u64,
+    /// Connections left out by the port filter.
+    pub filtered_connections: u64,
     /// Connections whose socket was already closed or reused when its addresses were looked
     /// up; their local address comes from the listening socket or is left out.
     pub late_address_lookups: u64,
@@ -53,7 +59,20 @@ impl<H: Host> Pipeline<H> {
             http_closed: HttpCounters::default(),
             counters: PipelineCounters::default(),
             scratch: Vec::new(),
+            ports: Vec::new(),
+            untracked: Vec::new(),
         }
+    }
+
+    /// Keeps only connections with one of `ports` at either end (all when empty).
+    pub fn with_ports(mut self, ports: Vec<u16>) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// Sockets left out by the port filter since the last call.
+    pub fn take_untracked(&mut self) -> Vec<ConnKey> {
+        std::mem::take(&mut self.untracked)
     }
 
     pub fn run_id(&self) -> &str {
@@ -86,6 +105,19 @@ impl<H: Host> Pipeline<H> {
                 total_len,
                 bytes,
             } => self.data(meta, direction, total_len, bytes, out),
+            CaptureEvent::Process {
+                meta,
+                change: ProcChange::Exit,
+                ..
+            } => {
+                for conn in self.conns.forget_process(meta.tgid) {
+                    self.finish(conn, meta.ts_ns, out);
+                }
+                self.processes.remove(&meta.tgid);
+                self.listeners.retain(|k, _| k.tgid != meta.tgid);
+                self.host.forget(meta.tgid);
+            }
+            CaptureEvent::Process { .. } => {}
             CaptureEvent::Close { meta } => {
                 let key = ConnKey {
                     tgid: meta.tgid,
@@ -130,6 +162,7 @@ impl<H: Host> Pipeline<H> {
                 "unanswered": http.unanswered,
             },
             "late_address_lookups": self.counters.late_address_lookups,
+            "filtered_connections": self.counters.filtered_connections,
         })
     }
 
@@ -174,9 +207,7 @@ impl<H: Host> Pipeline<H> {
                 .and_then(|e| e.local);
             self.listeners.insert(key, local);
         }
-        let local = self.listeners[&key]
-            .clone()
-            .filter(|a| !matches!(a, SockAddr::Inet(s) if s.ip().is_unspecified()));
+        let local = self.listeners[&key].clone();
         Endpoints { local, peer }
     }
 
@@ -200,9 +231,25 @@ impl<H: Host> Pipeline<H> {
             tgid: meta.tgid,
             fd: meta.fd,
         };
+        let keep = self.wanted(&ends);
         if let Some(old) = self.conns.open(key, meta.tid, Some(role), ends, meta.ts_ns) {
             self.finish(old, meta.ts_ns, out);
         }
+        if !keep {
+            self.ignore(key);
+        }
+    }
+
+    fn wanted(&self, ends: &Endpoints) -> bool {
+        self.ports.is_empty() || ends.has_port(&self.ports)
+    }
+
+    fn ignore(&mut self, key: ConnKey) {
+        if let Some(c) = self.conns.get_mut(&key) {
+            c.ignored = true;
+        }
+        self.counters.filtered_connections += 1;
+        self.untracked.push(key);
     }
 
     fn data(
@@ -220,10 +267,17 @@ impl<H: Host> Pipeline<H> {
         if self.conns.get_mut(&key).is_none() {
             // A connection that existed before observer attached.
             let ends = self.host.endpoints(meta.tgid, meta.fd).unwrap_or_default();
+            let keep = self.wanted(&ends);
             self.conns.open(key, meta.tid, None, ends, meta.ts_ns);
             self.conns.note_adopted();
+            if !keep {
+                self.ignore(key);
+            }
         }
         let conn = self.conns.get_mut(&key).expect("just inserted");
+        if conn.ignored {
+            return;
+        }
         conn.last_ns = meta.ts_ns;
         conn.last_tid = meta.tid;
         let role = match conn.role {
@@ -382,6 +436,45 @@ mod tests {
         ]);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["observer"]["role"], "client");
+    }
+
+    #[test]
+    fn port_filter_keeps_only_named_ports() {
+        let mut p =
+            Pipeline::new(NoHost, Clock::with_offset(0), "run".into()).with_ports(vec![8080]);
+        let mut out = Vec::new();
+        let to = |port| encode::sockaddr_in(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let req = b"GET / HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        for (fd, port) in [(5, 9090), (6, 8080)] {
+            // The target is a client connecting to `port`.
+            let recs = [
+                encode::conn(&meta(fd, 1), -1, &to(port)),
+                data(meta(fd, 2), Direction::Egress, req),
+                data(meta(fd, 3), Direction::Ingress, resp),
+            ];
+            for r in &recs {
+                p.handle(&decode(r).unwrap(), &mut out);
+            }
+        }
+        assert_eq!(out.len(), 1);
+        let e = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!(e["destination"]["port"], 8080);
+        assert_eq!(p.take_untracked(), vec![ConnKey { tgid: 42, fd: 5 }]);
+    }
+
+    #[test]
+    fn process_exit_forgets_its_connections() {
+        let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+        let mut out = Vec::new();
+        let recs = [
+            encode::conn(&meta(5, 1), 3, &[]),
+            encode::process(&meta(-1, 2), ProcChange::Exit, 42),
+        ];
+        for r in &recs {
+            p.handle(&decode(r).unwrap(), &mut out);
+        }
+        assert_eq!(p.stats()["connections"]["open"], 0);
     }
 
     #[test]

@@ -7,12 +7,14 @@ use observer_common::LossCounter;
 use serde_json::{Map, Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::capture::{Capture, Losses, decode};
+use crate::capture::{Capture, CaptureEvent, Losses, decode};
 use crate::config::RunConfig;
 use crate::event::{Clock, Event, lifecycle_event, loss_event, new_run_id};
 use crate::host::{LiveHost, socket_fds};
 use crate::pipeline::Pipeline;
 use crate::sink::{Sink, SinkError};
+use crate::target::{Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants};
+use observer_common::ProcChange;
 
 /// How often the ring buffer is read when the kernel does not wake us (it wakes us itself once
 /// the ring is a quarter full). Batching wakeups keeps the cost off the target's syscalls.
@@ -28,28 +30,36 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         Some(path) => Sink::file(path)?,
     };
     let mut capture = Capture::load()?;
+    let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();
+    capture.set_cgroups(&cgroup_ids)?;
     for &pid in &cfg.pids {
         capture.add_target(pid)?;
     }
+    // From here on the kernel follows forks of targets and processes entering target cgroups;
+    // what existed before is found in /proc below.
     capture.attach()?;
-    // Sockets opened before attach; any opened since is seen by the kernel programs.
-    let mut seeded = 0;
-    for &pid in &cfg.pids {
-        match socket_fds(pid) {
-            Ok(fds) => {
-                for fd in fds {
-                    capture.add_socket(pid, fd)?;
-                    seeded += 1;
-                }
-            }
-            Err(e) => tracing::warn!("cannot list the sockets of PID {pid}: {e}"),
-        }
+    let mut initial = with_descendants(&cfg.pids);
+    for c in &cfg.cgroups {
+        initial.extend(cgroup_processes(&c.path));
+    }
+    initial.sort_unstable();
+    initial.dedup();
+    initial.retain(|&p| p != std::process::id());
+    let mut seeded = Adopted::default();
+    for &pid in &initial {
+        capture.add_target(pid)?;
+        seeded.add(adopt(&mut capture, pid));
     }
     let clock = Clock::now();
-    let mut pipeline = Pipeline::new(LiveHost::new(), clock, new_run_id());
+    let mut pipeline =
+        Pipeline::new(LiveHost::new(), clock, new_run_id()).with_ports(cfg.ports.clone());
     tracing::info!(
         pids = ?cfg.pids,
-        existing_sockets = seeded,
+        cgroups = ?cfg.cgroups.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
+        ports = ?cfg.ports,
+        processes = initial.len(),
+        existing_sockets = seeded.sockets,
+        blocked_calls = seeded.blocked,
         run_id = pipeline.run_id(),
         "capturing"
     );
@@ -81,9 +91,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             _ = poll.tick() => {}
             _ = loss_check.tick() => check_losses = true,
         }
+        let mut changes = Vec::new();
         capture.drain(BATCH, |rec| {
-            handle(&mut pipeline, rec, &mut events, &mut decode_errors)
+            handle(
+                &mut pipeline,
+                rec,
+                &mut events,
+                &mut decode_errors,
+                &mut changes,
+            )
         });
+        apply(&mut capture, &mut pipeline, &changes, &cfg.pids);
         if check_losses {
             report_losses(&capture, &mut reported, &pipeline, &mut events);
             pipeline.expire(Clock::mono_now(), &mut events);
@@ -95,8 +113,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     // Orderly stop: no record is written after detach, so draining now loses nothing.
     capture.detach();
+    let mut changes = Vec::new();
     while capture.drain(BATCH, |rec| {
-        handle(&mut pipeline, rec, &mut events, &mut decode_errors)
+        handle(
+            &mut pipeline,
+            rec,
+            &mut events,
+            &mut decode_errors,
+            &mut changes,
+        )
     }) > 0
     {}
     report_losses(&capture, &mut reported, &pipeline, &mut events);
@@ -134,13 +159,102 @@ fn handle(
     rec: &[u8],
     events: &mut Vec<Event>,
     decode_errors: &mut u64,
+    changes: &mut Vec<(ProcChange, u32)>,
 ) {
     match decode(rec) {
-        Ok(ev) => pipeline.handle(&ev, events),
+        Ok(ev) => {
+            if let CaptureEvent::Process { meta, change, pid } = ev {
+                let who = if change == ProcChange::Fork {
+                    pid
+                } else {
+                    meta.tgid
+                };
+                changes.push((change, who));
+            }
+            pipeline.handle(&ev, events)
+        }
         Err(e) => {
             *decode_errors += 1;
             tracing::debug!("skipping a record: {e}");
         }
+    }
+}
+
+/// What was found of a process that was already running.
+#[derive(Default)]
+struct Adopted {
+    sockets: usize,
+    blocked: usize,
+}
+
+impl Adopted {
+    fn add(&mut self, o: Adopted) {
+        self.sockets += o.sockets;
+        self.blocked += o.blocked;
+    }
+}
+
+/// Tells the kernel side about a process that was running before it was seen: its sockets, and
+/// the socket syscalls its threads are blocked in (so the message they return with is not lost).
+fn adopt(capture: &mut Capture, tgid: u32) -> Adopted {
+    let mut found = Adopted::default();
+    let fds = match socket_fds(tgid) {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::debug!("cannot list the sockets of PID {tgid}: {e}");
+            return found;
+        }
+    };
+    for &fd in &fds {
+        if capture.add_socket(tgid, fd).is_ok() {
+            found.sockets += 1;
+        }
+    }
+    for call in blocked_calls(tgid) {
+        let recorded = match call.inflight() {
+            Some(Inflight::Io(a)) if fds.contains(&a.fd) => {
+                capture.add_inflight_io(tgid, call.tid, a)
+            }
+            Some(Inflight::Conn(a)) if fds.contains(&a.fd) => {
+                capture.add_inflight_conn(tgid, call.tid, a)
+            }
+            _ => false,
+        };
+        if !recorded {
+            continue;
+        }
+        // The thread may have returned before the entry was made; then it is not ours.
+        if blocked_call(tgid, call.tid).as_ref() != Some(&call) {
+            capture.remove_inflight(tgid, call.tid);
+        } else {
+            found.blocked += 1;
+        }
+    }
+    found
+}
+
+/// Applies process changes and the port filter's verdicts to the kernel side.
+fn apply(
+    capture: &mut Capture,
+    pipeline: &mut Pipeline<LiveHost>,
+    changes: &[(ProcChange, u32)],
+    explicit: &[u32],
+) {
+    for &(change, pid) in changes {
+        match change {
+            ProcChange::Fork | ProcChange::Join => {
+                adopt(capture, pid);
+            }
+            ProcChange::Exit => {
+                capture.remove_process(pid);
+                if explicit.contains(&pid) {
+                    tracing::warn!("target PID {pid} exited");
+                }
+            }
+        }
+    }
+    for key in pipeline.take_untracked() {
+        capture.remove_socket(key.tgid, key.fd);
     }
 }
 

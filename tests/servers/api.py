@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A small HTTP/1.1 JSON API that observer's tests and demo watch.
 
-Usage: api.py PORT [BIND_ADDRESS]
+Usage: api.py PORT [BIND_ADDRESS]     (an IPv6 address such as ::1 works too)
+       api.py unix:/PATH              (a Unix-domain socket)
 
   GET  /health            200
   GET  /api/items         200 with Basic auth alice:wonderland or Bearer demo-token, else 401
@@ -12,6 +13,9 @@ Usage: api.py PORT [BIND_ADDRESS]
 """
 import base64
 import json
+import os
+import socket
+import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -87,10 +91,32 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, {"error": "not found"})
 
 
+class V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class UnixHandler(Handler):
+    def address_string(self):
+        return "unix"
+
+
 def main():
+    if sys.argv[1].startswith("unix:"):
+        path = sys.argv[1][5:]
+        if os.path.exists(path):
+            os.unlink(path)
+        server = UnixServer(path, UnixHandler)
+        print(f"listening on {path}", flush=True)
+        server.serve_forever()
+        return
     port = int(sys.argv[1])
     bind = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
-    server = ThreadingHTTPServer((bind, port), Handler)
+    cls = V6Server if ":" in bind else ThreadingHTTPServer
+    server = cls((bind, port), Handler)
     server.daemon_threads = True
     print(f"listening on {bind}:{port}", flush=True)
     server.serve_forever()

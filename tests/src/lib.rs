@@ -77,22 +77,113 @@ impl Server {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
-    /// The sample API of tests/servers/api.py (HTTP/1.1, keep-alive).
+    /// The sample API of tests/servers/api.py (HTTP/1.1, keep-alive) on 127.0.0.1.
     pub fn api() -> Self {
+        Self::api_on("127.0.0.1")
+    }
+
+    /// The sample API bound to `ip` (IPv4 or IPv6).
+    pub fn api_on(ip: &str) -> Self {
         let port = free_port();
         let mut child = Command::new("python3")
             .arg(workspace_root().join("tests/servers/api.py"))
             .arg(port.to_string())
+            .arg(ip)
             .stdout(Stdio::null())
             .spawn()
             .expect("starting python3 tests/servers/api.py");
-        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "api.py");
+        let addr = if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        };
+        wait_for_port(&addr, &mut child, "api.py");
         Self {
             child,
             port,
             name: "api.py",
             _dir: None,
         }
+    }
+
+    /// The sample API on a Unix-domain socket at `path`.
+    pub fn api_unix(path: &Path) -> Self {
+        let mut child = Command::new("python3")
+            .arg(workspace_root().join("tests/servers/api.py"))
+            .arg(format!("unix:{}", path.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting python3 tests/servers/api.py");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(path).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "api.py did not listen on {path:?}"
+            );
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("api.py exited with {s}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port: 0,
+            name: "api.py (unix)",
+            _dir: None,
+        }
+    }
+
+    /// The sample API, started by a shell that first moves itself into `cgroup_dir`.
+    pub fn api_in_cgroup(cgroup_dir: &Path) -> Self {
+        let port = free_port();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}/cgroup.procs' && exec python3 '{}' {port}",
+                cgroup_dir.display(),
+                workspace_root().join("tests/servers/api.py").display()
+            ))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting api.py in a cgroup");
+        wait_for_port(
+            &format!("127.0.0.1:{port}"),
+            &mut child,
+            "api.py in a cgroup",
+        );
+        Self {
+            child,
+            port,
+            name: "api.py (cgroup)",
+            _dir: None,
+        }
+    }
+
+    /// gunicorn serving tests/servers/wsgi_app.py with `workers` sync workers.
+    pub fn gunicorn(workers: u32) -> Self {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .args(["-m", "gunicorn", "--workers", &workers.to_string()])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .arg("--chdir")
+            .arg(workspace_root().join("tests/servers"))
+            .arg("wsgi_app:app")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting gunicorn (python3 -m pip install gunicorn)");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "gunicorn");
+        Self {
+            child,
+            port,
+            name: "gunicorn",
+            _dir: None,
+        }
+    }
+
+    /// Current child processes of the server.
+    pub fn children(&self) -> Vec<u32> {
+        children_of(self.pid())
     }
 
     /// `python3 -m http.server` serving `files` from a fresh directory.
@@ -130,6 +221,125 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Child processes of `pid` now, from /proc/*/stat.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Waits until `f` holds, or panics with `what`.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cgroup the test makes below the cgroup2 mount; removed on drop.
+pub struct Cgroup {
+    pub path: PathBuf,
+    /// The path relative to the cgroup2 mount.
+    pub relative: String,
+}
+
+impl Cgroup {
+    pub fn new(tag: &str) -> Self {
+        let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+        let mount = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+            })
+            .expect("a cgroup2 mount in /proc/mounts");
+        let relative = format!("observer-test-{}-{tag}", std::process::id());
+        let path = mount.join(&relative);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).expect("creating a test cgroup");
+        Self { path, relative }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Its processes are gone by now (servers are dropped first); retry while they exit.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A raw HTTP/1.1 client on one TCP connection.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Self { stream }
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local addr").port()
+    }
+
+    /// Sends `request` as is and reads one Content-Length response; returns (status, bytes).
+    pub fn exchange(&mut self, request: &[u8]) -> (u16, usize) {
+        use std::io::{Read, Write};
+        self.stream.write_all(request).expect("sending");
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            let n = self
+                .stream
+                .read(&mut byte)
+                .expect("reading a response head");
+            assert!(n == 1, "connection closed mid-head");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_string();
+        let status: u16 = head[9..12].parse().expect("status code");
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).expect("reading a body");
+        (status, buf.len() + len)
     }
 }
 

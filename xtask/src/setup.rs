@@ -142,7 +142,24 @@ pub fn test_tools() -> anyhow::Result<()> {
         .filter(|(cmd, _)| !on_path(cmd))
         .map(|(_, pkg)| *pkg)
         .collect();
-    apt_install(&missing)
+    apt_install(&missing)?;
+    if !succeeds(Command::new("python3").args(["-c", "import gunicorn"])) {
+        step("installing gunicorn from PyPI (the process-tree tests run it)");
+        let pip = run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--root-user-action=ignore",
+            "gunicorn",
+        ]));
+        if pip.is_err() {
+            step("pip could not install gunicorn; trying Debian's package");
+            apt_install(&["gunicorn"])?;
+        }
+    }
+    Ok(())
 }
 
 fn on_path(cmd: &str) -> bool {

@@ -6,7 +6,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use observer_common::{
-    ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_DATA, MAX_SOCKADDR,
+    ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_DATA, MAX_SOCKADDR, ProcChange,
+    ProcEvent,
 };
 
 /// Fields every capture event carries.
@@ -41,6 +42,12 @@ pub enum CaptureEvent<'a> {
     Close {
         meta: Meta,
     },
+    /// `meta.tgid` forked `pid`, exited, or joined a target cgroup.
+    Process {
+        meta: Meta,
+        change: ProcChange,
+        pid: u32,
+    },
 }
 
 impl CaptureEvent<'_> {
@@ -49,7 +56,8 @@ impl CaptureEvent<'_> {
             Self::Data { meta, .. }
             | Self::Accept { meta, .. }
             | Self::Connect { meta, .. }
-            | Self::Close { meta } => meta,
+            | Self::Close { meta }
+            | Self::Process { meta, .. } => meta,
         }
     }
 }
@@ -72,6 +80,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("data record has unknown direction {0}")]
     UnknownDirection(u32),
+    #[error("process record has unknown change {0}")]
+    UnknownChange(u32),
     #[error("record of kind {kind:?} has {len} bytes, expected {expected}")]
     BadLength {
         kind: EventKind,
@@ -161,6 +171,23 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
             })
         }
         EventKind::Close => Ok(CaptureEvent::Close { meta }),
+        EventKind::Process => {
+            let expected = size_of::<ProcEvent>();
+            if rec.len() < expected {
+                return Err(DecodeError::BadLength {
+                    kind,
+                    len: rec.len(),
+                    expected,
+                });
+            }
+            let raw = u32_at(rec, HDR);
+            let change = ProcChange::from_u32(raw).ok_or(DecodeError::UnknownChange(raw))?;
+            Ok(CaptureEvent::Process {
+                meta,
+                change,
+                pid: u32_at(rec, HDR + 4),
+            })
+        }
     }
 }
 
@@ -265,6 +292,14 @@ pub mod encode {
         out
     }
 
+    pub fn process(meta: &Meta, change: ProcChange, pid: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(size_of::<ProcEvent>());
+        header(&mut out, EventKind::Process, meta);
+        out.extend_from_slice(&(change as u32).to_ne_bytes());
+        out.extend_from_slice(&pid.to_ne_bytes());
+        out
+    }
+
     pub fn close(meta: &Meta) -> Vec<u8> {
         let mut out = Vec::with_capacity(HDR);
         header(&mut out, EventKind::Close, meta);
@@ -327,6 +362,22 @@ mod tests {
     }
 
     #[test]
+    fn process_round_trip() {
+        let rec = encode::process(&META, ProcChange::Fork, 777);
+        assert_eq!(
+            decode(&rec).unwrap(),
+            CaptureEvent::Process {
+                meta: META,
+                change: ProcChange::Fork,
+                pid: 777
+            }
+        );
+        let mut bad = rec.clone();
+        bad[HDR] = 9;
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownChange(9)));
+    }
+
+    #[test]
     fn short_and_lying_records_are_errors() {
         assert_eq!(decode(&[0; 3]), Err(DecodeError::Short(3)));
         let mut rec = encode::data(&META, Direction::Ingress, 4, b"abcd");
@@ -364,7 +415,7 @@ mod tests {
     fn decode_never_panics_on_garbage() {
         for len in 0..200 {
             let mut rec = vec![0xffu8; len];
-            for kind in 1u32..=4 {
+            for kind in 1u32..=5 {
                 if len >= 12 {
                     rec[8..12].copy_from_slice(&kind.to_ne_bytes());
                 }

@@ -6,31 +6,46 @@ mod tracefs;
 
 pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use observer_common::{LossCounter, socket_key};
+use observer_common::{CgroupTarget, ConnArgs, IoArgs, LossCounter, MAX_CGROUPS, socket_key};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// The eBPF object built by build.rs from observer-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
 
-/// Each program and the syscall tracepoints it attaches to.
-const PROGRAMS: &[(&str, &[&str])] = &[
-    ("enter_read", &["sys_enter_read"]),
-    ("exit_read", &["sys_exit_read"]),
-    ("enter_write", &["sys_enter_write"]),
-    ("exit_write", &["sys_exit_write"]),
-    ("enter_recvfrom", &["sys_enter_recvfrom"]),
-    ("exit_recvfrom", &["sys_exit_recvfrom"]),
-    ("enter_sendto", &["sys_enter_sendto"]),
-    ("exit_sendto", &["sys_exit_sendto"]),
-    ("enter_accept", &["sys_enter_accept", "sys_enter_accept4"]),
-    ("exit_accept", &["sys_exit_accept", "sys_exit_accept4"]),
-    ("enter_connect", &["sys_enter_connect"]),
-    ("exit_connect", &["sys_exit_connect"]),
-    ("enter_close", &["sys_enter_close"]),
+/// Each program and the tracepoints (category, name) it attaches to. Process lifecycle comes
+/// first so that no child forked while the rest attach is missed.
+const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
+    ("task_newtask", &[("task", "task_newtask")]),
+    ("process_exit", &[("sched", "sched_process_exit")]),
+    ("enter_read", &[("syscalls", "sys_enter_read")]),
+    ("exit_read", &[("syscalls", "sys_exit_read")]),
+    ("enter_write", &[("syscalls", "sys_enter_write")]),
+    ("exit_write", &[("syscalls", "sys_exit_write")]),
+    ("enter_recvfrom", &[("syscalls", "sys_enter_recvfrom")]),
+    ("exit_recvfrom", &[("syscalls", "sys_exit_recvfrom")]),
+    ("enter_sendto", &[("syscalls", "sys_enter_sendto")]),
+    ("exit_sendto", &[("syscalls", "sys_exit_sendto")]),
+    (
+        "enter_accept",
+        &[
+            ("syscalls", "sys_enter_accept"),
+            ("syscalls", "sys_enter_accept4"),
+        ],
+    ),
+    (
+        "exit_accept",
+        &[
+            ("syscalls", "sys_exit_accept"),
+            ("syscalls", "sys_exit_accept4"),
+        ],
+    ),
+    ("enter_connect", &[("syscalls", "sys_enter_connect")]),
+    ("exit_connect", &[("syscalls", "sys_exit_connect")]),
+    ("enter_close", &[("syscalls", "sys_enter_close")]),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +71,9 @@ pub enum CaptureError {
         verifier: String,
     },
     #[error(
-        "attaching eBPF program `{program}` to tracepoint syscalls/{tracepoint} failed: {reason}; \
+        "attaching eBPF program `{program}` to tracepoint {tracepoint} failed: {reason}; \
          check that the kernel has CONFIG_FTRACE_SYSCALLS and that \
-         /sys/kernel/tracing/events/syscalls/{tracepoint} exists"
+         /sys/kernel/tracing/events/{tracepoint} exists"
     )]
     Attach {
         program: String,
@@ -111,6 +126,9 @@ pub struct Capture {
     losses: PerCpuArray<MapData, u64>,
     targets: BpfHashMap<MapData, u32, u32>,
     sockets: BpfHashMap<MapData, u64, u32>,
+    inflight_io: BpfHashMap<MapData, u64, IoArgs>,
+    inflight_conn: BpfHashMap<MapData, u64, ConnArgs>,
+    cgroups: Array<MapData, CgroupTarget>,
 }
 
 impl Capture {
@@ -163,6 +181,25 @@ impl Capture {
                 source,
             }
         })?;
+        let inflight_io =
+            BpfHashMap::try_from(take(&mut ebpf, "INFLIGHT_IO")?).map_err(|source| {
+                CaptureError::Map {
+                    map: "INFLIGHT_IO",
+                    source,
+                }
+            })?;
+        let inflight_conn =
+            BpfHashMap::try_from(take(&mut ebpf, "INFLIGHT_CONN")?).map_err(|source| {
+                CaptureError::Map {
+                    map: "INFLIGHT_CONN",
+                    source,
+                }
+            })?;
+        let cgroups =
+            Array::try_from(take(&mut ebpf, "CGROUPS")?).map_err(|source| CaptureError::Map {
+                map: "CGROUPS",
+                source,
+            })?;
         // SAFETY: the ring buffer owns its fd, which stays open as long as the AsyncFd owns it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into()))?;
@@ -172,7 +209,61 @@ impl Capture {
             losses,
             targets,
             sockets,
+            inflight_io,
+            inflight_conn,
+            cgroups,
         })
+    }
+
+    /// Watches every process in these cgroups (ids and levels on the cgroup2 hierarchy).
+    pub fn set_cgroups(&mut self, cgroups: &[(u64, u32)]) -> Result<(), CaptureError> {
+        for (i, &(id, level)) in cgroups.iter().take(MAX_CGROUPS as usize).enumerate() {
+            let t = CgroupTarget { id, level, _pad: 0 };
+            self.cgroups
+                .set(i as u32, t, 0)
+                .map_err(|source| CaptureError::Map {
+                    map: "CGROUPS",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Stops copying the traffic of one socket.
+    pub fn remove_socket(&mut self, tgid: u32, fd: i32) {
+        let _ = self.sockets.remove(&socket_key(tgid, fd as u32));
+    }
+
+    /// Forgets every socket of a process that exited.
+    pub fn remove_process(&mut self, tgid: u32) {
+        let _ = self.targets.remove(&tgid);
+        let keys: Vec<u64> = self
+            .sockets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| (k >> 32) as u32 == tgid)
+            .collect();
+        for k in keys {
+            let _ = self.sockets.remove(&k);
+        }
+    }
+
+    /// Records a syscall a thread was already blocked in, as its entry program would have.
+    pub fn add_inflight_io(&mut self, tgid: u32, tid: u32, args: IoArgs) -> bool {
+        let key = ((tgid as u64) << 32) | tid as u64;
+        self.inflight_io.insert(key, args, 0).is_ok()
+    }
+
+    pub fn add_inflight_conn(&mut self, tgid: u32, tid: u32, args: ConnArgs) -> bool {
+        let key = ((tgid as u64) << 32) | tid as u64;
+        self.inflight_conn.insert(key, args, 0).is_ok()
+    }
+
+    /// Drops a recorded blocked call that turned out to have returned already.
+    pub fn remove_inflight(&mut self, tgid: u32, tid: u32) {
+        let key = ((tgid as u64) << 32) | tid as u64;
+        let _ = self.inflight_io.remove(&key);
+        let _ = self.inflight_conn.remove(&key);
     }
 
     pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
@@ -201,11 +292,11 @@ impl Capture {
                 .program_mut(name)
                 .and_then(|p| p.try_into().ok())
                 .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?;
-            for tp in *tracepoints {
-                prog.attach("syscalls", tp)
+            for (category, tp) in *tracepoints {
+                prog.attach(category, tp)
                     .map_err(|e| CaptureError::Attach {
                         program: (*name).to_string(),
-                        tracepoint: (*tp).to_string(),
+                        tracepoint: format!("{category}/{tp}"),
                         reason: describe(&e).0,
                     })?;
             }
