@@ -20,6 +20,20 @@ pub struct Cli {
 pub enum Command {
     /// Capture the traffic of target processes and stream events (needs root).
     Run(RunArgs),
+    /// Print the fingerprint a credential (read from standard input) has in the log, to find
+    /// every request a leaked key made.
+    Fingerprint(FingerprintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FingerprintArgs {
+    /// What the credential is. Without it, input starting with `Basic ` or `Bearer ` is read as
+    /// an Authorization header value.
+    #[arg(long = "type", value_name = "basic|bearer|api_key|cookie")]
+    pub kind: Option<String>,
+    /// The host key observer fingerprints with.
+    #[arg(long, value_name = "PATH", default_value = crate::identity::DEFAULT_KEY_FILE)]
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -39,9 +53,218 @@ pub struct RunArgs {
     /// created readable by its owner only.
     #[arg(long, value_name = "PATH", default_value = "-")]
     pub output: PathBuf,
+    /// A TOML file with detection thresholds and credential names (see README).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The host key credentials are fingerprinted with; created (0600) when missing.
+    /// Overrides `identity.key_file` of the config file.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// The `--config` file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub identity: IdentityFile,
+    #[serde(default)]
+    pub detection: DetectionFile,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    pub key_file: Option<PathBuf>,
+    pub api_key_headers: Option<Vec<String>>,
+    pub session_cookies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionFile {
+    pub cooldown_seconds: Option<u64>,
+    pub max_keys: Option<usize>,
+    pub brute_force: Option<ThresholdFile>,
+    pub credential_stuffing: Option<ThresholdFile>,
+    pub distributed_brute_force: Option<ThresholdFile>,
+    pub authz_probing: Option<ThresholdFile>,
+    pub excess_404: Option<ThresholdFile>,
+    pub error_spike: Option<ErrorSpikeFile>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdFile {
+    pub enabled: Option<bool>,
+    pub threshold: Option<u64>,
+    pub window_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorSpikeFile {
+    pub enabled: Option<bool>,
+    pub ratio: Option<f64>,
+    pub min_requests: Option<u64>,
+    pub window_seconds: Option<u64>,
+    pub consecutive: Option<u64>,
+}
+
+const SEC: u64 = 1_000_000_000;
+/// Longest window a rule may have (a day): keeps nanosecond arithmetic far from overflow.
+const MAX_WINDOW_SECONDS: u64 = 86_400;
+
+fn bad(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn seconds(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 || v > MAX_WINDOW_SECONDS {
+        return Err(bad(key, "must be from 1 to 86400 seconds"));
+    }
+    Ok(v * SEC)
+}
+
+fn apply_threshold(
+    base: &mut crate::detect::rules::Threshold,
+    f: &Option<ThresholdFile>,
+    rule: &str,
+) -> Result<(), ConfigError> {
+    let Some(f) = f else { return Ok(()) };
+    if let Some(e) = f.enabled {
+        base.enabled = e;
+    }
+    if let Some(t) = f.threshold {
+        if t == 0 {
+            return Err(bad(
+                &format!("detection.{rule}.threshold"),
+                "must be at least 1",
+            ));
+        }
+        base.threshold = t;
+    }
+    if let Some(w) = f.window_seconds {
+        base.window_ns = seconds(&format!("detection.{rule}.window_seconds"), w)?;
+    }
+    Ok(())
+}
+
+fn names(
+    key: &str,
+    v: &Option<Vec<String>>,
+    default: Vec<String>,
+) -> Result<Vec<String>, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(list) => {
+            if list.iter().any(|s| s.trim().is_empty() || !s.is_ascii()) {
+                return Err(bad(key, "names must be non-empty ASCII"));
+            }
+            Ok(list.iter().map(|s| s.trim().to_ascii_lowercase()).collect())
+        }
+    }
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key: format!("{}: {key}", path.display()),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    }
+
+    /// Detection settings: the defaults with this file's values over them, validated.
+    pub fn detection(&self) -> Result<crate::detect::rules::DetectConfig, ConfigError> {
+        let mut c = crate::detect::rules::DetectConfig::default();
+        let d = &self.detection;
+        if let Some(s) = d.cooldown_seconds {
+            c.cooldown_ns = seconds("detection.cooldown_seconds", s)?;
+        }
+        if let Some(m) = d.max_keys {
+            if m == 0 || m > 1_000_000 {
+                return Err(bad("detection.max_keys", "must be from 1 to 1000000"));
+            }
+            c.max_keys = m;
+        }
+        apply_threshold(&mut c.brute_force, &d.brute_force, "brute_force")?;
+        apply_threshold(
+            &mut c.credential_stuffing,
+            &d.credential_stuffing,
+            "credential_stuffing",
+        )?;
+        apply_threshold(
+            &mut c.distributed_brute_force,
+            &d.distributed_brute_force,
+            "distributed_brute_force",
+        )?;
+        apply_threshold(&mut c.authz_probing, &d.authz_probing, "authz_probing")?;
+        apply_threshold(&mut c.excess_404, &d.excess_404, "excess_404")?;
+        if let Some(e) = &d.error_spike {
+            let s = &mut c.error_spike;
+            if let Some(v) = e.enabled {
+                s.enabled = v;
+            }
+            if let Some(r) = e.ratio {
+                if !(r > 0.0 && r <= 1.0) {
+                    return Err(bad(
+                        "detection.error_spike.ratio",
+                        "must be above 0 and at most 1",
+                    ));
+                }
+                s.ratio = r;
+            }
+            if let Some(m) = e.min_requests {
+                if m == 0 {
+                    return Err(bad(
+                        "detection.error_spike.min_requests",
+                        "must be at least 1",
+                    ));
+                }
+                s.min_requests = m;
+            }
+            if let Some(w) = e.window_seconds {
+                s.window_ns = seconds("detection.error_spike.window_seconds", w)?;
+            }
+            if let Some(n) = e.consecutive {
+                s.consecutive = n;
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn credential_names(&self) -> Result<crate::identity::CredentialNames, ConfigError> {
+        let d = crate::identity::CredentialNames::default();
+        Ok(crate::identity::CredentialNames {
+            api_key_headers: names(
+                "identity.api_key_headers",
+                &self.identity.api_key_headers,
+                d.api_key_headers,
+            )?,
+            session_cookies: names(
+                "identity.session_cookies",
+                &self.identity.session_cookies,
+                d.session_cookies,
+            )?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     #[error("no process with PID {0}: check the PID (`ps -p {0}`)")]
     NoSuchProcess(u32),
@@ -51,18 +274,27 @@ pub enum ConfigError {
     PidZero,
     #[error("port 0 is not a port")]
     PortZero,
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file rejected: {0}")]
+    Syntax(String),
+    #[error("config key {key} {reason}")]
+    Invalid { key: String, reason: String },
     #[error(transparent)]
     Target(#[from] crate::target::TargetError),
 }
 
 /// A validated run configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     pub pids: Vec<u32>,
     pub cgroups: Vec<crate::target::CgroupSpec>,
     pub ports: Vec<u16>,
     /// `None` for standard output.
     pub output: Option<PathBuf>,
+    pub key_file: PathBuf,
+    pub detection: crate::detect::rules::DetectConfig,
+    pub credential_names: crate::identity::CredentialNames,
 }
 
 impl RunArgs {
@@ -100,11 +332,23 @@ impl RunArgs {
         ports.sort_unstable();
         ports.dedup();
         let output = (self.output.as_os_str() != "-").then(|| self.output.clone());
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let key_file = self
+            .key_file
+            .clone()
+            .or_else(|| file.identity.key_file.clone())
+            .unwrap_or_else(|| crate::identity::DEFAULT_KEY_FILE.into());
         Ok(RunConfig {
             pids,
             cgroups,
             ports,
             output,
+            key_file,
+            detection: file.detection()?,
+            credential_names: file.credential_names()?,
         })
     }
 }
@@ -119,7 +363,51 @@ mod tests {
             cgroups: Vec::new(),
             ports: Vec::new(),
             output: "-".into(),
+            config: None,
+            key_file: None,
         }
+    }
+
+    #[test]
+    fn config_file_overrides_and_validates() {
+        let f = FileConfig::parse(
+            "[detection.brute_force]\nthreshold = 3\nwindow_seconds = 60\n\
+             [detection.error_spike]\nratio = 0.5\n\
+             [identity]\napi_key_headers = [\"X-Key\"]\n",
+        )
+        .unwrap();
+        let d = f.detection().unwrap();
+        assert_eq!(d.brute_force.threshold, 3);
+        assert_eq!(d.brute_force.window_ns, 60 * SEC);
+        assert_eq!(d.error_spike.ratio, 0.5);
+        assert_eq!(d.credential_stuffing.threshold, 10, "defaults stay");
+        assert_eq!(f.credential_names().unwrap().api_key_headers, vec!["x-key"]);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = FileConfig::parse("[detection.brute_force]\nthresold = 3\n").unwrap_err();
+        assert!(e.to_string().contains("thresold"), "{e}");
+        let e = FileConfig::parse("[detection.brute_force]\nthreshold = 0\n")
+            .unwrap()
+            .detection()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("detection.brute_force.threshold"),
+            "{e}"
+        );
+        let e = FileConfig::parse("[detection.error_spike]\nratio = 1.5\n")
+            .unwrap()
+            .detection()
+            .unwrap_err();
+        assert!(e.to_string().contains("ratio"), "{e}");
+        let e = FileConfig::parse("[detection.excess_404]\nwindow_seconds = 0\n")
+            .unwrap()
+            .detection()
+            .unwrap_err();
+        assert!(e.to_string().contains("excess_404.window_seconds"), "{e}");
+        assert!(FileConfig::parse("detection = 3").is_err());
+        assert!(FileConfig::parse("[detection]\nthreshold = \"x\"").is_err());
     }
 
     #[test]

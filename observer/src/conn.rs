@@ -6,11 +6,13 @@
 //! Memory is bounded: the table has a cap, and idle connections expire; both are counted.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use observer_common::Direction;
 
 use crate::capture::SockAddr;
 use crate::http::{HttpConn, Side};
+use crate::identity::CredentialNames;
 
 /// Connections tracked at once before the least recently used is dropped.
 pub const MAX_CONNS: usize = 16384;
@@ -97,12 +99,21 @@ pub struct ConnCounters {
 pub struct ConnTable {
     conns: HashMap<ConnKey, Conn>,
     next_id: u64,
+    names: Arc<CredentialNames>,
     pub counters: ConnCounters,
 }
 
 impl ConnTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// New connections take credentials from the headers and cookies `names` lists.
+    pub fn with_names(names: CredentialNames) -> Self {
+        Self {
+            names: Arc::new(names),
+            ..Self::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -137,7 +148,7 @@ impl ConnTable {
                 last_tid: tid,
                 role,
                 endpoints,
-                http: HttpConn::new(),
+                http: HttpConn::with_names(self.names.clone()),
                 last_ns: now_ns,
                 ignored: false,
             },

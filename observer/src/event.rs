@@ -192,8 +192,24 @@ pub struct Process {
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct User {
+    /// Keyed hash of the user name (Basic auth) or of an unverified JWT `sub`.
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CredentialOut {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// HMAC-SHA256 of the credential under the host key; `observer fingerprint` computes it.
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ObserverExchange {
     pub role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialOut>,
     /// Unique within the run, so exchanges of one connection can be grouped.
     pub connection_id: u64,
     /// Some traffic-derived string was cut to length or had invalid UTF-8 replaced.
@@ -217,8 +233,64 @@ pub struct ExchangeEvent {
     pub destination: Option<Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<UserAgent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
     pub process: Process,
     pub observer: ObserverExchange,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RuleOut {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertKey {
+    /// The field whose value the rule counted by.
+    pub field: &'static str,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertBody {
+    pub key: AlertKey,
+    pub count: u64,
+    pub threshold: u64,
+    pub window_seconds: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// `event.sequence` of some of the exchanges counted.
+    pub samples: Vec<u64>,
+    /// Records observer lost within the window: when not 0 the count may be low.
+    pub losses_in_window: u64,
+    /// Present on the summary sent when a cooldown ends: hits not alerted on during it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverAlert {
+    pub alert: AlertBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<AlertCredential>,
+    pub run_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertCredential {
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub rule: RuleOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    pub observer: ObserverAlert,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -260,6 +332,7 @@ pub struct LossEvent {
 #[serde(untagged)]
 pub enum Event {
     Exchange(Box<ExchangeEvent>),
+    Alert(Box<AlertEvent>),
     Lifecycle(LifecycleEvent),
     Loss(LossEvent),
 }
@@ -268,6 +341,7 @@ impl Event {
     pub fn meta_mut(&mut self) -> &mut EventMeta {
         match self {
             Event::Exchange(e) => &mut e.event,
+            Event::Alert(e) => &mut e.event,
             Event::Lifecycle(e) => &mut e.event,
             Event::Loss(e) => &mut e.event,
         }
@@ -359,7 +433,58 @@ pub struct ExchangeContext<'a> {
     pub clock: &'a Clock,
 }
 
-pub fn exchange_event(x: &Exchange, ctx: &ExchangeContext<'_>) -> Event {
+pub fn alert_event(a: &crate::detect::rules::Alert, clock: &Clock, run_id: &str) -> Event {
+    use crate::detect::rules::Rule;
+    let field = a.rule.key_field();
+    let source = (field == "source.ip").then(|| Endpoint {
+        ip: Some(a.key.clone()),
+        ..Endpoint::default()
+    });
+    let credential = (a.rule == Rule::DistributedBruteForce).then(|| AlertCredential {
+        fingerprint: a.key.clone(),
+    });
+    Event::Alert(Box::new(AlertEvent {
+        timestamp: clock.wall(a.last_ns),
+        event: EventMeta {
+            kind: "alert",
+            category: &["intrusion_detection"],
+            kind_type: &["indicator"],
+            action: a.rule.action(),
+            outcome: None,
+            sequence: 0,
+            duration: None,
+        },
+        rule: RuleOut {
+            name: a.rule.name(),
+            description: a.rule.description(),
+        },
+        source,
+        observer: ObserverAlert {
+            alert: AlertBody {
+                key: AlertKey {
+                    field,
+                    value: a.key.clone(),
+                },
+                count: a.count,
+                threshold: a.threshold,
+                window_seconds: a.window_ns / 1_000_000_000,
+                first_seen: clock.wall(a.first_ns),
+                last_seen: clock.wall(a.last_ns),
+                samples: a.samples.clone(),
+                losses_in_window: a.losses,
+                suppressed: a.suppressed,
+            },
+            credential,
+            run_id: run_id.to_string(),
+        },
+    }))
+}
+
+pub fn exchange_event(
+    x: &Exchange,
+    credential: Option<&crate::identity::Credential>,
+    ctx: &ExchangeContext<'_>,
+) -> Event {
     let class = classify(x.response.status);
     let (path, query) = split_target(&x.request.target.value);
     let (source, destination) = source_destination(ctx.role, ctx.endpoints);
@@ -414,6 +539,9 @@ pub fn exchange_event(x: &Exchange, ctx: &ExchangeContext<'_>) -> Event {
         user_agent: x.request.user_agent.as_ref().map(|u| UserAgent {
             original: u.value.clone(),
         }),
+        user: credential
+            .and_then(|c| c.user_hash.clone())
+            .map(|hash| User { hash }),
         process: Process {
             pid: ctx.tgid,
             name: ctx.process.name.clone(),
@@ -422,6 +550,10 @@ pub fn exchange_event(x: &Exchange, ctx: &ExchangeContext<'_>) -> Event {
         },
         observer: ObserverExchange {
             role: ctx.role.as_str(),
+            credential: credential.map(|c| CredentialOut {
+                kind: c.kind.as_str(),
+                fingerprint: c.fingerprint.clone(),
+            }),
             connection_id: ctx.connection_id,
             truncated,
             partial_capture: x.request.incomplete_copy,

@@ -8,6 +8,9 @@
 //! is counted, never guessed at.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use crate::identity::{CredentialNames, RawCredential};
 
 /// Largest message head held while waiting for its end.
 pub const MAX_HEAD: usize = 32 * 1024;
@@ -79,6 +82,8 @@ pub struct Request {
     pub end_ns: u64,
     /// Body bytes were counted but not seen (the kernel copied a prefix only).
     pub incomplete_copy: bool,
+    /// The credential the request carried, until the pipeline fingerprints it.
+    pub credential: Option<RawCredential>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,6 +222,7 @@ pub struct HttpConn {
     pending: VecDeque<Request>,
     /// A request asked to switch protocols; its response decides.
     upgrade_asked: bool,
+    names: Arc<CredentialNames>,
     pub counters: HttpCounters,
 }
 
@@ -224,6 +230,13 @@ impl Default for HttpConn {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn default_names() -> Arc<CredentialNames> {
+    static NAMES: OnceLock<Arc<CredentialNames>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| Arc::new(CredentialNames::default()))
+        .clone()
 }
 
 /// True when `b` could be the beginning of a message of this side.
@@ -306,11 +319,17 @@ fn header_text(headers: &[httparse::Header<'_>], name: &str) -> Option<Text> {
 
 impl HttpConn {
     pub fn new() -> Self {
+        Self::with_names(default_names())
+    }
+
+    /// Reassembly that takes credentials from the headers and cookies `names` lists.
+    pub fn with_names(names: Arc<CredentialNames>) -> Self {
         Self {
             req: HalfStream::new(),
             resp: HalfStream::new(),
             pending: VecDeque::new(),
             upgrade_asked: false,
+            names,
             counters: HttpCounters::default(),
         }
     }
@@ -499,6 +518,9 @@ impl HttpConn {
             start_ns: self.req.head_start_ns,
             end_ns: ts_ns,
             incomplete_copy: false,
+            credential: self
+                .names
+                .extract(req.headers.iter().map(|h| (h.name, h.value))),
         };
         if upgrade {
             self.upgrade_asked = true;

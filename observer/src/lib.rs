@@ -11,6 +11,7 @@ pub mod detect;
 pub mod event;
 pub mod host;
 pub mod http;
+pub mod identity;
 pub mod pipeline;
 pub mod run;
 pub mod sink;

@@ -14,6 +14,16 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
+        Command::Fingerprint(args) => match observer::identity::fingerprint_stdin(&args) {
+            Ok(fp) => {
+                println!("{fp}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("observer: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Run(args) => {
             if !rustix::process::geteuid().is_root() {
                 eprintln!(

@@ -8,9 +8,13 @@ use serde_json::json;
 
 use crate::capture::{CaptureEvent, Meta, SockAddr};
 use crate::conn::{Conn, ConnKey, ConnTable, Endpoints, Role};
-use crate::event::{Clock, Event, ExchangeContext, exchange_event};
+use crate::detect::rules::{DetectConfig, Detector, Facts};
+use crate::event::{
+    Clock, Event, ExchangeContext, alert_event, exchange_event, source_destination,
+};
 use crate::host::{Host, ProcessInfo};
 use crate::http::{HttpCounters, Side, looks_like_start};
+use crate::identity::{CredentialNames, Fingerprinter};
 
 /// Processes and listening sockets whose details are cached.
 const MAX_CACHED: usize = 4096;
@@ -32,6 +36,11 @@ pub struct Pipeline<H: Host> {
     ports: Vec<u16>,
     /// Sockets the port filter left out, for the kernel side to stop copying.
     untracked: Vec<ConnKey>,
+    /// Without one, credentials are not reported (replay without the host key).
+    fingerprinter: Option<Fingerprinter>,
+    detector: Detector,
+    /// `event.sequence` of the last event made: gap-free per run.
+    next_sequence: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,7 +70,27 @@ impl<H: Host> Pipeline<H> {
             scratch: Vec::new(),
             ports: Vec::new(),
             untracked: Vec::new(),
+            fingerprinter: None,
+            detector: Detector::new(DetectConfig::default()),
+            next_sequence: 0,
         }
+    }
+
+    /// Fingerprints credentials under this key.
+    pub fn with_fingerprinter(mut self, f: Fingerprinter) -> Self {
+        self.fingerprinter = Some(f);
+        self
+    }
+
+    /// Takes credentials from these headers and cookies.
+    pub fn with_credential_names(mut self, names: CredentialNames) -> Self {
+        self.conns = ConnTable::with_names(names);
+        self
+    }
+
+    pub fn with_detection(mut self, cfg: DetectConfig) -> Self {
+        self.detector = Detector::new(cfg);
+        self
     }
 
     /// Keeps only connections with one of `ports` at either end (all when empty).
@@ -162,6 +191,11 @@ impl<H: Host> Pipeline<H> {
                 "unanswered": http.unanswered,
             },
             "late_address_lookups": self.counters.late_address_lookups,
+            "detection": {
+                "alerts": self.detector.counters.alerts,
+                "suppressed": self.detector.counters.suppressed,
+                "evicted_keys": self.detector.counters.evicted,
+            },
             "filtered_connections": self.counters.filtered_connections,
         })
     }
@@ -317,20 +351,79 @@ impl<H: Host> Pipeline<H> {
         out: &mut Vec<Event>,
     ) {
         self.process(tgid);
+        let (source, destination) = source_destination(role, endpoints);
+        let source_ip = source.and_then(|s| s.ip);
+        let process = &self.processes[&tgid];
+        // The service whose error rate counts: the process and the server end it answers on.
+        let service = format!(
+            "{}@{}",
+            process.name.as_deref().unwrap_or("?"),
+            destination
+                .map(|d| match (d.ip, d.port, d.address) {
+                    (Some(ip), Some(port), _) => format!("{ip}:{port}"),
+                    (None, Some(port), _) => format!("*:{port}"),
+                    (_, _, Some(a)) => a,
+                    _ => "?".into(),
+                })
+                .unwrap_or_else(|| "?".into())
+        );
         let ctx = ExchangeContext {
             role,
             connection_id,
             endpoints,
             tgid,
             tid,
-            process: &self.processes[&tgid],
+            process,
             run_id: &self.run_id,
             clock: &self.clock,
         };
-        for x in done.drain(..) {
-            out.push(exchange_event(&x, &ctx));
+        for mut x in done.drain(..) {
+            // The raw credential goes no further than this.
+            let credential = x
+                .request
+                .credential
+                .take()
+                .and_then(|raw| self.fingerprinter.as_ref().map(|f| f.credential(&raw)));
+            self.next_sequence += 1;
+            let mut ev = exchange_event(&x, credential.as_ref(), &ctx);
+            ev.meta_mut().sequence = self.next_sequence;
+            out.push(ev);
             self.counters.exchanges += 1;
+            let facts = Facts {
+                ts_ns: x.response.end_ns,
+                sequence: self.next_sequence,
+                status: x.response.status,
+                source_ip: source_ip.clone(),
+                credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
+                service: Some(service.clone()),
+            };
+            for alert in self.detector.observe(&facts) {
+                self.next_sequence += 1;
+                let mut ev = alert_event(&alert, &self.clock, &self.run_id);
+                ev.meta_mut().sequence = self.next_sequence;
+                out.push(ev);
+            }
         }
+    }
+
+    /// Gives an event made outside the pipeline (lifecycle, loss) its place in the sequence.
+    pub fn stamp(&mut self, mut ev: Event) -> Event {
+        self.next_sequence += 1;
+        ev.meta_mut().sequence = self.next_sequence;
+        ev
+    }
+
+    /// Ends detection cooldowns that are over; call now and then.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        for alert in self.detector.tick(now_ns) {
+            let ev = alert_event(&alert, &self.clock, &self.run_id);
+            out.push(self.stamp(ev));
+        }
+    }
+
+    /// Records losses so alerts over the same time say their counts may be low.
+    pub fn note_loss(&mut self, now_ns: u64, n: u64) {
+        self.detector.note_loss(now_ns, n);
     }
 
     fn finish(&mut self, mut conn: Conn, ts_ns: u64, out: &mut Vec<Event>) {

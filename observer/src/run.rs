@@ -11,6 +11,7 @@ use crate::capture::{Capture, CaptureEvent, Losses, decode};
 use crate::config::RunConfig;
 use crate::event::{Clock, Event, lifecycle_event, loss_event, new_run_id};
 use crate::host::{LiveHost, socket_fds};
+use crate::identity::Fingerprinter;
 use crate::pipeline::Pipeline;
 use crate::sink::{Sink, SinkError};
 use crate::target::{Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants};
@@ -29,6 +30,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         None => Sink::stdout(),
         Some(path) => Sink::file(path)?,
     };
+    let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
     let mut capture = Capture::load()?;
     let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();
     capture.set_cgroups(&cgroup_ids)?;
@@ -51,8 +53,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         seeded.add(adopt(&mut capture, pid));
     }
     let clock = Clock::now();
-    let mut pipeline =
-        Pipeline::new(LiveHost::new(), clock, new_run_id()).with_ports(cfg.ports.clone());
+    let mut pipeline = Pipeline::new(LiveHost::new(), clock, new_run_id())
+        .with_ports(cfg.ports.clone())
+        .with_fingerprinter(fingerprinter)
+        .with_credential_names(cfg.credential_names.clone())
+        .with_detection(cfg.detection.clone());
     tracing::info!(
         pids = ?cfg.pids,
         cgroups = ?cfg.cgroups.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
@@ -64,13 +69,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         "capturing"
     );
     let now = || clock.wall(Clock::mono_now());
-    let startup = lifecycle_event(
-        "sys_startup",
-        now(),
-        pipeline.run_id(),
-        cfg.pids.clone(),
-        None,
-    );
+    let startup = lifecycle_event("sys_startup", now(), pipeline.run_id(), initial, None);
+    let startup = pipeline.stamp(startup);
     emit_all(&mut sink, vec![startup])?;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -103,8 +103,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         });
         apply(&mut capture, &mut pipeline, &changes, &cfg.pids);
         if check_losses {
-            report_losses(&capture, &mut reported, &pipeline, &mut events);
+            report_losses(&capture, &mut reported, &mut pipeline, &mut events);
             pipeline.expire(Clock::mono_now(), &mut events);
+            pipeline.tick(Clock::mono_now(), &mut events);
         }
         if let Err(e) = emit_all(&mut sink, std::mem::take(&mut events)) {
             break Err(e);
@@ -124,19 +125,20 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         )
     }) > 0
     {}
-    report_losses(&capture, &mut reported, &pipeline, &mut events);
+    report_losses(&capture, &mut reported, &mut pipeline, &mut events);
     let mut stats = pipeline.stats();
     stats["decode_errors"] = json!(decode_errors);
     stats["kernel_losses"] = losses_json(&reported);
     match outcome {
         Ok(()) => {
-            events.push(lifecycle_event(
+            let shutdown = lifecycle_event(
                 "sys_shutdown",
                 now(),
                 pipeline.run_id(),
                 Vec::new(),
                 Some(stats.clone()),
-            ));
+            );
+            events.push(pipeline.stamp(shutdown));
             emit_all(&mut sink, events)?;
             tracing::info!(written = sink.written(), "stopped");
             Ok(())
@@ -277,15 +279,17 @@ fn losses_json(l: &Losses) -> Value {
 fn report_losses(
     capture: &Capture,
     reported: &mut Losses,
-    pipeline: &Pipeline<LiveHost>,
+    pipeline: &mut Pipeline<LiveHost>,
     events: &mut Vec<Event>,
 ) {
     let now = capture.losses();
     let mut delta = Map::new();
+    let mut total = 0;
     for c in LossCounter::ALL {
         let d = now[c as usize].saturating_sub(reported[c as usize]);
         if d > 0 {
             delta.insert(c.name().to_string(), json!(d));
+            total += d;
         }
     }
     if delta.is_empty() {
@@ -295,9 +299,8 @@ fn report_losses(
     *reported = now;
     let mut loss = Map::new();
     loss.insert("kernel".into(), Value::Object(delta));
-    events.push(loss_event(
-        pipeline.clock().wall(Clock::mono_now()),
-        pipeline.run_id(),
-        loss,
-    ));
+    let mono = Clock::mono_now();
+    pipeline.note_loss(mono, total);
+    let ev = loss_event(pipeline.clock().wall(mono), pipeline.run_id(), loss);
+    events.push(pipeline.stamp(ev));
 }

@@ -370,6 +370,8 @@ pub struct Observer {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Holds the fingerprint key the run uses, unless the test named one.
+    pub key_dir: TempDir,
 }
 
 /// What observer printed and how it ended.
@@ -381,6 +383,34 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Alert events of `rule`, in output order.
+    pub fn alerts(&self, rule: &str) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["event"]["kind"] == "alert" && e["rule"]["name"] == rule)
+            .collect()
+    }
+
+    /// Every alert, in output order.
+    pub fn all_alerts(&self) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["event"]["kind"] == "alert")
+            .collect()
+    }
+
+    /// Panics if any output line holds one of `secrets`.
+    pub fn assert_no_secrets(&self, secrets: &[&str]) {
+        for line in &self.lines {
+            for s in secrets {
+                assert!(
+                    !line.contains(s),
+                    "secret {s:?} leaked into the output: {line}"
+                );
+            }
+        }
+    }
+
     /// HTTP exchange events, in output order.
     pub fn exchanges(&self) -> Vec<&Value> {
         self.events
@@ -392,10 +422,15 @@ impl Finished {
 
 impl Observer {
     /// Starts `observer run ARGS` and waits for its `sys_startup` event (programs attached).
+    /// Unless ARGS name one, the run gets a fingerprint key of its own (`key_file()`).
     pub fn start(args: &[String]) -> Self {
-        let mut child = Command::new(observer_bin())
-            .arg("run")
-            .args(args)
+        let key_dir = TempDir::new("key");
+        let mut cmd = Command::new(observer_bin());
+        cmd.arg("run").args(args);
+        if !args.iter().any(|a| a == "--key-file") {
+            cmd.arg("--key-file").arg(key_dir.path.join("secret.key"));
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -414,6 +449,7 @@ impl Observer {
             child,
             lines: rx,
             seen: Vec::new(),
+            key_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -437,6 +473,11 @@ impl Observer {
                 }
             }
         }
+    }
+
+    /// The key file this run fingerprints with (when the test did not name one).
+    pub fn key_file(&self) -> PathBuf {
+        self.key_dir.path.join("secret.key")
     }
 
     pub fn for_pids(pids: &[u32]) -> Self {
@@ -470,7 +511,7 @@ impl Observer {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
         }
-        let events = self
+        let events: Vec<Value> = self
             .seen
             .iter()
             .map(|l| {
@@ -481,7 +522,7 @@ impl Observer {
             .collect();
         Finished {
             events,
-            lines: self.seen,
+            lines: std::mem::take(&mut self.seen),
             stderr,
             status,
         }

@@ -1,7 +1,9 @@
 //! Detection: what an exchange means for security.
 //!
 //! Classification is stateless: one exchange in, its OWASP Logging Vocabulary action, ECS
-//! category/type and outcome out.
+//! category/type and outcome out. The windowed rules in [`rules`] are stateful.
+
+pub mod rules;
 
 /// How one exchange is reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
