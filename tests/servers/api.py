@@ -25,6 +25,8 @@ TOKEN = "demo-token"
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body go out in two writes; without this, keep-alive clients wait out delayed ACKs.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

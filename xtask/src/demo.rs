@@ -54,9 +54,12 @@ pub fn demo() -> anyhow::Result<()> {
     let api_pid = api.0.id();
 
     step(&format!("starting observer run --pid {api_pid}"));
+    // A key of the demo's own, so the demo leaves the host's fingerprint key alone.
+    let key = std::env::temp_dir().join(format!("observer-demo-{}.key", std::process::id()));
     let mut observer = Killed(
         Command::new(&bin)
-            .args(["run", "--pid", &api_pid.to_string()])
+            .args(["run", "--pid", &api_pid.to_string(), "--key-file"])
+            .arg(&key)
             .stdout(Stdio::piped())
             .spawn()
             .context("starting observer")?,
@@ -107,6 +110,20 @@ pub fn demo() -> anyhow::Result<()> {
         ("admin area", &["/admin"]),
         ("a bug", &["/error"]),
         ("a typo", &["/helth"]),
+        (
+            "attack: guessing alice's password",
+            &["-u", "alice:123456", "/api/items"],
+        ),
+        ("attack: guessing", &["-u", "alice:password", "/api/items"]),
+        ("attack: guessing", &["-u", "alice:qwerty", "/api/items"]),
+        ("attack: guessing", &["-u", "alice:letmein", "/api/items"]),
+        ("attack: guessing", &["-u", "alice:dragon", "/api/items"]),
+        ("attack: guessing", &["-u", "alice:monkey", "/api/items"]),
+        ("outage: the API fails", &["/error"]),
+        ("outage", &["/error"]),
+        ("outage", &["/error"]),
+        ("outage", &["/error"]),
+        ("outage", &["/error"]),
     ];
     step("sending requests with curl");
     for (what, args) in requests {
@@ -132,6 +149,7 @@ pub fn demo() -> anyhow::Result<()> {
     }
     let status = observer.0.wait()?;
     drop(api);
+    let _ = std::fs::remove_file(&key);
 
     step("what observer reported (one JSON line per event; a summary of each here)");
     println!(
@@ -144,6 +162,21 @@ pub fn demo() -> anyhow::Result<()> {
             (Some(ip), Some(port)) => format!("{ip}:{port}"),
             _ => String::new(),
         };
+        if e["event"]["kind"] == "alert" {
+            let a = &e["observer"]["alert"];
+            println!(
+                "{:>4}  {:<16} ALERT   {} on {}={}: {} in {} s (threshold {})",
+                e["event"]["sequence"].to_string(),
+                s(&e["event"]["action"]),
+                s(&e["rule"]["name"]),
+                s(&a["key"]["field"]),
+                s(&a["key"]["value"]),
+                a["count"],
+                a["window_seconds"],
+                a["threshold"],
+            );
+            continue;
+        }
         println!(
             "{:>4}  {:<16} {:<7} {:<6} {:<22} {:>6}  {:<21} {}",
             e["event"]["sequence"].to_string(),
@@ -169,9 +202,17 @@ pub fn demo() -> anyhow::Result<()> {
     if !status.success() {
         bail!("observer exited with {status}");
     }
+    if let Some(alert) = events.iter().find(|e| e["event"]["kind"] == "alert") {
+        step("an alert in full");
+        println!("{}", serde_json::to_string_pretty(alert)?);
+    }
     let exchanges = events.iter().filter(|e| e.get("http").is_some()).count();
+    let alerts = events
+        .iter()
+        .filter(|e| e["event"]["kind"] == "alert")
+        .count();
     step(&format!(
-        "{exchanges} exchanges reported for {} requests sent",
+        "{exchanges} exchanges reported for {} requests sent; {alerts} alerts",
         requests.len()
     ));
     if exchanges != requests.len() {
