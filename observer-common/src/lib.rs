@@ -11,6 +11,13 @@
 /// simple.
 pub const MAX_DATA: usize = 4096;
 
+/// Size of the data area of the kernel's scratch record: twice [`MAX_DATA`], so that copying
+/// an iovec at any offset below `MAX_DATA` stays inside it as far as the verifier can tell.
+pub const DATA_BUF: usize = 2 * MAX_DATA;
+
+/// Most iovecs of one readv/writev/recvmsg/sendmsg call that are copied from.
+pub const MAX_IOV: u32 = 8;
+
 /// Bytes of a socket address copied from an accept/connect call (covers `sockaddr_in6` and
 /// `sockaddr_un`).
 pub const MAX_SOCKADDR: usize = 112;
@@ -79,6 +86,12 @@ pub enum Syscall {
     Write = 1,
     RecvFrom = 2,
     SendTo = 3,
+    ReadV = 4,
+    WriteV = 5,
+    RecvMsg = 6,
+    SendMsg = 7,
+    /// Bytes sent from a file: counted, never seen.
+    SendFile = 8,
 }
 
 /// Header of every ring buffer record.
@@ -112,12 +125,26 @@ pub struct DataEvent {
     /// A [`Syscall`] id.
     pub syscall: u32,
     pub _pad: u32,
-    pub data: [u8; MAX_DATA],
+    /// Only the first `copied_len` (at most [`MAX_DATA`]) bytes are sent.
+    pub data: [u8; DATA_BUF],
 }
 
 impl DataEvent {
     /// Bytes before `data`.
-    pub const HEADER: usize = core::mem::size_of::<DataEvent>() - MAX_DATA;
+    pub const HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_BUF;
+}
+
+/// A TCP socket's own address as the kernel chose it during connect (family 0: unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalAddr {
+    /// AF_INET or AF_INET6; 0 when unknown.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: u32,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
 }
 
 /// A socket that a target accepted or connected.
@@ -131,6 +158,8 @@ pub struct ConnEvent {
     pub listen_fd: i32,
     /// Valid bytes of `addr` (0 when the caller passed no address).
     pub addr_len: u32,
+    /// For connect over TCP: the local address the kernel bound.
+    pub local: LocalAddr,
     /// The peer's `sockaddr` as the syscall saw it.
     pub addr: [u8; MAX_SOCKADDR],
 }
@@ -186,12 +215,16 @@ pub struct CgroupTarget {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IoArgs {
+    /// The buffer, or with `iovcnt > 0` the iovec array.
     pub buf: u64,
     pub fd: i32,
     /// A [`Syscall`] id.
     pub syscall: u32,
     /// The syscall's number, checked against the exit tracepoint's.
     pub nr: i64,
+    /// Number of iovecs at `buf`; 0 for a plain buffer.
+    pub iovcnt: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -265,11 +298,11 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<EventHeader>(), 24);
         assert_eq!(DataEvent::HEADER, 24 + 8 + 16);
-        assert_eq!(size_of::<DataEvent>(), DataEvent::HEADER + MAX_DATA);
-        assert_eq!(size_of::<ConnEvent>(), 24 + 8 + 8 + MAX_SOCKADDR);
+        assert_eq!(size_of::<DataEvent>(), DataEvent::HEADER + DATA_BUF);
+        assert_eq!(size_of::<ConnEvent>(), 24 + 8 + 8 + 24 + MAX_SOCKADDR);
         assert_eq!(size_of::<ProcEvent>(), 32);
         assert_eq!(size_of::<CgroupTarget>(), 16);
-        assert_eq!(size_of::<IoArgs>(), 24);
+        assert_eq!(size_of::<IoArgs>(), 32);
         assert_eq!(size_of::<ConnArgs>(), 32);
     }
 }

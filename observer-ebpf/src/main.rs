@@ -20,8 +20,8 @@ use aya_ebpf::{
 };
 use observer_common::{
     CgroupTarget, ConnArgs, ConnEvent, DataEvent, Direction, EventHeader, EventKind, IoArgs,
-    LossCounter, MAX_CGROUPS, MAX_DATA, MAX_SOCKADDR, ProcChange, ProcEvent, RING_BYTES, Syscall,
-    WAKEUP_THRESHOLD, socket_key,
+    LocalAddr, LossCounter, MAX_CGROUPS, MAX_DATA, MAX_IOV, MAX_SOCKADDR, ProcChange, ProcEvent,
+    RING_BYTES, Syscall, WAKEUP_THRESHOLD, socket_key,
 };
 
 /// Records for userspace.
@@ -49,6 +49,10 @@ static INFLIGHT_CONN: HashMap<u64, ConnArgs> = HashMap::with_max_entries(4096, 0
 /// targets on their first syscall.
 #[map]
 static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0);
+
+/// Local addresses of connects in flight, noted when TCP enters SYN_SENT inside the call.
+#[map]
+static CONNECT_LOCAL: HashMap<u64, LocalAddr> = HashMap::with_max_entries(4096, 0);
 
 /// Per-CPU counters indexed by [`LossCounter`].
 #[map]
@@ -164,8 +168,26 @@ fn header(kind: EventKind, pid_tgid: u64, fd: i32) -> EventHeader {
 // ---------------------------------------------------------------------------------------------
 // read/write/recvfrom/sendto
 
+/// How a syscall passes its bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Buffers {
+    /// A buffer pointer in the second argument.
+    Plain,
+    /// An iovec array and its length in the second and third arguments.
+    Vector,
+    /// A `struct user_msghdr` pointer in the second argument.
+    Message,
+    /// None visible (sendfile): only the length is reported.
+    None,
+}
+
 #[inline(always)]
 fn io_enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
+    io_enter_with(ctx, syscall, Buffers::Plain)
+}
+
+#[inline(always)]
+fn io_enter_with(ctx: &TracePointContext, syscall: Syscall, buffers: Buffers) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid, pid_tgid) {
@@ -175,11 +197,27 @@ fn io_enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     if !is_socket(tgid, fd) {
         return 0;
     }
+    let (buf, iovcnt) = match buffers {
+        Buffers::Plain => (arg(ctx, ARG1), 0),
+        Buffers::Vector => (arg(ctx, ARG1), arg(ctx, ARG2).min(MAX_IOV as u64) as u32),
+        Buffers::Message => {
+            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
+            let msg = arg(ctx, ARG1);
+            // SAFETY: the helper checks the user pointer.
+            match unsafe { aya_ebpf::helpers::bpf_probe_read_user((msg + 16) as *const [u64; 2]) } {
+                Ok([iov, len]) => (iov, len.min(MAX_IOV as u64) as u32),
+                Err(_) => (0, 0),
+            }
+        }
+        Buffers::None => (0, 0),
+    };
     let args = IoArgs {
-        buf: arg(ctx, ARG1),
+        buf,
         fd,
         syscall: syscall as u32,
         nr: syscall_nr(ctx),
+        iovcnt,
+        _pad: 0,
     };
     if INFLIGHT_IO.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
         count_loss(LossCounter::InflightTableFull);
@@ -220,23 +258,31 @@ fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
     ev.direction = direction as u32;
     ev.syscall = args.syscall;
     ev._pad = 0;
-    let mut len = if total > MAX_DATA as u64 {
-        MAX_DATA as u32
+    let want = if total > MAX_DATA as u64 {
+        MAX_DATA as u64
     } else {
-        total as u32
+        total
     };
-    // SAFETY: `len` is at most MAX_DATA, the size of `data`; the helper checks the user pointer.
-    let rc = unsafe {
-        bpf_probe_read_user(
-            ev.data.as_mut_ptr().cast(),
-            len,
-            args.buf as *const core::ffi::c_void,
-        )
+    let len = if args.syscall == Syscall::SendFile as u32 || args.buf == 0 {
+        0
+    } else if args.iovcnt == 0 {
+        // SAFETY: `want` is at most MAX_DATA, within `data`; the helper checks the user pointer.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                ev.data.as_mut_ptr().cast(),
+                want as u32,
+                args.buf as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            count_loss(LossCounter::ReadFailed);
+            0
+        } else {
+            want as u32
+        }
+    } else {
+        copy_iovecs(ev, args.buf, args.iovcnt, want)
     };
-    if rc != 0 {
-        count_loss(LossCounter::ReadFailed);
-        len = 0;
-    }
     ev.copied_len = len;
     let size = DataEvent::HEADER + (len as usize).min(MAX_DATA);
     // SAFETY: `size` never exceeds the size of the scratch record.
@@ -244,6 +290,107 @@ fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
     if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
         count_loss(LossCounter::RingFull);
     }
+}
+
+/// Copies up to `want` bytes from the iovecs at `iov`, in order, into `ev.data`.
+#[inline(always)]
+fn copy_iovecs(ev: &mut DataEvent, iov: u64, iovcnt: u32, want: u64) -> u32 {
+    let mut off: u64 = 0;
+    for i in 0..MAX_IOV {
+        if i >= iovcnt || off >= want || off >= MAX_DATA as u64 {
+            break;
+        }
+        // SAFETY: the helper checks the user pointer.
+        let Ok([base, iov_len]) = (unsafe {
+            aya_ebpf::helpers::bpf_probe_read_user((iov + i as u64 * 16) as *const [u64; 2])
+        }) else {
+            count_loss(LossCounter::ReadFailed);
+            break;
+        };
+        let mut len = want - off;
+        if iov_len < len {
+            len = iov_len;
+        }
+        if len > MAX_DATA as u64 {
+            len = MAX_DATA as u64;
+        }
+        if len == 0 {
+            continue;
+        }
+        let at = off & (MAX_DATA as u64 * 2 - 1);
+        if at > MAX_DATA as u64 {
+            break;
+        }
+        // SAFETY: `at` ≤ MAX_DATA and `len` ≤ MAX_DATA, so the write stays inside the
+        // 2×MAX_DATA `data`; the helper checks the user pointer.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                ev.data.as_mut_ptr().add(at as usize).cast(),
+                len as u32,
+                base as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            count_loss(LossCounter::ReadFailed);
+            break;
+        }
+        off += len;
+    }
+    if off > MAX_DATA as u64 {
+        MAX_DATA as u32
+    } else {
+        off as u32
+    }
+}
+
+#[tracepoint]
+pub fn enter_readv(ctx: TracePointContext) -> u32 {
+    io_enter_with(&ctx, Syscall::ReadV, Buffers::Vector)
+}
+
+#[tracepoint]
+pub fn exit_readv(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn enter_writev(ctx: TracePointContext) -> u32 {
+    io_enter_with(&ctx, Syscall::WriteV, Buffers::Vector)
+}
+
+#[tracepoint]
+pub fn exit_writev(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Egress)
+}
+
+#[tracepoint]
+pub fn enter_recvmsg(ctx: TracePointContext) -> u32 {
+    io_enter_with(&ctx, Syscall::RecvMsg, Buffers::Message)
+}
+
+#[tracepoint]
+pub fn exit_recvmsg(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
+    io_enter_with(&ctx, Syscall::SendMsg, Buffers::Message)
+}
+
+#[tracepoint]
+pub fn exit_sendmsg(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Egress)
+}
+
+#[tracepoint]
+pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
+    io_enter_with(&ctx, Syscall::SendFile, Buffers::None)
+}
+
+#[tracepoint]
+pub fn exit_sendfile(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx, Direction::Egress)
 }
 
 #[tracepoint]
@@ -359,6 +506,14 @@ fn conn_exit(ctx: &TracePointContext) -> u32 {
     ev.hdr = header(kind, pid_tgid, fd);
     ev.ret = ret;
     ev.listen_fd = if accept { args.fd } else { -1 };
+    ev.local = LocalAddr::default();
+    if !accept {
+        // SAFETY: copied out before the entry is removed.
+        if let Some(local) = unsafe { CONNECT_LOCAL.get(pid_tgid) } {
+            ev.local = *local;
+            let _ = CONNECT_LOCAL.remove(pid_tgid);
+        }
+    }
     let len = if accept {
         if args.addr_len == 0 {
             0
@@ -433,6 +588,49 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     if EVENTS.output::<EventHeader>(&hdr, submit_flags()).is_err() {
         count_loss(LossCounter::RingFull);
     }
+    0
+}
+
+// sock/inet_sock_set_state: newstate at 20, sport at 24 (host order), family at 28,
+// saddr at 32, saddr_v6 at 40.
+const TCP_SYN_SENT: i32 = 2;
+
+/// A target's TCP connect picks its local address and port inside the syscall, in the caller's
+/// context, just before SYN_SENT: noted here for the connect's exit.
+#[tracepoint]
+pub fn tcp_state(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is not kept past this call.
+    if unsafe { INFLIGHT_CONN.get(pid_tgid).is_none() } {
+        return 0;
+    }
+    // SAFETY: offsets inside the inet_sock_set_state record.
+    let (newstate, sport, family) = unsafe {
+        (
+            core::ptr::read_volatile(ctx.as_ptr().add(20) as *const i32),
+            core::ptr::read_volatile(ctx.as_ptr().add(24) as *const u16),
+            core::ptr::read_volatile(ctx.as_ptr().add(28) as *const u16),
+        )
+    };
+    if newstate != TCP_SYN_SENT {
+        return 0;
+    }
+    let mut local = LocalAddr {
+        family,
+        port: sport,
+        _pad: 0,
+        addr: [0; 16],
+    };
+    // SAFETY: as above.
+    unsafe {
+        if family == 10 {
+            local.addr = core::ptr::read_volatile(ctx.as_ptr().add(40) as *const [u8; 16]);
+        } else {
+            let v4 = core::ptr::read_volatile(ctx.as_ptr().add(32) as *const [u8; 4]);
+            local.addr[..4].copy_from_slice(&v4);
+        }
+    }
+    let _ = CONNECT_LOCAL.insert(pid_tgid, local, BPF_ANY as u64);
     0
 }
 

@@ -217,6 +217,9 @@ pub struct ObserverExchange {
     /// Body bytes were counted from lengths the kernel reported, not seen.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub partial_capture: bool,
+    /// The connection closed before the response body was complete.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
     pub run_id: String,
 }
 
@@ -557,6 +560,7 @@ pub fn exchange_event(
             connection_id: ctx.connection_id,
             truncated,
             partial_capture: x.request.incomplete_copy,
+            incomplete: x.response.incomplete,
             run_id: ctx.run_id.to_string(),
         },
     }))

@@ -93,6 +93,8 @@ pub struct Response {
     pub sizes: Sizes,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// The connection closed before the whole body its framing announced went through.
+    pub incomplete: bool,
 }
 
 /// One request with its response.
@@ -379,11 +381,20 @@ impl HttpConn {
         }
     }
 
-    /// The connection closed: a body delimited by close ends here.
+    /// The connection closed: a body delimited by close ends here; a response cut short is
+    /// still reported (its head went through), flagged incomplete.
     pub fn on_close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
         for side in [Side::Request, Side::Response] {
-            if self.half(side).framing == Framing::UntilClose {
-                self.finish_message(side, ts_ns, out);
+            let half = self.half(side);
+            match half.framing {
+                Framing::UntilClose => self.finish_message(side, ts_ns, out),
+                Framing::Length(_) | Framing::Chunked(_) => {
+                    if let Some(Partial::Response(r)) = half.current.as_mut() {
+                        r.incomplete = true;
+                        self.finish_message(side, ts_ns, out);
+                    }
+                }
+                _ => {}
             }
         }
         self.counters.unanswered += self.pending.len() as u64;
@@ -578,6 +589,7 @@ impl HttpConn {
             },
             start_ns: self.resp.head_start_ns,
             end_ns: ts_ns,
+            incomplete: false,
         };
         self.start_body(
             Side::Response,
@@ -912,6 +924,27 @@ mod tests {
         c.on_close(99, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].response.sizes.body, 9);
+    }
+
+    #[test]
+    fn response_cut_by_close_is_reported_incomplete() {
+        let mut c = HttpConn::new();
+        let mut out = feed_all(
+            &mut c,
+            &[
+                (Side::Request, REQ),
+                (
+                    Side::Response,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+                ),
+            ],
+        );
+        assert!(out.is_empty());
+        c.on_close(50, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].response.incomplete);
+        assert_eq!(out[0].response.sizes.body, 7);
+        assert_eq!(c.counters.unanswered, 0);
     }
 
     #[test]

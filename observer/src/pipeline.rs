@@ -124,8 +124,19 @@ impl<H: Host> Pipeline<H> {
                 let ends = self.accepted_endpoints(&meta, listen_fd, peer.clone());
                 self.open(meta, Role::Server, ends, out);
             }
-            CaptureEvent::Connect { meta, ref peer } => {
-                let ends = self.connected_endpoints(&meta, peer.clone());
+            CaptureEvent::Connect {
+                meta,
+                ref peer,
+                ref local,
+            } => {
+                let ends = match local {
+                    // The kernel saw both ends: nothing to look up.
+                    Some(l) => Endpoints {
+                        local: Some(l.clone()),
+                        peer: peer.clone(),
+                    },
+                    None => self.connected_endpoints(&meta, peer.clone()),
+                };
                 self.open(meta, Role::Client, ends, out);
             }
             CaptureEvent::Data {

@@ -165,6 +165,7 @@ fn handle(
 ) {
     match decode(rec) {
         Ok(ev) => {
+            tracing::trace!(?ev, "record");
             if let CaptureEvent::Process { meta, change, pid } = ev {
                 let who = if change == ProcChange::Fork {
                     pid

@@ -233,6 +233,8 @@ impl BlockedCall {
                 fd,
                 syscall: syscall as u32,
                 nr: self.nr,
+                iovcnt: 0,
+                _pad: 0,
             }))
         };
         let conn = |kind: EventKind| {

@@ -9,6 +9,12 @@ Usage: api.py PORT [BIND_ADDRESS]     (an IPv6 address such as ::1 works too)
   POST /login             200 for {"user":"alice","password":"wonderland"}, else 401
   GET  /admin             403
   GET  /error             500
+  GET  /chunked           200, chunked, with a trailer
+  GET  /close             200, HTTP/1.0 style: no length, the body ends when the connection closes
+  GET  /ws                101 Switching Protocols, then echoes raw bytes
+  GET  /proxy?port=N      calls GET /health on 127.0.0.1:N and answers with its status
+  CONNECT anything        200, then echoes raw bytes
+  POST /echo              200 with the request body's length (Content-Length or chunked)
   anything else           404
 """
 import base64
@@ -40,8 +46,32 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n > 0 else b""
+
+    def echo_raw(self):
+        self.wfile.flush()
+        while True:
+            chunk = self.connection.recv(4096)
+            if not chunk:
+                break
+            self.connection.sendall(chunk)
+        self.close_connection = True
+
+    def do_CONNECT(self):
+        self.send_response(200)
+        self.end_headers()
+        self.echo_raw()
 
     def authorized(self):
         h = self.headers.get("Authorization", "")
@@ -68,6 +98,37 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(403, {"error": "forbidden"})
         elif path == "/error":
             self.reply(500, {"error": "internal"})
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "X-Count")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\nX-Count: 3\r\n\r\n")
+        elif path == "/close":
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"body until close" * 10)
+        elif path == "/ws":
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.echo_raw()
+        elif path == "/proxy":
+            import http.client
+            import urllib.parse
+            port = int(urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)["port"][0])
+            upstream = http.client.HTTPConnection("127.0.0.1", port)
+            upstream.request("GET", "/health")
+            resp = upstream.getresponse()
+            resp.read()
+            status = resp.status
+            upstream.close()
+            self.reply(200, {"upstream": status})
         else:
             self.reply(404, {"error": "not found"})
 
@@ -89,6 +150,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(201, {"created": len(raw)})
             else:
                 self.reply(401, {"error": "unauthorized"})
+        elif path == "/echo":
+            self.reply(200, {"received": len(raw)})
         else:
             self.reply(404, {"error": "not found"})
 

@@ -181,6 +181,52 @@ impl Server {
         }
     }
 
+    /// nginx (Debian's package) on 127.0.0.1 with a config of the test's own: one worker,
+    /// sendfile, static files from `files`, `/json` answered by nginx itself.
+    pub fn nginx(files: &[(&str, &[u8])]) -> Self {
+        let dir = TempDir::new("nginx");
+        let www = dir.path.join("www");
+        std::fs::create_dir_all(&www).expect("nginx www");
+        for (name, content) in files {
+            std::fs::write(www.join(name), content).expect("writing a served file");
+        }
+        let port = free_port();
+        let d = dir.path.display();
+        let conf = format!(
+            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {www};\n\
+                 location = /json {{ default_type application/json; return 200 '{{\"ok\":true}}'; }}\n\
+                 location = /nothing {{ return 204; }}\n\
+                 location = /upload {{ client_max_body_size 10m; return 201; }}\n\
+               }}\n\
+             }}\n",
+            www = www.display()
+        );
+        let conf_path = dir.path.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("nginx.conf");
+        let mut child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&dir.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx (apt-get install nginx)");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "nginx");
+        Self {
+            child,
+            port,
+            name: "nginx",
+            _dir: Some(dir),
+        }
+    }
+
     /// Current child processes of the server.
     pub fn children(&self) -> Vec<u32> {
         children_of(self.pid())
@@ -219,6 +265,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first: masters (nginx, gunicorn) then stop their workers too.
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

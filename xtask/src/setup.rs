@@ -136,6 +136,8 @@ pub fn test_tools() -> anyhow::Result<()> {
         ("python3", "python3"),
         ("setpriv", "util-linux"),
         ("pgrep", "procps"),
+        ("nginx", "nginx"),
+        ("wrk", "wrk"),
     ];
     let missing: Vec<&str> = tools
         .iter()

@@ -38,6 +38,8 @@ pub enum CaptureEvent<'a> {
     Connect {
         meta: Meta,
         peer: Option<SockAddr>,
+        /// The local address the kernel bound during the connect (TCP).
+        local: Option<SockAddr>,
     },
     Close {
         meta: Meta,
@@ -158,7 +160,8 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
             }
             let listen_fd = i32_at(rec, HDR + 8);
             let addr_len = (u32_at(rec, HDR + 12) as usize).min(MAX_SOCKADDR);
-            let addr_off = HDR + 16;
+            let local = local_addr(&rec[HDR + 16..HDR + 40]);
+            let addr_off = HDR + 40;
             let peer = parse_sockaddr(&rec[addr_off..addr_off + addr_len]);
             Ok(if kind == EventKind::Accept {
                 CaptureEvent::Accept {
@@ -167,7 +170,7 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
                     peer,
                 }
             } else {
-                CaptureEvent::Connect { meta, peer }
+                CaptureEvent::Connect { meta, peer, local }
             })
         }
         EventKind::Close => Ok(CaptureEvent::Close { meta }),
@@ -188,6 +191,27 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
                 pid: u32_at(rec, HDR + 4),
             })
         }
+    }
+}
+
+/// Reads a [`observer_common::LocalAddr`] (24 bytes).
+fn local_addr(b: &[u8]) -> Option<SockAddr> {
+    let family = u16::from_ne_bytes([b[0], b[1]]);
+    let port = u16::from_ne_bytes([b[2], b[3]]);
+    let ip: [u8; 16] = b[8..24].try_into().ok()?;
+    match family {
+        AF_INET => Some(SockAddr::Inet(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]),
+            port,
+        )))),
+        AF_INET6 => {
+            let ip = Ipv6Addr::from(ip);
+            Some(SockAddr::Inet(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
+            }))
+        }
+        _ => None,
     }
 }
 
@@ -286,6 +310,7 @@ pub mod encode {
         out.extend_from_slice(&0i64.to_ne_bytes());
         out.extend_from_slice(&listen_fd.to_ne_bytes());
         out.extend_from_slice(&(sockaddr.len() as u32).to_ne_bytes());
+        out.extend_from_slice(&[0u8; 24]);
         let mut addr = [0u8; MAX_SOCKADDR];
         addr[..sockaddr.len()].copy_from_slice(sockaddr);
         out.extend_from_slice(&addr);

@@ -29,6 +29,16 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("exit_recvfrom", &[("syscalls", "sys_exit_recvfrom")]),
     ("enter_sendto", &[("syscalls", "sys_enter_sendto")]),
     ("exit_sendto", &[("syscalls", "sys_exit_sendto")]),
+    ("enter_readv", &[("syscalls", "sys_enter_readv")]),
+    ("exit_readv", &[("syscalls", "sys_exit_readv")]),
+    ("enter_writev", &[("syscalls", "sys_enter_writev")]),
+    ("exit_writev", &[("syscalls", "sys_exit_writev")]),
+    ("enter_recvmsg", &[("syscalls", "sys_enter_recvmsg")]),
+    ("exit_recvmsg", &[("syscalls", "sys_exit_recvmsg")]),
+    ("enter_sendmsg", &[("syscalls", "sys_enter_sendmsg")]),
+    ("exit_sendmsg", &[("syscalls", "sys_exit_sendmsg")]),
+    ("enter_sendfile", &[("syscalls", "sys_enter_sendfile64")]),
+    ("exit_sendfile", &[("syscalls", "sys_exit_sendfile64")]),
     (
         "enter_accept",
         &[
@@ -44,6 +54,7 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     ("enter_connect", &[("syscalls", "sys_enter_connect")]),
+    ("tcp_state", &[("sock", "inet_sock_set_state")]),
     ("exit_connect", &[("syscalls", "sys_exit_connect")]),
     ("enter_close", &[("syscalls", "sys_enter_close")]),
 ];

@@ -1,0 +1,257 @@
+//! HTTP/1.1 framing through the kernel path: nginx and Python servers, curl and a raw client.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use observer_tests::{Observer, RawClient, Server, curl, curl_many, require_root};
+use serde_json::Value;
+
+fn status(e: &Value) -> u64 {
+    e["http"]["response"]["status_code"].as_u64().unwrap()
+}
+
+fn assert_bytes(e: &Value, t: &observer_tests::Transfer) {
+    assert_eq!(e["http"]["response"]["status_code"], t.status, "{e}");
+    assert_eq!(e["http"]["response"]["bytes"], t.response_bytes, "{e}");
+    assert_eq!(
+        e["http"]["response"]["body"]["bytes"], t.download_bytes,
+        "{e}"
+    );
+    assert_eq!(e["http"]["request"]["body"]["bytes"], t.upload_bytes, "{e}");
+}
+
+#[test]
+fn nginx_static_files_sendfile_head_204_and_keep_alive() {
+    require_root();
+    let big = vec![b'x'; 64 * 1024];
+    let kilo = vec![b'k'; 1024];
+    let server = Server::nginx(&[
+        ("big.bin", &big),
+        ("1k.bin", &kilo),
+        ("small.json", b"{}\n"),
+    ]);
+    let obs = Observer::for_pids(&[server.pid()]);
+    let (json, bigu, kilou, small, missing, nothing, upload) = (
+        server.url("/json"),
+        server.url("/big.bin"),
+        server.url("/1k.bin"),
+        server.url("/small.json"),
+        server.url("/missing"),
+        server.url("/nothing"),
+        server.url("/upload"),
+    );
+    // One keep-alive connection: nginx's own response (writev), files (sendfile), HEAD, 204.
+    let ka = curl_many(&[
+        &[json.as_str()],
+        &[bigu.as_str()],
+        &[kilou.as_str()],
+        &["-I", small.as_str()],
+        &[missing.as_str()],
+        &[nothing.as_str()],
+    ]);
+    let body = "a".repeat(5000);
+    let up = curl(&["--data-binary", &body, &upload]);
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 7, "{}", f.lines.join("\n"));
+    for (e, t) in ex.iter().zip(ka.iter().chain([&up])) {
+        assert_bytes(e, t);
+    }
+    assert_eq!(
+        ex[1]["http"]["response"]["body"]["bytes"], 65536,
+        "sendfile bytes counted"
+    );
+    assert_eq!(ex[3]["http"]["request"]["method"], "HEAD");
+    assert_eq!(status(ex[5]), 204);
+    assert_eq!(ex[6]["http"]["request"]["body"]["bytes"], 5000);
+    let ids: Vec<&Value> = ex[..6]
+        .iter()
+        .map(|e| &e["observer"]["connection_id"])
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "keep-alive: {ids:?}");
+    // Served by the worker nginx forked before observer started.
+    assert_ne!(ex[0]["process"]["pid"], server.pid());
+    assert_eq!(ex[0]["process"]["name"], "nginx");
+}
+
+#[test]
+fn wrk_ten_thousand_requests_against_nginx() {
+    require_root();
+    let server = Server::nginx(&[]);
+    let obs = Observer::for_pids(&[server.pid()]);
+    let dir = observer_tests::TempDir::new("wrk");
+    let script = dir.path.join("limit.lua");
+    // Each of wrk's connections stops after its share, so wrk sends exactly 10,000 requests.
+    std::fs::write(
+        &script,
+        "local n = 0\n\
+         response = function(status, headers, body)\n\
+           n = n + 1\n\
+           if n >= 2500 then wrk.thread:stop() end\n\
+         end\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("wrk")
+        .args(["-t4", "-c4", "-d30s", "--latency", "-s"])
+        .arg(&script)
+        .arg(server.url("/json"))
+        .output()
+        .expect("running wrk");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let requests: u64 = report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("wrk output: {report}"));
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(requests, 10_000, "wrk: {report}");
+    assert_eq!(
+        ex.len() as u64,
+        requests,
+        "exchanges reported = requests wrk counted; losses: {:?}",
+        f.events
+            .iter()
+            .filter(|e| e["event"]["action"] == "loss")
+            .collect::<Vec<_>>()
+    );
+    assert!(ex.iter().all(|e| status(e) == 200));
+}
+
+#[test]
+fn chunked_both_ways_and_body_until_close() {
+    require_root();
+    let server = Server::api();
+    let obs = Observer::for_pids(&[server.pid()]);
+    let chunked = curl(&[&server.url("/chunked")]);
+    let body = "b".repeat(3000);
+    let chunked_up = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &body,
+        &server.url("/echo"),
+    ]);
+    let close = curl(&[&server.url("/close")]);
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 3, "{}", f.lines.join("\n"));
+    // Chunked response: payload bytes in body.bytes, framing counted in bytes.
+    assert_eq!(
+        ex[0]["http"]["response"]["body"]["bytes"],
+        chunked.download_bytes
+    );
+    assert_eq!(
+        ex[0]["http"]["response"]["bytes"].as_u64().unwrap() > chunked.response_bytes,
+        true
+    );
+    assert_eq!(ex[1]["http"]["request"]["body"]["bytes"], 3000);
+    assert_eq!(status(ex[1]), u64::from(chunked_up.status));
+    assert_bytes(ex[2], &close);
+}
+
+#[test]
+fn continue_pipelining_upgrade_and_connect() {
+    require_root();
+    let server = Server::api();
+    let obs = Observer::for_pids(&[server.pid()]);
+    // Expect: 100-continue: the 100 is not an exchange of its own.
+    let cont = curl(&[
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        "payload",
+        &server.url("/echo"),
+    ]);
+    assert_eq!(cont.status, 200);
+    // Three pipelined requests in one write.
+    let mut c = RawClient::connect(server.port);
+    c.stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\nGET /admin HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.windows(9).filter(|w| w == b"HTTP/1.1 ").count() < 3 || !got.ends_with(b"}") {
+        let n = c.stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // Upgrade: after the 101, bytes that look like HTTP are not parsed.
+    let mut ws = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 256];
+    let n = ws.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 101"));
+    ws.write_all(b"GET /fake HTTP/1.1\r\n\r\n").unwrap();
+    let _ = ws.read(&mut head).unwrap();
+    // CONNECT: reported, then a tunnel.
+    let mut tun = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    tun.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tun.write_all(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+        .unwrap();
+    let n = tun.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    tun.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
+    let _ = tun.read(&mut head).unwrap();
+    drop((ws, tun));
+    std::thread::sleep(Duration::from_millis(200));
+    let f = obs.stop();
+    let ex = f.exchanges();
+    let summary: Vec<(String, String, u64)> = ex
+        .iter()
+        .map(|e| {
+            (
+                e["http"]["request"]["method"].as_str().unwrap().to_string(),
+                e["url"]["path"].as_str().unwrap().to_string(),
+                status(e),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, u64)> = [
+        ("POST", "/echo", 200),
+        ("GET", "/health", 200),
+        ("GET", "/admin", 403),
+        ("GET", "/nope", 404),
+        ("GET", "/ws", 101),
+        ("CONNECT", "example.test:443", 200),
+    ]
+    .iter()
+    .map(|(m, p, s)| (m.to_string(), p.to_string(), *s))
+    .collect();
+    assert_eq!(summary, want, "{}", f.lines.join("\n"));
+}
+
+#[test]
+fn an_api_calling_another_api_is_both_server_and_client() {
+    require_root();
+    let front = Server::api();
+    let back = Server::api();
+    let obs = Observer::for_pids(&[front.pid()]);
+    let t = curl(&[&front.url(&format!("/proxy?port={}", back.port))]);
+    assert_eq!(t.status, 200);
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 2, "{}", f.lines.join("\n"));
+    // The client exchange completes first (inside the server one).
+    let client = ex
+        .iter()
+        .find(|e| e["observer"]["role"] == "client")
+        .unwrap();
+    let server = ex
+        .iter()
+        .find(|e| e["observer"]["role"] == "server")
+        .unwrap();
+    assert_eq!(client["url"]["path"], "/health");
+    assert_eq!(client["destination"]["port"], back.port);
+    assert_eq!(client["source"]["ip"], "127.0.0.1");
+    assert!(client["source"]["port"].as_u64().is_some());
+    assert_eq!(server["url"]["path"], "/proxy");
+    assert_eq!(server["destination"]["port"], front.port);
+    assert_eq!(server["source"]["port"], t.local_port);
+}
