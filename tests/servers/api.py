@@ -165,6 +165,8 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class UnixHandler(Handler):
+    disable_nagle_algorithm = False  # TCP only
+
     def address_string(self):
         return "unix"
 
