@@ -20,9 +20,30 @@ pub struct Cli {
 pub enum Command {
     /// Capture the traffic of target processes and stream events (needs root).
     Run(RunArgs),
+    /// Run the userspace pipeline on a recording (`run --record`); needs no privileges.
+    Replay(ReplayArgs),
     /// Print the fingerprint a credential (read from standard input) has in the log, to find
     /// every request a leaked key made.
     Fingerprint(FingerprintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording.
+    pub recording: PathBuf,
+    /// Where events go: `-` for standard output (the default) or a file.
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    pub output: PathBuf,
+    /// The key the recorded run fingerprinted credentials with; without it, credentials are
+    /// left out of the events.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Detection settings, as for `run`.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Only connections with this port, as for `run`.
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +74,10 @@ pub struct RunArgs {
     /// created readable by its owner only.
     #[arg(long, value_name = "PATH", default_value = "-")]
     pub output: PathBuf,
+    /// Also write the raw capture stream here (created 0600; it holds the traffic itself,
+    /// secrets included) for `observer replay`.
+    #[arg(long, value_name = "PATH")]
+    pub record: Option<PathBuf>,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -293,6 +318,7 @@ pub struct RunConfig {
     /// `None` for standard output.
     pub output: Option<PathBuf>,
     pub key_file: PathBuf,
+    pub record: Option<PathBuf>,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
 }
@@ -347,6 +373,7 @@ impl RunArgs {
             ports,
             output,
             key_file,
+            record: self.record.clone(),
             detection: file.detection()?,
             credential_names: file.credential_names()?,
         })
@@ -365,6 +392,7 @@ mod tests {
             output: "-".into(),
             config: None,
             key_file: None,
+            record: None,
         }
     }
 

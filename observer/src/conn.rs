@@ -52,7 +52,7 @@ impl Role {
 }
 
 /// Both ends of a socket, as far as they are known.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoints {
     pub local: Option<SockAddr>,
     pub peer: Option<SockAddr>,

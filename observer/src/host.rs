@@ -18,7 +18,7 @@ const MAX_PROC_STRING: usize = 4096;
 /// Processes whose pidfd is kept open.
 const MAX_PIDFDS: usize = 1024;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessInfo {
     pub name: Option<String>,
     pub executable: Option<String>,

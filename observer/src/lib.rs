@@ -13,6 +13,8 @@ pub mod host;
 pub mod http;
 pub mod identity;
 pub mod pipeline;
+pub mod record;
+pub mod replay;
 pub mod run;
 pub mod sink;
 pub mod target;

@@ -14,6 +14,13 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
+        Command::Replay(args) => match observer::replay::replay(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("observer: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Fingerprint(args) => match observer::identity::fingerprint_stdin(&args) {
             Ok(fp) => {
                 println!("{fp}");

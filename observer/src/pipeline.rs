@@ -46,6 +46,8 @@ pub struct Pipeline<H: Host> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PipelineCounters {
     pub records: u64,
+    /// Records that could not be decoded (never expected from the kernel; possible in files).
+    pub decode_errors: u64,
     pub exchanges: u64,
     /// Pieces on a connection of unknown role that did not show which way requests flow.
     pub unassigned_pieces: u64,
@@ -171,6 +173,57 @@ impl<H: Host> Pipeline<H> {
         }
     }
 
+    /// Decodes and handles one raw ring-buffer record. Returns the process change it reports
+    /// (what changed, and the process), for the kernel side to act on.
+    pub fn handle_raw(&mut self, rec: &[u8], out: &mut Vec<Event>) -> Option<(ProcChange, u32)> {
+        match crate::capture::decode(rec) {
+            Ok(ev) => {
+                tracing::trace!(?ev, "record");
+                self.handle(&ev, out);
+                match ev {
+                    CaptureEvent::Process { meta, change, pid } => Some((
+                        change,
+                        if change == ProcChange::Fork {
+                            pid
+                        } else {
+                            meta.tgid
+                        },
+                    )),
+                    _ => None,
+                }
+            }
+            Err(e) => {
+                self.counters.decode_errors += 1;
+                tracing::debug!("skipping a record: {e}");
+                None
+            }
+        }
+    }
+
+    /// Periodic work, live and in replay alike: report what the kernel side lost (by counter),
+    /// forget idle connections, end detection cooldowns.
+    pub fn maintain(&mut self, now_ns: u64, losses: &[(String, u64)], out: &mut Vec<Event>) {
+        let total: u64 = losses.iter().map(|(_, n)| n).sum();
+        if total > 0 {
+            tracing::warn!(?losses, "the kernel side lost records");
+            self.note_loss(now_ns, total);
+            let mut kernel = serde_json::Map::new();
+            for (name, n) in losses {
+                kernel.insert(name.clone(), json!(n));
+            }
+            let mut loss = serde_json::Map::new();
+            loss.insert("kernel".into(), serde_json::Value::Object(kernel));
+            let ev = crate::event::loss_event(self.clock.wall(now_ns), &self.run_id, loss);
+            out.push(self.stamp(ev));
+        }
+        self.expire(now_ns, out);
+        self.tick(now_ns, out);
+    }
+
+    pub fn host_mut(&mut self) -> &mut H {
+        &mut self.host
+    }
+
     /// Forgets connections idle for too long; call now and then.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         for conn in self.conns.expire(now_ns) {
@@ -185,6 +238,7 @@ impl<H: Host> Pipeline<H> {
         let c = &self.conns.counters;
         json!({
             "records": self.counters.records,
+            "decode_errors": self.counters.decode_errors,
             "exchanges": self.counters.exchanges,
             "connections": {
                 "open": self.conns.len(),

@@ -7,12 +7,13 @@ use observer_common::LossCounter;
 use serde_json::{Map, Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::capture::{Capture, CaptureEvent, Losses, decode};
+use crate::capture::{Capture, Losses};
 use crate::config::RunConfig;
-use crate::event::{Clock, Event, lifecycle_event, loss_event, new_run_id};
+use crate::event::{Clock, Event, lifecycle_event, new_run_id};
 use crate::host::{LiveHost, socket_fds};
 use crate::identity::Fingerprinter;
 use crate::pipeline::Pipeline;
+use crate::record::{self, RecordingHost};
 use crate::sink::{Sink, SinkError};
 use crate::target::{Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants};
 use observer_common::ProcChange;
@@ -22,8 +23,8 @@ use observer_common::ProcChange;
 const POLL: Duration = Duration::from_millis(5);
 /// Records handled per poll before other work (signals, timers) gets a turn.
 const BATCH: usize = 8192;
-/// Losses are checked and reported this often.
-const LOSS_CHECK: Duration = Duration::from_secs(1);
+/// Losses are checked and reported, idle connections and detection cooldowns ended, this often.
+const MAINTENANCE: Duration = Duration::from_secs(1);
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut sink = match &cfg.output {
@@ -53,11 +54,26 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         seeded.add(adopt(&mut capture, pid));
     }
     let clock = Clock::now();
-    let mut pipeline = Pipeline::new(LiveHost::new(), clock, new_run_id())
+    let started_ns = Clock::mono_now();
+    let host = RecordingHost::new(LiveHost::new(), cfg.record.is_some());
+    let mut pipeline = Pipeline::new(host, clock, new_run_id())
         .with_ports(cfg.ports.clone())
         .with_fingerprinter(fingerprinter)
         .with_credential_names(cfg.credential_names.clone())
         .with_detection(cfg.detection.clone());
+    let mut recorder = match &cfg.record {
+        Some(path) => Some(record::Writer::create(
+            path,
+            &record::Header {
+                run_id: pipeline.run_id().to_string(),
+                clock_offset_ns: clock.offset_ns().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                targets: initial.clone(),
+                started_ns,
+            },
+        )?),
+        None => None,
+    };
     tracing::info!(
         pids = ?cfg.pids,
         cgroups = ?cfg.cgroups.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
@@ -69,7 +85,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         "capturing"
     );
     let now = || clock.wall(Clock::mono_now());
-    let startup = lifecycle_event("sys_startup", now(), pipeline.run_id(), initial, None);
+    let startup = lifecycle_event(
+        "sys_startup",
+        clock.wall(started_ns),
+        pipeline.run_id(),
+        initial,
+        None,
+    );
     let startup = pipeline.stamp(startup);
     emit_all(&mut sink, vec![startup])?;
 
@@ -77,73 +99,86 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut loss_check = tokio::time::interval(LOSS_CHECK);
+    let mut maintenance = tokio::time::interval(MAINTENANCE);
     let mut reported: Losses = capture.losses();
-    let mut decode_errors = 0u64;
     let mut events: Vec<Event> = Vec::new();
 
-    let outcome: Result<(), SinkError> = loop {
-        let mut check_losses = false;
+    let outcome: Result<(), anyhow::Error> = loop {
+        let mut maintain = false;
         tokio::select! {
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             r = capture.readable() => r?,
             _ = poll.tick() => {}
-            _ = loss_check.tick() => check_losses = true,
+            _ = maintenance.tick() => maintain = true,
         }
         let mut changes = Vec::new();
+        let mut failed = None;
         capture.drain(BATCH, |rec| {
-            handle(
-                &mut pipeline,
-                rec,
-                &mut events,
-                &mut decode_errors,
-                &mut changes,
-            )
+            changes.extend(pipeline.handle_raw(rec, &mut events));
+            if let Some(w) = recorder.as_mut()
+                && let Err(e) = record_one(w, rec, pipeline.host_mut())
+            {
+                failed = Some(e);
+            }
         });
         apply(&mut capture, &mut pipeline, &changes, &cfg.pids);
-        if check_losses {
-            report_losses(&capture, &mut reported, &mut pipeline, &mut events);
-            pipeline.expire(Clock::mono_now(), &mut events);
-            pipeline.tick(Clock::mono_now(), &mut events);
+        if maintain {
+            let now_ns = Clock::mono_now();
+            let losses = new_losses(&capture, &mut reported);
+            pipeline.maintain(now_ns, &losses, &mut events);
+            if let Some(w) = recorder.as_mut() {
+                let tick = record::Tick { now_ns, losses };
+                if let Err(e) = w.write(&record::Entry::Tick(tick)).and_then(|_| w.flush()) {
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            break Err(anyhow::Error::new(e).context("writing the recording (--record)"));
         }
         if let Err(e) = emit_all(&mut sink, std::mem::take(&mut events)) {
-            break Err(e);
+            break Err(e.into());
         }
     };
 
     // Orderly stop: no record is written after detach, so draining now loses nothing.
     capture.detach();
-    let mut changes = Vec::new();
     while capture.drain(BATCH, |rec| {
-        handle(
-            &mut pipeline,
-            rec,
-            &mut events,
-            &mut decode_errors,
-            &mut changes,
-        )
+        pipeline.handle_raw(rec, &mut events);
+        if let Some(w) = recorder.as_mut() {
+            let _ = record_one(w, rec, pipeline.host_mut());
+        }
     }) > 0
     {}
-    report_losses(&capture, &mut reported, &mut pipeline, &mut events);
+    let now_ns = Clock::mono_now();
+    let losses = new_losses(&capture, &mut reported);
+    pipeline.maintain(now_ns, &losses, &mut events);
+    if let Some(w) = recorder.as_mut() {
+        let _ = w.write(&record::Entry::Tick(record::Tick { now_ns, losses }));
+        w.flush().context("writing the recording (--record)")?;
+    }
     let mut stats = pipeline.stats();
-    stats["decode_errors"] = json!(decode_errors);
     stats["kernel_losses"] = losses_json(&reported);
-    match outcome {
+    match outcome.map_err(|e| match e.downcast::<SinkError>() {
+        Ok(SinkError::Closed) => None,
+        Ok(other) => Some(anyhow::Error::new(other)),
+        Err(e) => Some(e),
+    }) {
         Ok(()) => {
             let shutdown = lifecycle_event(
                 "sys_shutdown",
                 now(),
                 pipeline.run_id(),
                 Vec::new(),
-                Some(stats.clone()),
+                Some(stats),
             );
             events.push(pipeline.stamp(shutdown));
             emit_all(&mut sink, events)?;
             tracing::info!(written = sink.written(), "stopped");
             Ok(())
         }
-        Err(SinkError::Closed) => {
+        Err(None) => {
             // Nobody reads the events any more: say what was done, on stderr, and stop cleanly.
             eprintln!(
                 "observer: output closed by its reader after {} events; stopping. {}",
@@ -152,35 +187,21 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(Some(e)) => Err(e),
     }
 }
 
-fn handle(
-    pipeline: &mut Pipeline<LiveHost>,
+/// Writes one kernel record and the host answers its handling needed.
+fn record_one(
+    w: &mut record::Writer,
     rec: &[u8],
-    events: &mut Vec<Event>,
-    decode_errors: &mut u64,
-    changes: &mut Vec<(ProcChange, u32)>,
-) {
-    match decode(rec) {
-        Ok(ev) => {
-            tracing::trace!(?ev, "record");
-            if let CaptureEvent::Process { meta, change, pid } = ev {
-                let who = if change == ProcChange::Fork {
-                    pid
-                } else {
-                    meta.tgid
-                };
-                changes.push((change, who));
-            }
-            pipeline.handle(&ev, events)
-        }
-        Err(e) => {
-            *decode_errors += 1;
-            tracing::debug!("skipping a record: {e}");
-        }
+    host: &mut RecordingHost<LiveHost>,
+) -> std::io::Result<()> {
+    w.write(&record::Entry::Kernel(rec.to_vec()))?;
+    for a in host.take_log() {
+        w.write(&a)?;
     }
+    Ok(())
 }
 
 /// What was found of a process that was already running.
@@ -239,7 +260,7 @@ fn adopt(capture: &mut Capture, tgid: u32) -> Adopted {
 /// Applies process changes and the port filter's verdicts to the kernel side.
 fn apply(
     capture: &mut Capture,
-    pipeline: &mut Pipeline<LiveHost>,
+    pipeline: &mut Pipeline<RecordingHost<LiveHost>>,
     changes: &[(ProcChange, u32)],
     explicit: &[u32],
 ) {
@@ -276,32 +297,16 @@ fn losses_json(l: &Losses) -> Value {
     Value::Object(m)
 }
 
-/// Emits a loss event when the kernel counted anything new since the last one.
-fn report_losses(
-    capture: &Capture,
-    reported: &mut Losses,
-    pipeline: &mut Pipeline<LiveHost>,
-    events: &mut Vec<Event>,
-) {
+/// Kernel-side losses counted since the last call, by counter name.
+fn new_losses(capture: &Capture, reported: &mut Losses) -> Vec<(String, u64)> {
     let now = capture.losses();
-    let mut delta = Map::new();
-    let mut total = 0;
+    let mut delta = Vec::new();
     for c in LossCounter::ALL {
         let d = now[c as usize].saturating_sub(reported[c as usize]);
         if d > 0 {
-            delta.insert(c.name().to_string(), json!(d));
-            total += d;
+            delta.push((c.name().to_string(), d));
         }
     }
-    if delta.is_empty() {
-        return;
-    }
-    tracing::warn!(?delta, "the kernel side lost records");
     *reported = now;
-    let mut loss = Map::new();
-    loss.insert("kernel".into(), Value::Object(delta));
-    let mono = Clock::mono_now();
-    pipeline.note_loss(mono, total);
-    let ev = loss_event(pipeline.clock().wall(mono), pipeline.run_id(), loss);
-    events.push(pipeline.stamp(ev));
+    delta
 }

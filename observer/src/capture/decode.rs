@@ -65,7 +65,7 @@ impl CaptureEvent<'_> {
 }
 
 /// A socket address as observer reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SockAddr {
     Inet(SocketAddr),
     /// A Unix-domain socket path; abstract names start with `@`.
