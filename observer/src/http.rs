@@ -336,6 +336,34 @@ impl HttpConn {
         }
     }
 
+    /// Bytes this connection holds (heads and lines being collected, requests waiting for
+    /// their response): bounded whatever bytes arrive.
+    pub fn held_bytes(&self) -> usize {
+        let text = |t: &Option<Text>| t.as_ref().map_or(0, |t| t.value.len());
+        self.req.head.len()
+            + self.resp.head.len()
+            + self.req.line.len()
+            + self.resp.line.len()
+            + self
+                .pending
+                .iter()
+                .map(|r| {
+                    r.method.value.len()
+                        + r.target.value.len()
+                        + text(&r.host)
+                        + text(&r.user_agent)
+                })
+                .sum::<usize>()
+    }
+
+    /// Requests waiting for their response.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The most [`HttpConn::held_bytes`] can be.
+    pub const MAX_HELD: usize = 2 * MAX_HEAD + 2 * MAX_CHUNK_LINE + MAX_PENDING * 4 * MAX_FIELD;
+
     /// True once the connection switched to another protocol.
     pub fn is_tunnel(&self) -> bool {
         self.req.framing == Framing::Tunnel
@@ -1034,6 +1062,161 @@ mod tests {
         );
         assert!(out.is_empty());
         assert!(c.counters.resyncs >= 1);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        struct Spec {
+            method: &'static str,
+            req_body: usize,
+            req_chunked: bool,
+            status: u16,
+            resp_body: usize,
+            resp_chunked: bool,
+        }
+
+        fn spec() -> impl Strategy<Value = Spec> {
+            (
+                prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD"]),
+                0usize..3000,
+                any::<bool>(),
+                prop::sample::select(vec![200u16, 201, 204, 301, 400, 401, 403, 404, 500]),
+                0usize..5000,
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(method, req_body, req_chunked, status, resp_body, resp_chunked)| Spec {
+                        method,
+                        req_body: if method == "GET" || method == "HEAD" {
+                            0
+                        } else {
+                            req_body
+                        },
+                        req_chunked,
+                        status,
+                        resp_body: if method == "HEAD" || status == 204 {
+                            0
+                        } else {
+                            resp_body
+                        },
+                        resp_chunked,
+                    },
+                )
+        }
+
+        fn body(out: &mut Vec<u8>, len: usize, chunked: bool) {
+            if chunked {
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(777);
+                    out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                    out.extend(std::iter::repeat_n(b'z', n));
+                    out.extend_from_slice(b"\r\n");
+                    left -= n;
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                out.extend(std::iter::repeat_n(b'z', len));
+            }
+        }
+
+        fn streams(specs: &[Spec]) -> (Vec<u8>, Vec<u8>) {
+            let (mut req, mut resp) = (Vec::new(), Vec::new());
+            for (i, s) in specs.iter().enumerate() {
+                let framing = |chunked: bool, len: usize| {
+                    if chunked {
+                        "Transfer-Encoding: chunked\r\n".to_string()
+                    } else {
+                        format!("Content-Length: {len}\r\n")
+                    }
+                };
+                let rc = s.req_chunked && s.req_body > 0;
+                req.extend_from_slice(
+                    format!(
+                        "{} /r/{i} HTTP/1.1\r\nHost: h\r\n{}\r\n",
+                        s.method,
+                        framing(rc, s.req_body)
+                    )
+                    .as_bytes(),
+                );
+                body(&mut req, s.req_body, rc);
+                let pc = s.resp_chunked && s.status != 204 && s.method != "HEAD";
+                let len_header = if s.status == 204 {
+                    String::new()
+                } else {
+                    framing(pc, s.resp_body)
+                };
+                resp.extend_from_slice(
+                    format!("HTTP/1.1 {} X\r\n{len_header}\r\n", s.status).as_bytes(),
+                );
+                body(&mut resp, s.resp_body, pc);
+            }
+            (req, resp)
+        }
+
+        fn feed(
+            stream: &[u8],
+            cuts: &[usize],
+            side: Side,
+            c: &mut HttpConn,
+            out: &mut Vec<Exchange>,
+        ) {
+            let mut points: Vec<usize> = cuts.iter().map(|x| x % (stream.len() + 1)).collect();
+            points.sort_unstable();
+            let mut last = 0;
+            for p in points.into_iter().chain([stream.len()]) {
+                if p > last {
+                    c.on_data(side, &stream[last..p], (p - last) as u64, 0, out);
+                    last = p;
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// However the streams are cut into syscalls, the same exchanges come out.
+            #[test]
+            fn cuts_do_not_change_exchanges(
+                specs in prop::collection::vec(spec(), 1..8),
+                req_cuts in prop::collection::vec(any::<usize>(), 0..40),
+                resp_cuts in prop::collection::vec(any::<usize>(), 0..40),
+            ) {
+                let (req, resp) = streams(&specs);
+                let mut whole = HttpConn::new();
+                let mut expected = Vec::new();
+                whole.on_data(Side::Request, &req, req.len() as u64, 0, &mut expected);
+                whole.on_data(Side::Response, &resp, resp.len() as u64, 0, &mut expected);
+                prop_assert_eq!(expected.len(), specs.len());
+                for (x, s) in expected.iter().zip(&specs) {
+                    prop_assert_eq!(x.request.method.value.as_str(), s.method);
+                    prop_assert_eq!(x.request.sizes.body, s.req_body as u64);
+                    prop_assert_eq!(x.response.status, s.status);
+                    prop_assert_eq!(x.response.sizes.body, s.resp_body as u64);
+                }
+                let mut cut = HttpConn::new();
+                let mut got = Vec::new();
+                feed(&req, &req_cuts, Side::Request, &mut cut, &mut got);
+                feed(&resp, &resp_cuts, Side::Response, &mut cut, &mut got);
+                prop_assert_eq!(got, expected);
+            }
+
+            /// Arbitrary bytes never panic and never grow memory past its bound.
+            #[test]
+            fn garbage_is_bounded(pieces in prop::collection::vec((any::<bool>(), prop::collection::vec(any::<u8>(), 0..600), 0u64..5000), 0..60)) {
+                let mut c = HttpConn::new();
+                let mut out = Vec::new();
+                for (req, bytes, extra) in pieces {
+                    let side = if req { Side::Request } else { Side::Response };
+                    c.on_data(side, &bytes, bytes.len() as u64 + extra, 0, &mut out);
+                    prop_assert!(c.held_bytes() <= HttpConn::MAX_HELD);
+                    prop_assert!(c.pending() <= MAX_PENDING);
+                }
+            }
+        }
     }
 
     #[test]

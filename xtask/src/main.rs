@@ -40,6 +40,43 @@ enum Cmd {
     },
     /// Start a sample API, observe it, send it some traffic and show the events.
     Demo,
+    /// Fuzz the parsers (cargo-fuzz, nightly) for a bounded time per target.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (http_reassembly, capture_decode, pipeline_events).
+        #[arg(long)]
+        target: Option<String>,
+    },
+}
+
+const FUZZ_TARGETS: &[&str] = &["http_reassembly", "capture_decode", "pipeline_events"];
+
+fn fuzz(seconds: u64, target: Option<String>) -> anyhow::Result<()> {
+    setup::build_tools()?;
+    setup::cargo_fuzz()?;
+    let targets: Vec<String> = match target {
+        Some(t) if FUZZ_TARGETS.contains(&t.as_str()) => vec![t],
+        Some(t) => bail!(
+            "unknown fuzz target {t}; known: {}",
+            FUZZ_TARGETS.join(", ")
+        ),
+        None => FUZZ_TARGETS.iter().map(|t| t.to_string()).collect(),
+    };
+    for t in targets {
+        step(&format!("fuzzing {t} for {seconds} s"));
+        run(Command::new("rustup")
+            .env("AYA_BUILD_SKIP", "1")
+            .args(["run", "nightly", "cargo", "fuzz", "run", &t, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .args([
+                "-rss_limit_mb=2048",
+                "-max_len=65536",
+                "-print_final_stats=1",
+            ]))?;
+    }
+    Ok(())
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -120,6 +157,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Test { filter } => test(filter)?,
         Cmd::Demo => demo::demo()?,
+        Cmd::Fuzz { seconds, target } => fuzz(seconds, target)?,
     }
     Ok(())
 }

@@ -128,6 +128,15 @@ pub fn build_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz`.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        step("installing cargo-fuzz (once)");
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
+}
+
 /// The real servers and clients the integration tests drive.
 pub fn test_tools() -> anyhow::Result<()> {
     // (command, Debian package that provides it)
