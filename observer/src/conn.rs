@@ -80,8 +80,10 @@ pub struct Conn {
     pub endpoints: Endpoints,
     pub http: HttpConn,
     pub last_ns: u64,
-    /// Left out by the port filter: its bytes are dropped.
+    /// Left out by the port filter, or not HTTP: its bytes are dropped.
     pub ignored: bool,
+    /// Exchanges it produced.
+    pub exchanges: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,6 +153,7 @@ impl ConnTable {
                 http: HttpConn::with_names(self.names.clone()),
                 last_ns: now_ns,
                 ignored: false,
+                exchanges: 0,
             },
         );
         replaced

@@ -491,7 +491,8 @@ pub fn exchange_event(
     let class = classify(x.response.status);
     let (path, query) = split_target(&x.request.target.value);
     let (source, destination) = source_destination(ctx.role, ctx.endpoints);
-    let truncated = x.request.method.altered
+    let truncated = x.request.head_truncated
+        || x.request.method.altered
         || x.request.target.altered
         || x.request.user_agent.as_ref().is_some_and(|t| t.altered)
         || x.request.host.as_ref().is_some_and(|t| t.altered);

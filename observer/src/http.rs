@@ -82,6 +82,8 @@ pub struct Request {
     pub end_ns: u64,
     /// Body bytes were counted but not seen (the kernel copied a prefix only).
     pub incomplete_copy: bool,
+    /// The head was longer than what the kernel copied: fields after the cut are missing.
+    pub head_truncated: bool,
     /// The credential the request carried, until the pipeline fingerprints it.
     pub credential: Option<RawCredential>,
 }
@@ -118,8 +120,10 @@ pub struct HttpCounters {
     pub skipped_pieces: u64,
     /// Times a stream lost framing and had to resynchronise.
     pub resyncs: u64,
-    /// Heads longer than [`MAX_HEAD`].
+    /// Heads longer than [`MAX_HEAD`], or cut by the kernel's copy and unreadable.
     pub heads_too_long: u64,
+    /// Request heads cut by the kernel's copy, reported from their first lines.
+    pub truncated_heads: u64,
     /// Responses with no request to pair with (e.g. a connection seen from its middle).
     pub orphan_responses: u64,
     /// Requests dropped because too many waited for responses.
@@ -133,6 +137,7 @@ impl HttpCounters {
         self.skipped_pieces += o.skipped_pieces;
         self.resyncs += o.resyncs;
         self.heads_too_long += o.heads_too_long;
+        self.truncated_heads += o.truncated_heads;
         self.orphan_responses += o.orphan_responses;
         self.pending_overflow += o.pending_overflow;
         self.unanswered += o.unanswered;
@@ -557,6 +562,7 @@ impl HttpConn {
             start_ns: self.req.head_start_ns,
             end_ns: ts_ns,
             incomplete_copy: false,
+            head_truncated: false,
             credential: self
                 .names
                 .extract(req.headers.iter().map(|h| (h.name, h.value))),
@@ -763,10 +769,64 @@ impl HttpConn {
                 half.resync(counters);
             }
             Framing::Head | Framing::Chunked(_) => {
-                counters.heads_too_long += u64::from(matches!(half.framing, Framing::Head));
-                half.resync(counters);
+                let in_head = matches!(half.framing, Framing::Head);
+                if in_head && side == Side::Request && self.truncated_request_head(gap, ts_ns) {
+                    return;
+                }
+                self.counters.heads_too_long += u64::from(in_head);
+                self.resync(side);
             }
         }
+    }
+
+    /// A request head longer than the kernel's copy: reported from its complete lines, flagged,
+    /// and paired with its response. Where its body (if any) ends cannot be known, so the
+    /// request side resynchronises on the next message. Returns false when even the request
+    /// line was cut.
+    fn truncated_request_head(&mut self, gap: u64, ts_ns: u64) -> bool {
+        let seen = std::mem::take(&mut self.req.head);
+        let Some(last) = seen.windows(2).rposition(|w| w == b"\r\n") else {
+            return false;
+        };
+        let mut head = seen[..last + 2].to_vec();
+        head.extend_from_slice(b"\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(_)) = req.parse(&head) else {
+            return false;
+        };
+        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
+        else {
+            return false;
+        };
+        let request = Request {
+            method: Text::from_bytes(method.as_bytes()),
+            target: Text::from_bytes(target.as_bytes()),
+            version,
+            host: header_text(req.headers, "host"),
+            user_agent: header_text(req.headers, "user-agent"),
+            sizes: Sizes {
+                head: seen.len() as u64 + gap,
+                ..Sizes::default()
+            },
+            start_ns: self.req.head_start_ns,
+            end_ns: ts_ns,
+            incomplete_copy: true,
+            head_truncated: true,
+            credential: self
+                .names
+                .extract(req.headers.iter().map(|h| (h.name, h.value))),
+        };
+        self.counters.truncated_heads += 1;
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            self.counters.pending_overflow += 1;
+        }
+        self.pending.push_back(request);
+        self.req.framing = Framing::Resync;
+        self.req.line.clear();
+        self.req.current = None;
+        true
     }
 
     fn finish_message(&mut self, side: Side, ts_ns: u64, out: &mut Vec<Exchange>) {
@@ -874,6 +934,28 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].response.sizes.body, 10000);
         // The next exchange still parses.
+        let out2 = feed_all(&mut c, &[(Side::Request, REQ), (Side::Response, RESP)]);
+        assert_eq!(out2.len(), 1);
+    }
+
+    #[test]
+    fn request_head_longer_than_the_copy_is_reported_truncated() {
+        let mut c = HttpConn::new();
+        let mut out = Vec::new();
+        let mut head =
+            b"GET /big HTTP/1.1\r\nUser-Agent: t\r\nAuthorization: Bearer tok\r\nX-Pad: ".to_vec();
+        head.extend(std::iter::repeat_n(b'p', 6000));
+        head.extend_from_slice(b"\r\n\r\n");
+        // The kernel copied 4096 bytes of the write.
+        c.on_data(Side::Request, &head[..4096], head.len() as u64, 1, &mut out);
+        c.on_data(Side::Response, RESP, RESP.len() as u64, 2, &mut out);
+        assert_eq!(out.len(), 1);
+        let r = &out[0].request;
+        assert!(r.head_truncated);
+        assert_eq!(r.target.value, "/big");
+        assert_eq!(r.sizes.head, head.len() as u64);
+        assert!(r.credential.is_some());
+        // The connection goes on.
         let out2 = feed_all(&mut c, &[(Side::Request, REQ), (Side::Response, RESP)]);
         assert_eq!(out2.len(), 1);
     }

@@ -18,6 +18,9 @@ use crate::identity::{CredentialNames, Fingerprinter};
 
 /// Processes and listening sockets whose details are cached.
 const MAX_CACHED: usize = 4096;
+/// Pieces of non-HTTP bytes after which a connection that never carried an exchange is
+/// dropped, and the kernel side stops copying it.
+const NON_HTTP_PIECES: u64 = 16;
 
 pub struct Pipeline<H: Host> {
     host: H,
@@ -53,6 +56,8 @@ pub struct PipelineCounters {
     pub unassigned_pieces: u64,
     /// Connections left out by the port filter.
     pub filtered_connections: u64,
+    /// Connections dropped as not HTTP (database protocols, TLS, garbage).
+    pub non_http_connections: u64,
     /// Connections whose socket was already closed or reused when its addresses were looked
     /// up; their local address comes from the listening socket or is left out.
     pub late_address_lookups: u64,
@@ -251,6 +256,7 @@ impl<H: Host> Pipeline<H> {
                 "skipped_pieces": http.skipped_pieces + self.counters.unassigned_pieces,
                 "resyncs": http.resyncs,
                 "heads_too_long": http.heads_too_long,
+                "truncated_heads": http.truncated_heads,
                 "orphan_responses": http.orphan_responses,
                 "pending_overflow": http.pending_overflow,
                 "unanswered": http.unanswered,
@@ -262,6 +268,7 @@ impl<H: Host> Pipeline<H> {
                 "evicted_keys": self.detector.counters.evicted,
             },
             "filtered_connections": self.counters.filtered_connections,
+            "non_http_connections": self.counters.non_http_connections,
         })
     }
 
@@ -335,7 +342,7 @@ impl<H: Host> Pipeline<H> {
             self.finish(old, meta.ts_ns, out);
         }
         if !keep {
-            self.ignore(key);
+            self.filter_out(key);
         }
     }
 
@@ -343,12 +350,17 @@ impl<H: Host> Pipeline<H> {
         self.ports.is_empty() || ends.has_port(&self.ports)
     }
 
+    /// Drops a connection's bytes from now on and tells the kernel side to stop copying them.
     fn ignore(&mut self, key: ConnKey) {
         if let Some(c) = self.conns.get_mut(&key) {
             c.ignored = true;
         }
-        self.counters.filtered_connections += 1;
         self.untracked.push(key);
+    }
+
+    fn filter_out(&mut self, key: ConnKey) {
+        self.counters.filtered_connections += 1;
+        self.ignore(key);
     }
 
     fn data(
@@ -370,7 +382,7 @@ impl<H: Host> Pipeline<H> {
             self.conns.open(key, meta.tid, None, ends, meta.ts_ns);
             self.conns.note_adopted();
             if !keep {
-                self.ignore(key);
+                self.filter_out(key);
             }
         }
         let conn = self.conns.get_mut(&key).expect("just inserted");
@@ -396,6 +408,14 @@ impl<H: Host> Pipeline<H> {
         let mut done = std::mem::take(&mut self.scratch);
         conn.http
             .on_data(side, bytes, total_len, meta.ts_ns, &mut done);
+        conn.exchanges += done.len() as u64;
+        if conn.exchanges == 0 && conn.http.counters.skipped_pieces >= NON_HTTP_PIECES {
+            self.counters.non_http_connections += 1;
+            self.counters.filtered_connections =
+                self.counters.filtered_connections.saturating_sub(1);
+            self.ignore(key);
+        }
+        let conn = self.conns.get_mut(&key).expect("still tracked");
         if !done.is_empty() {
             let id = conn.id;
             let ends = conn.endpoints.clone();
@@ -619,6 +639,27 @@ mod tests {
         let e = serde_json::to_value(&out[0]).unwrap();
         assert_eq!(e["destination"]["port"], 8080);
         assert_eq!(p.take_untracked(), vec![ConnKey { tgid: 42, fd: 5 }]);
+    }
+
+    #[test]
+    fn non_http_connections_are_dropped_after_a_few_pieces() {
+        let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+        let mut out = Vec::new();
+        let recs: Vec<Vec<u8>> = std::iter::once(encode::conn(&meta(5, 1), 3, &[]))
+            .chain((0..20).map(|i| {
+                data(
+                    meta(5, i + 2),
+                    Direction::Ingress,
+                    b"\x16\x03\x01\x02\x00tls",
+                )
+            }))
+            .collect();
+        for r in &recs {
+            p.handle(&decode(r).unwrap(), &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!(p.take_untracked(), vec![ConnKey { tgid: 42, fd: 5 }]);
+        assert_eq!(p.counters.non_http_connections, 1);
     }
 
     #[test]

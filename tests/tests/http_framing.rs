@@ -257,3 +257,43 @@ fn an_api_calling_another_api_is_both_server_and_client() {
     assert_eq!(server["destination"]["port"], front.port);
     assert_eq!(server["source"]["port"], t.local_port);
 }
+
+#[test]
+fn long_heads_and_non_http_traffic() {
+    require_root();
+    let server = Server::api();
+    let obs = Observer::for_pids(&[server.pid()]);
+    // A head longer than the 4 KiB the kernel copies of one write.
+    let pad = format!("X-Pad: {}", "p".repeat(6000));
+    let big = curl(&["-H", &pad, &server.url("/health")]);
+    // TLS records and garbage to the HTTP port: the server answers, but no request was HTTP.
+    for junk in [
+        &b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"[..],
+        b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+        b"hello there\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(junk).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    let after = curl(&[&server.url("/admin")]);
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(
+        ex.len(),
+        2,
+        "no exchange invented from junk:\n{}",
+        f.lines.join("\n")
+    );
+    assert_eq!(ex[0]["url"]["path"], "/health");
+    assert_eq!(ex[0]["observer"]["truncated"], true);
+    assert_eq!(status(ex[0]), u64::from(big.status));
+    assert_eq!(ex[0]["http"]["request"]["bytes"], big.request_size);
+    assert_eq!(ex[0]["http"]["response"]["bytes"], big.response_bytes);
+    assert_bytes(ex[1], &after);
+    let stats = &f.events.last().unwrap()["observer"]["stats"]["http"];
+    assert_eq!(stats["truncated_heads"], 1, "{stats}");
+}
