@@ -22,6 +22,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run the userspace pipeline on a recording (`run --record`); needs no privileges.
     Replay(ReplayArgs),
+    /// Check a log's hash chain: exits 0 when intact, 1 naming the first bad line.
+    Verify(VerifyArgs),
     /// Print the fingerprint a credential (read from standard input) has in the log, to find
     /// every request a leaked key made.
     Fingerprint(FingerprintArgs),
@@ -44,6 +46,19 @@ pub struct ReplayArgs {
     /// Only connections with this port, as for `run`.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
+    /// Key the chain as the recorded run did (`run --integrity-key`).
+    #[arg(long, value_name = "PATH")]
+    pub integrity_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Log files, oldest first (rotated files before the current one).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The key the log was written with (`run --integrity-key`).
+    #[arg(long, value_name = "PATH")]
+    pub integrity_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +93,16 @@ pub struct RunArgs {
     /// secrets included) for `observer replay`.
     #[arg(long, value_name = "PATH")]
     pub record: Option<PathBuf>,
+    /// Rotate the output file when it would grow past this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub rotate_size: Option<u64>,
+    /// Rotated files kept (PATH.1 newest ... PATH.N oldest).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub rotate_keep: u32,
+    /// Key the hash chain (HMAC-SHA256) with this file's bytes, so that only its holders can
+    /// write lines that verify. Keep it off the host the log is stored on.
+    #[arg(long, value_name = "PATH")]
+    pub integrity_key: Option<PathBuf>,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -319,6 +344,8 @@ pub struct RunConfig {
     pub output: Option<PathBuf>,
     pub key_file: PathBuf,
     pub record: Option<PathBuf>,
+    pub rotation: Option<crate::sink::Rotation>,
+    pub integrity_key: Option<Vec<u8>>,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
 }
@@ -367,6 +394,25 @@ impl RunArgs {
             .clone()
             .or_else(|| file.identity.key_file.clone())
             .unwrap_or_else(|| crate::identity::DEFAULT_KEY_FILE.into());
+        let rotation = match self.rotate_size {
+            None => None,
+            Some(n) if n < 4096 => {
+                return Err(ConfigError::Invalid {
+                    key: "--rotate-size".into(),
+                    reason: "must be at least 4096 bytes".into(),
+                });
+            }
+            Some(_) if output.is_none() => {
+                return Err(ConfigError::Invalid {
+                    key: "--rotate-size".into(),
+                    reason: "needs --output PATH".into(),
+                });
+            }
+            Some(max_bytes) => Some(crate::sink::Rotation {
+                max_bytes,
+                keep: self.rotate_keep,
+            }),
+        };
         Ok(RunConfig {
             pids,
             cgroups,
@@ -374,6 +420,18 @@ impl RunArgs {
             output,
             key_file,
             record: self.record.clone(),
+            rotation,
+            integrity_key: match &self.integrity_key {
+                Some(p) => {
+                    Some(
+                        crate::integrity::load_key(p).map_err(|e| ConfigError::Invalid {
+                            key: "--integrity-key".into(),
+                            reason: format!("{e:#}"),
+                        })?,
+                    )
+                }
+                None => None,
+            },
             detection: file.detection()?,
             credential_names: file.credential_names()?,
         })
@@ -393,6 +451,9 @@ mod tests {
             config: None,
             key_file: None,
             record: None,
+            rotate_size: None,
+            rotate_keep: 5,
+            integrity_key: None,
         }
     }
 

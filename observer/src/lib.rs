@@ -12,6 +12,7 @@ pub mod event;
 pub mod host;
 pub mod http;
 pub mod identity;
+pub mod integrity;
 pub mod pipeline;
 pub mod record;
 pub mod replay;

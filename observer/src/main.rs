@@ -14,6 +14,36 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
+        Command::Verify(args) => {
+            let key = match args
+                .integrity_key
+                .as_deref()
+                .map(observer::integrity::load_key)
+            {
+                None => None,
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    eprintln!("observer: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            match observer::integrity::verify(&args.paths, key.as_deref()) {
+                Ok(sum) => {
+                    println!("intact: {} lines, {} runs", sum.lines, sum.runs);
+                    for run in &sum.unfinished_runs {
+                        eprintln!(
+                            "observer: note: run {run} has no sys_shutdown line: still running, \
+                             stopped abruptly, or its last lines were removed"
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(problem) => {
+                    println!("TAMPERED: {problem}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Replay(args) => match observer::replay::replay(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -36,10 +36,15 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     if let Some(k) = &args.key_file {
         pipeline = pipeline.with_fingerprinter(Fingerprinter::load(k, false)?);
     }
+    let key = match &args.integrity_key {
+        Some(k) => Some(crate::integrity::load_key(k)?),
+        None => None,
+    };
+    let chain = crate::integrity::Chain::new(&reader.header.run_id, key);
     let mut sink = if args.output.as_os_str() == "-" {
-        Sink::stdout()
+        Sink::stdout(chain)
     } else {
-        Sink::file(Path::new(&args.output))?
+        Sink::file(Path::new(&args.output), None, chain)?
     };
     let clock = *pipeline.clock();
     let mut events: Vec<Event> = Vec::new();

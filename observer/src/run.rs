@@ -12,6 +12,7 @@ use crate::config::RunConfig;
 use crate::event::{Clock, Event, lifecycle_event, new_run_id};
 use crate::host::{LiveHost, socket_fds};
 use crate::identity::Fingerprinter;
+use crate::integrity::Chain;
 use crate::pipeline::Pipeline;
 use crate::record::{self, RecordingHost};
 use crate::sink::{Sink, SinkError};
@@ -27,9 +28,11 @@ const BATCH: usize = 8192;
 const MAINTENANCE: Duration = Duration::from_secs(1);
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    let run_id = new_run_id();
+    let chain = Chain::new(&run_id, cfg.integrity_key.clone());
     let mut sink = match &cfg.output {
-        None => Sink::stdout(),
-        Some(path) => Sink::file(path)?,
+        None => Sink::stdout(chain),
+        Some(path) => Sink::file(path, cfg.rotation, chain)?,
     };
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
     let mut capture = Capture::load()?;
@@ -56,7 +59,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let clock = Clock::now();
     let started_ns = Clock::mono_now();
     let host = RecordingHost::new(LiveHost::new(), cfg.record.is_some());
-    let mut pipeline = Pipeline::new(host, clock, new_run_id())
+    let mut pipeline = Pipeline::new(host, clock, run_id)
         .with_ports(cfg.ports.clone())
         .with_fingerprinter(fingerprinter)
         .with_credential_names(cfg.credential_names.clone())

@@ -1,12 +1,13 @@
 //! Sinks: where events go, one JSON object per line, in the order the pipeline made them (and
 //! gave them their `event.sequence`).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::event::Event;
+use crate::integrity::Chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -18,6 +19,8 @@ pub enum SinkError {
     Write(#[source] io::Error),
     #[error("encoding an event failed: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("rotating output file {path} failed: {source}")]
+    Rotate { path: PathBuf, source: io::Error },
 }
 
 fn write_err(e: io::Error) -> SinkError {
@@ -28,36 +31,72 @@ fn write_err(e: io::Error) -> SinkError {
     }
 }
 
+/// Size-based rotation of a file sink: `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2`, ...
+/// and files past `keep` are removed. The hash chain runs on across files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+enum Out {
+    Stream(BufWriter<Box<dyn Write + Send>>),
+    File {
+        path: PathBuf,
+        file: BufWriter<File>,
+        size: u64,
+        rotation: Option<Rotation>,
+    },
+}
+
+fn open_private(path: &Path) -> Result<(File, u64), SinkError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| SinkError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((f, size))
+}
+
 pub struct Sink {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Out,
+    chain: Chain,
     written: u64,
-    line: Vec<u8>,
+    line: String,
 }
 
 impl Sink {
-    pub fn stdout() -> Self {
-        Self::new(Box::new(io::stdout()))
+    pub fn stdout(chain: Chain) -> Self {
+        Self::new(Box::new(io::stdout()), chain)
     }
 
     /// Appends to `path`, creating it readable by its owner only: events describe who did what.
-    pub fn file(path: &Path) -> Result<Self, SinkError> {
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| SinkError::Open {
+    pub fn file(path: &Path, rotation: Option<Rotation>, chain: Chain) -> Result<Self, SinkError> {
+        let (f, size) = open_private(path)?;
+        Ok(Self {
+            out: Out::File {
                 path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(Self::new(Box::new(f)))
+                file: BufWriter::with_capacity(64 * 1024, f),
+                size,
+                rotation,
+            },
+            chain,
+            written: 0,
+            line: String::with_capacity(1024),
+        })
     }
 
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
+    pub fn new(out: Box<dyn Write + Send>, chain: Chain) -> Self {
         Self {
-            out: BufWriter::with_capacity(64 * 1024, out),
+            out: Out::Stream(BufWriter::with_capacity(64 * 1024, out)),
+            chain,
             written: 0,
-            line: Vec::with_capacity(1024),
+            line: String::with_capacity(1024),
         }
     }
 
@@ -67,17 +106,62 @@ impl Sink {
     }
 
     pub fn emit(&mut self, event: Event) -> Result<(), SinkError> {
+        let json = serde_json::to_string(&event)?;
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &event)?;
-        self.line.push(b'\n');
-        self.out.write_all(&self.line).map_err(write_err)?;
+        self.line.push_str(&self.chain.seal(&json));
+        self.line.push('\n');
+        match &mut self.out {
+            Out::Stream(w) => w.write_all(self.line.as_bytes()).map_err(write_err)?,
+            Out::File {
+                path,
+                file,
+                size,
+                rotation,
+            } => {
+                if let Some(r) = rotation
+                    && *size > 0
+                    && *size + self.line.len() as u64 > r.max_bytes
+                {
+                    file.flush().map_err(write_err)?;
+                    rotate(path, r.keep)?;
+                    let (f, s) = open_private(path)?;
+                    *file = BufWriter::with_capacity(64 * 1024, f);
+                    *size = s;
+                }
+                file.write_all(self.line.as_bytes()).map_err(write_err)?;
+                *size += self.line.len() as u64;
+            }
+        }
         self.written += 1;
         Ok(())
     }
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(write_err)
+        match &mut self.out {
+            Out::Stream(w) => w.flush().map_err(write_err),
+            Out::File { file, .. } => file.flush().map_err(write_err),
+        }
     }
+}
+
+/// Shifts `path` to `path.1`, `path.1` to `path.2`, ..., dropping what is past `keep`.
+fn rotate(path: &Path, keep: u32) -> Result<(), SinkError> {
+    let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+    let err = |source| SinkError::Rotate {
+        path: path.to_path_buf(),
+        source,
+    };
+    if keep == 0 {
+        return std::fs::remove_file(path).map_err(err);
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for n in (1..keep).rev() {
+        let from = numbered(n);
+        if from.exists() {
+            std::fs::rename(&from, numbered(n + 1)).map_err(err)?;
+        }
+    }
+    std::fs::rename(path, numbered(1)).map_err(err)
 }
 
 #[cfg(test)]
@@ -101,7 +185,7 @@ mod tests {
     #[test]
     fn one_line_per_event_in_order() {
         let buf = Shared::default();
-        let mut sink = Sink::new(Box::new(buf.clone()));
+        let mut sink = Sink::new(Box::new(buf.clone()), Chain::new("r", None));
         for i in 1..=3 {
             let mut ev = lifecycle_event("sys_startup", "t".into(), "r", vec![1], None);
             ev.meta_mut().sequence = i;
@@ -121,13 +205,68 @@ mod tests {
     }
 
     #[test]
+    fn rotation_bounds_files_and_keeps_the_chain() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("observer-rot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let rotation = Rotation {
+            max_bytes: 2000,
+            keep: 3,
+        };
+        let mut sink = Sink::file(&path, Some(rotation), Chain::new("run-x", None)).unwrap();
+        for i in 1..=40 {
+            let action = if i == 1 {
+                "sys_startup"
+            } else {
+                "sys_shutdown"
+            };
+            let mut ev = lifecycle_event(action, "t".into(), "run-x", vec![], None);
+            ev.meta_mut().sequence = i;
+            sink.emit(ev).unwrap();
+        }
+        sink.flush().unwrap();
+        let files: Vec<PathBuf> = (1..=3)
+            .rev()
+            .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
+            .chain([path.clone()])
+            .collect();
+        for f in &files {
+            let m = std::fs::metadata(f).unwrap();
+            assert!(m.len() <= 2000, "{f:?} is {} bytes", m.len());
+            assert_eq!(m.permissions().mode() & 0o777, 0o600);
+        }
+        assert!(!PathBuf::from(format!("{}.4", path.display())).exists());
+        // The kept files verify as one continuous log from wherever they start.
+        let text: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["sequence"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(*seqs.last().unwrap(), 40);
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "nothing lost across rotations"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn file_sink_is_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("observer-sink-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("events.jsonl");
         let _ = std::fs::remove_file(&path);
-        let mut sink = Sink::file(&path).unwrap();
+        let mut sink = Sink::file(&path, None, Chain::new("r", None)).unwrap();
         sink.emit(lifecycle_event(
             "sys_startup",
             "t".into(),

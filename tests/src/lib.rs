@@ -507,8 +507,29 @@ impl Observer {
             seen: Vec::new(),
             key_dir,
         };
+        let output = args
+            .iter()
+            .position(|a| a == "--output")
+            .and_then(|i| args.get(i + 1))
+            .filter(|p| p.as_str() != "-")
+            .map(PathBuf::from);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(path) = &output {
+                // Events go to a file: it is ready once its first line is there.
+                if std::fs::read_to_string(path).is_ok_and(|t| t.contains("\"sys_startup\"")) {
+                    return obs;
+                }
+                if let Ok(Some(status)) = obs.child.try_wait() {
+                    panic!("observer exited before starting ({status})");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "observer did not start within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match obs.lines.recv_timeout(left) {
                 Ok(line) => {

@@ -1,0 +1,198 @@
+//! Output a SIEM can trust: a file sink with rotation, the hash chain and `observer verify`,
+//! and an orderly stop when the reader goes away.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use observer_tests::{Observer, Server, TempDir, curl, require_root};
+
+fn verify(paths: &[PathBuf], key: Option<&Path>) -> (bool, String) {
+    let mut cmd = Command::new(observer_tests::observer_bin());
+    cmd.arg("verify").args(paths);
+    if let Some(k) = key {
+        cmd.arg("--integrity-key").arg(k);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+fn rotated(path: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (1..10)
+        .rev()
+        .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
+        .filter(|p| p.exists())
+        .collect();
+    files.push(path.to_path_buf());
+    files
+}
+
+fn tamper(files: &[PathBuf], f: impl FnOnce(&mut Vec<String>)) -> Vec<PathBuf> {
+    // Works on a copy: all lines of all files in one.
+    let dir = files[0].parent().unwrap().join("tampered");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut lines: Vec<String> = files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    f(&mut lines);
+    let out = dir.join(format!("log-{}", lines.len()));
+    std::fs::write(&out, lines.join("\n") + "\n").unwrap();
+    vec![out]
+}
+
+#[test]
+fn rotated_keyed_log_verifies_and_every_tampering_is_named() {
+    require_root();
+    let dir = TempDir::new("out");
+    let log = dir.path.join("events.jsonl");
+    let key = dir.path.join("integrity.key");
+    std::fs::write(&key, b"a key kept away from the log host").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let server = Server::api();
+    let obs = Observer::start(&[
+        "--pid".into(),
+        server.pid().to_string(),
+        "--output".into(),
+        log.display().to_string(),
+        "--rotate-size".into(),
+        "4096".into(),
+        "--rotate-keep".into(),
+        "9".into(),
+        "--integrity-key".into(),
+        key.display().to_string(),
+    ]);
+    for i in 0..30 {
+        curl(&[&server.url(&format!("/health?i={i}"))]);
+    }
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let files = rotated(&log);
+    assert!(files.len() >= 3, "rotated: {files:?}");
+    let mut lines = 0;
+    for p in &files {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{p:?}");
+        assert!(m.len() <= 4096, "{p:?} is {} bytes", m.len());
+        lines += std::fs::read_to_string(p).unwrap().lines().count();
+    }
+    assert_eq!(
+        lines, 32,
+        "startup, 30 exchanges, shutdown: nothing lost across rotations"
+    );
+
+    let (ok, out) = verify(&files, Some(&key));
+    assert!(ok, "intact log: {out}");
+    assert!(out.contains("32 lines"), "{out}");
+    // Without the key, or with files missing or out of order, it does not verify.
+    assert!(!verify(&files, None).0);
+    assert!(!verify(&files[1..], Some(&key)).0, "oldest file missing");
+    let mut swapped = files.clone();
+    swapped.swap(0, 1);
+    assert!(!verify(&swapped, Some(&key)).0);
+
+    type Edit = Box<dyn FnOnce(&mut Vec<String>)>;
+    let cases: Vec<(&str, usize, Edit)> = vec![
+        (
+            "deleted",
+            11,
+            Box::new(|l: &mut Vec<String>| {
+                l.remove(10);
+            }),
+        ),
+        (
+            "inserted",
+            11,
+            Box::new(|l: &mut Vec<String>| {
+                let copy = l[4].clone();
+                l.insert(10, copy);
+            }),
+        ),
+        (
+            "reordered",
+            11,
+            Box::new(|l: &mut Vec<String>| l.swap(10, 11)),
+        ),
+        (
+            "modified",
+            11,
+            Box::new(|l: &mut Vec<String>| {
+                l[10] = l[10].replace("/health", "/hacked");
+            }),
+        ),
+    ];
+    for (what, line, edit) in cases {
+        let t = tamper(&files, edit);
+        let (ok, out) = verify(&t, Some(&key));
+        assert!(!ok, "{what} not detected");
+        assert!(out.contains(&format!(":{line}:")), "{what}: {out}");
+    }
+    // Truncated: the last line cut in the middle.
+    let t = tamper(&files, |_| {});
+    let text = std::fs::read_to_string(&t[0]).unwrap();
+    std::fs::write(&t[0], &text[..text.len() - 20]).unwrap();
+    let (ok, out) = verify(&t, Some(&key));
+    assert!(!ok && out.contains("truncated"), "{out}");
+}
+
+#[test]
+fn closed_stdout_stops_observer_cleanly() {
+    require_root();
+    let server = Server::api();
+    let dir = TempDir::new("epipe");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' run --pid {} --key-file '{}/k' | head -1",
+            observer_tests::observer_bin().display(),
+            server.pid(),
+            dir.path.display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // head exits after the first line (sys_startup); observer notices at its next write.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "observer kept running after its reader left"
+        );
+        if n < 50 {
+            curl(&[&server.url("/health")]);
+            n += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(status.success(), "pipeline status {status:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(stdout.contains("sys_startup"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("output closed by its reader"), "{stderr}");
+    assert!(
+        Command::new("pgrep")
+            .args(["-f", &format!("run --pid {}", server.pid())])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "observer is gone"
+    );
+}
