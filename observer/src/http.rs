@@ -270,10 +270,7 @@ pub fn looks_like_start(side: Side, b: &[u8]) -> bool {
 
 fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(3);
-    buf[start..]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| start + p + 4)
+    memchr::memmem::find(&buf[start..], b"\r\n\r\n").map(|p| start + p + 4)
 }
 
 enum BodyFraming {
@@ -498,6 +495,14 @@ impl HttpConn {
                 return input.len();
             }
             half.head_start_ns = ts_ns;
+            // The usual case: the whole head in one piece, parsed where it lies.
+            if let Some(end) = find_head_end(&input[..input.len().min(MAX_HEAD)], 0) {
+                match side {
+                    Side::Request => self.parse_request_head(&input[..end], ts_ns),
+                    Side::Response => self.parse_response_head(&input[..end], ts_ns, out),
+                }
+                return end;
+            }
         }
         let old = half.head.len();
         let take = input.len().min(MAX_HEAD - old);
@@ -513,19 +518,26 @@ impl HttpConn {
             return take;
         };
         let used = end - old;
-        let head = std::mem::take(&mut half.head);
-        let head = &head[..end];
+        let mut buf = std::mem::take(&mut half.head);
         match side {
-            Side::Request => self.parse_request_head(head, ts_ns),
-            Side::Response => self.parse_response_head(head, ts_ns, out),
+            Side::Request => self.parse_request_head(&buf[..end], ts_ns),
+            Side::Response => self.parse_response_head(&buf[..end], ts_ns, out),
+        }
+        // Keep the allocation for the next head.
+        buf.clear();
+        let half = self.half(side);
+        if half.head.is_empty() {
+            half.head = buf;
         }
         used
     }
 
     fn parse_request_head(&mut self, head: &[u8], ts_ns: u64) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(head) {
+        // Uninitialised: filling 128 empty headers per request would cost more than parsing.
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(head, &mut headers) {
             Ok(httparse::Status::Complete(_)) => {}
             _ => {
                 self.resync(Side::Request);
@@ -685,7 +697,7 @@ impl HttpConn {
             return n as usize;
         }
         // Line-oriented states: collect up to the end of the line.
-        let (used, complete) = match input.iter().position(|&c| c == b'\n') {
+        let (used, complete) = match memchr::memchr(b'\n', input) {
             Some(p) => (p + 1, true),
             None => (input.len(), false),
         };

@@ -1,6 +1,7 @@
 //! Build, run, test and demo automation for observer. Each command first installs what it lacks
 //! on a fresh machine, idempotently, with a line of progress for each step.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -40,6 +41,8 @@ enum Cmd {
     },
     /// Start a sample API, observe it, send it some traffic and show the events.
     Demo,
+    /// Measure overhead, completeness and parser speed; writes bench/results.md (needs root).
+    Bench,
     /// Fuzz the parsers (cargo-fuzz, nightly) for a bounded time per target.
     Fuzz {
         /// Seconds per target.
@@ -157,6 +160,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Test { filter } => test(filter)?,
         Cmd::Demo => demo::demo()?,
+        Cmd::Bench => bench::bench()?,
         Cmd::Fuzz { seconds, target } => fuzz(seconds, target)?,
     }
     Ok(())

@@ -1,0 +1,514 @@
+//! `cargo xtask bench`: observer's overhead on a real server, its completeness, its own cost and
+//! the parser's speed, measured side by side in one run and reported as ratios to the baseline
+//! of the same run. Writes bench/results.md.
+//!
+//! Conditions, interleaved round by round so that drift on a shared machine hits all alike:
+//! B0 nginx alone; T1 observer running but targeting another (idle) process: the cost of the
+//! kernel-side filter; T2 observer on nginx: full capture; C1 tcpdump writing the port's
+//! packets to a file; C2 nginx writing its own JSON access log.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::{build, setup, step, workspace_root};
+
+const ROUNDS: usize = 3;
+const SECONDS: u64 = 4;
+const CONNECTIONS: u32 = 16;
+const PATHS: &[(&str, &str)] = &[
+    ("/json", "small JSON"),
+    ("/1k.bin", "1 KiB"),
+    ("/64k.bin", "64 KiB"),
+];
+const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2"];
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// nginx with one worker pinned to CPU 0; with `access_log` it writes a JSON line per request.
+fn nginx(dir: &Path, port: u16, access_log: bool) -> anyhow::Result<Proc> {
+    let d = dir.display();
+    let log = if access_log {
+        format!(
+            "log_format json escape=json '{{\"time\":\"$time_iso8601\",\"remote\":\"$remote_addr\",\
+             \"method\":\"$request_method\",\"uri\":\"$request_uri\",\"status\":$status,\
+             \"bytes\":$body_bytes_sent,\"duration\":$request_time,\"ua\":\"$http_user_agent\"}}';\n\
+             access_log {d}/access.log json;"
+        )
+    } else {
+        "access_log off;".into()
+    };
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 1; worker_cpu_affinity 01;\n\
+         pid {d}/nginx-{port}.pid; error_log {d}/error-{port}.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ {log}\n sendfile on; keepalive_requests 100000000;\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+           uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
+             location = /json {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }} }}\n"
+    );
+    let path = dir.join(format!("nginx-{port}.conf"));
+    std::fs::write(&path, conf)?;
+    let child = Command::new("taskset")
+        .args(["-c", "0", "nginx", "-c"])
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx")?;
+    wait_port(port)?;
+    Ok(Proc(child))
+}
+
+#[derive(Clone, Debug, Default)]
+struct Wrk {
+    requests: u64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn micros(s: &str) -> Option<f64> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v,
+        "ms" => v * 1e3,
+        "s" => v * 1e6,
+        _ => return None,
+    })
+}
+
+fn wrk(url: &str) -> anyhow::Result<Wrk> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-d{SECONDS}s"))
+        .arg("--latency")
+        .arg(url)
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut w = Wrk::default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [n, "requests", "in", ..] => w.requests = n.parse().unwrap_or(0),
+            ["Requests/sec:", v] => w.rps = v.parse().unwrap_or(0.0),
+            ["50%", v] => w.p50_us = micros(v).unwrap_or(0.0),
+            ["99%", v] => w.p99_us = micros(v).unwrap_or(0.0),
+            _ => {}
+        }
+    }
+    if w.requests == 0 {
+        bail!("wrk reported no requests: {text}");
+    }
+    Ok(w)
+}
+
+/// A running observer and where its events go.
+struct Observer {
+    proc: Proc,
+    events: PathBuf,
+}
+
+fn start_observer(bin: &Path, dir: &Path, pid: u32) -> anyhow::Result<Observer> {
+    let events = dir.join(format!("events-{pid}.jsonl"));
+    let _ = std::fs::remove_file(&events);
+    let child = Command::new(bin)
+        .args(["run", "--pid", &pid.to_string(), "--output"])
+        .arg(&events)
+        .arg("--key-file")
+        .arg(dir.join("bench.key"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting observer")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("sys_startup")) {
+        if Instant::now() > deadline {
+            bail!("observer did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Observer {
+        proc: Proc(child),
+        events,
+    })
+}
+
+/// CPU seconds and peak RSS (KiB) of a process so far.
+fn usage(pid: u32) -> (f64, u64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s[s.rfind(')')? + 1..].to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tick)
+        })
+        .unwrap_or(0.0);
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+/// Per-program BPF run time so far: name → (run_time_ns, run_cnt).
+fn bpf_stats() -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(o) = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+    else {
+        return out;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout) else {
+        return out;
+    };
+    for p in v.as_array().into_iter().flatten() {
+        let (Some(name), Some(t), Some(c)) = (
+            p["name"].as_str(),
+            p["run_time_ns"].as_u64(),
+            p["run_cnt"].as_u64(),
+        ) else {
+            continue;
+        };
+        let e = out.entry(name.to_string()).or_insert((0, 0));
+        e.0 += t;
+        e.1 += c;
+    }
+    out
+}
+
+#[derive(Default)]
+struct ObserverCost {
+    cpu_s: f64,
+    exchanges: u64,
+    requests: u64,
+    peak_rss_kib: u64,
+    losses: u64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn parser_throughput() -> anyhow::Result<f64> {
+    step("criterion: HTTP parser throughput");
+    let out = Command::new("cargo")
+        .current_dir(workspace_root())
+        .env("AYA_BUILD_SKIP", "1")
+        .args([
+            "bench",
+            "-p",
+            "observer",
+            "--bench",
+            "http",
+            "--",
+            "--warm-up-time",
+            "1",
+        ])
+        .args(["--measurement-time", "3", "--noplot"])
+        .output()
+        .context("cargo bench")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        if let Some(rest) = line.trim().strip_prefix("thrpt:") {
+            let f: Vec<&str> = rest
+                .trim_matches(|c| c == ' ' || c == '[' || c == ']')
+                .split_whitespace()
+                .collect();
+            if f.len() >= 4 {
+                let v: f64 = f[2].parse().unwrap_or(0.0);
+                let scale = match f[3] {
+                    "GiB/s" => 1.073_741_824,
+                    "MiB/s" => 1.048_576e-3,
+                    "KiB/s" => 1.024e-6,
+                    _ => 0.0,
+                };
+                return Ok(v * scale);
+            }
+        }
+    }
+    bail!("no throughput in criterion's output: {text}")
+}
+
+pub fn bench() -> anyhow::Result<()> {
+    if !crate::is_root() {
+        bail!("the benchmark loads eBPF programs: run `sudo cargo xtask bench`");
+    }
+    setup::build_tools()?;
+    setup::test_tools()?;
+    setup::apt_install(&["tcpdump", "bpftool", "util-linux"])?;
+    let bin = build()?;
+    let started = Instant::now();
+    let dir = workspace_root().join("target/bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("www"))?;
+    std::fs::write(dir.join("www/1k.bin"), vec![b'k'; 1024])?;
+    std::fs::write(dir.join("www/64k.bin"), vec![b'x'; 64 * 1024])?;
+    let port = free_port()?;
+    let log_port = free_port()?;
+    let plain = nginx(&dir, port, false)?;
+    let logged = nginx(&dir, log_port, true)?;
+    let idle = Proc(Command::new("sleep").arg("3600").spawn()?);
+    let _ = Command::new("sysctl")
+        .args(["-qw", "kernel.bpf_stats_enabled=1"])
+        .status();
+
+    // results[(condition, path)] = runs
+    let mut results: BTreeMap<(String, String), Vec<Wrk>> = BTreeMap::new();
+    let mut costs: BTreeMap<String, ObserverCost> = BTreeMap::new();
+    let mut kernel: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for round in 1..=ROUNDS {
+        for (path, _) in PATHS {
+            for cond in CONDITIONS {
+                step(&format!("round {round}/{ROUNDS}: {cond} {path}"));
+                let url = format!(
+                    "http://127.0.0.1:{}{path}",
+                    if *cond == "C2" { log_port } else { port }
+                );
+                let w = match *cond {
+                    "T1" | "T2" => {
+                        let target = if *cond == "T1" {
+                            idle.0.id()
+                        } else {
+                            plain.0.id()
+                        };
+                        let before = bpf_stats();
+                        let obs = start_observer(&bin, &dir, target)?;
+                        let w = wrk(&url)?;
+                        // Let it catch up, then read its cost before it exits.
+                        std::thread::sleep(Duration::from_millis(300));
+                        let after = bpf_stats();
+                        for (name, (t, c)) in &after {
+                            let (t0, c0) = before.get(name).copied().unwrap_or((0, 0));
+                            if c > &c0 {
+                                let e = kernel
+                                    .entry((cond.to_string(), name.clone()))
+                                    .or_insert((0, 0));
+                                e.0 += t - t0;
+                                e.1 += c - c0;
+                            }
+                        }
+                        let (cpu, rss) = usage(obs.proc.0.id());
+                        let events = obs.events.clone();
+                        drop(obs.proc);
+                        if *cond == "T2" {
+                            let c = costs.entry(path.to_string()).or_default();
+                            c.cpu_s += cpu;
+                            c.requests += w.requests;
+                            c.peak_rss_kib = c.peak_rss_kib.max(rss);
+                            let f = std::fs::File::open(&events)?;
+                            for line in BufReader::new(f).lines() {
+                                let line = line?;
+                                if line.contains("\"http\":") {
+                                    c.exchanges += 1;
+                                } else if line.contains("\"action\":\"loss\"") {
+                                    let v: serde_json::Value = serde_json::from_str(&line)?;
+                                    for (_, n) in v["observer"]["loss"]["kernel"]
+                                        .as_object()
+                                        .into_iter()
+                                        .flatten()
+                                    {
+                                        c.losses += n.as_u64().unwrap_or(0);
+                                    }
+                                }
+                            }
+                        }
+                        w
+                    }
+                    "C1" => {
+                        let pcap = dir.join("capture.pcap");
+                        let tcpdump = Proc(
+                            Command::new("tcpdump")
+                                .args(["-i", "lo", "-s", "0", "-B", "16384", "-w"])
+                                .arg(&pcap)
+                                .args(["tcp", "port", &port.to_string()])
+                                .stdout(Stdio::null())
+                                .stderr(Stdio::null())
+                                .spawn()
+                                .context("starting tcpdump")?,
+                        );
+                        std::thread::sleep(Duration::from_millis(500));
+                        let w = wrk(&url)?;
+                        drop(tcpdump);
+                        let _ = std::fs::remove_file(&pcap);
+                        w
+                    }
+                    _ => wrk(&url)?,
+                };
+                results
+                    .entry((cond.to_string(), path.to_string()))
+                    .or_default()
+                    .push(w);
+            }
+        }
+    }
+    drop((plain, logged, idle));
+    let gbps = parser_throughput()?;
+
+    // The report.
+    let mut md = String::new();
+    let date = String::from_utf8_lossy(
+        &Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let kernel_name = String::from_utf8_lossy(&Command::new("uname").arg("-r").output()?.stdout)
+        .trim()
+        .to_string();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    writeln!(md, "# observer benchmark\n")?;
+    writeln!(
+        md,
+        "{date}; Linux {kernel_name}, {cpus} CPUs. nginx (Debian, 1 worker on CPU 0) on loopback; \
+         wrk -t1 -c{CONNECTIONS} -d{SECONDS}s on CPU 1; {ROUNDS} interleaved rounds, medians. \
+         Ratios are to B0 of the same run.\n"
+    )?;
+    writeln!(
+        md,
+        "B0 nginx alone · T1 observer targeting an idle process (filter cost) · T2 observer on nginx · C1 tcpdump to a file · C2 nginx JSON access_log\n"
+    )?;
+    writeln!(
+        md,
+        "| body | condition | req/s | req/s ÷ B0 | p50 µs | p50 ÷ B0 | p99 µs | p99 ÷ B0 |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    for (path, label) in PATHS {
+        let get = |c: &str, f: fn(&Wrk) -> f64| {
+            median(
+                &mut results[&(c.to_string(), path.to_string())]
+                    .iter()
+                    .map(f)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (b_rps, b_p50, b_p99) = (
+            get("B0", |w| w.rps),
+            get("B0", |w| w.p50_us),
+            get("B0", |w| w.p99_us),
+        );
+        for cond in CONDITIONS {
+            let (rps, p50, p99) = (
+                get(cond, |w| w.rps),
+                get(cond, |w| w.p50_us),
+                get(cond, |w| w.p99_us),
+            );
+            writeln!(
+                md,
+                "| {label} | {cond} | {rps:.0} | {:.3} | {p50:.0} | {:.2} | {p99:.0} | {:.2} |",
+                rps / b_rps,
+                p50 / b_p50,
+                p99 / b_p99
+            )?;
+        }
+    }
+    writeln!(md, "\n## observer itself (T2)\n")?;
+    writeln!(
+        md,
+        "| body | requests (wrk) | exchanges reported | completeness | kernel losses | CPU µs per exchange | peak RSS MiB |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    for (path, label) in PATHS {
+        if let Some(c) = costs.get(*path) {
+            writeln!(
+                md,
+                "| {label} | {} | {} | {:.4} | {} | {:.2} | {:.1} |",
+                c.requests,
+                c.exchanges,
+                c.exchanges as f64 / c.requests.max(1) as f64,
+                c.losses,
+                c.cpu_s * 1e6 / c.exchanges.max(1) as f64,
+                c.peak_rss_kib as f64 / 1024.0
+            )?;
+        }
+    }
+    writeln!(
+        md,
+        "\n## Kernel side: ns per run of each program (BPF run-time statistics)\n"
+    )?;
+    writeln!(
+        md,
+        "| program | T1 (filter only) ns/run | T2 (capturing nginx) ns/run | T2 runs |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    let names: std::collections::BTreeSet<&String> = kernel.keys().map(|(_, n)| n).collect();
+    for name in names {
+        let per = |c: &str| {
+            kernel
+                .get(&(c.to_string(), name.clone()))
+                .map(|(t, n)| format!("{:.0}", *t as f64 / (*n).max(1) as f64))
+                .unwrap_or_else(|| "–".into())
+        };
+        let runs = kernel
+            .get(&("T2".to_string(), name.clone()))
+            .map(|x| x.1)
+            .unwrap_or(0);
+        writeln!(md, "| {name} | {} | {} | {runs} |", per("T1"), per("T2"))?;
+    }
+    writeln!(
+        md,
+        "\n## Parser\n\nHTTP/1.1 heads through reassembly (criterion): {gbps:.2} GB/s.\n"
+    )?;
+    writeln!(md, "Whole run: {:.0} s.", started.elapsed().as_secs_f64())?;
+    let out = workspace_root().join("bench/results.md");
+    std::fs::create_dir_all(out.parent().expect("bench/"))?;
+    std::fs::write(&out, &md)?;
+    println!("{md}");
+    step(&format!("written to {}", out.display()));
+    Ok(())
+}
