@@ -196,7 +196,7 @@ impl Server {
             "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
              error_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; sendfile on; keepalive_requests 1000000;\n\
+             http {{ access_log off; sendfile on; keepalive_requests 1000000; if_modified_since before;\n\
                client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
                server {{ listen 127.0.0.1:{port}; root {www};\n\

@@ -297,3 +297,70 @@ fn long_heads_and_non_http_traffic() {
     let stats = &f.events.last().unwrap()["observer"]["stats"]["http"];
     assert_eq!(stats["truncated_heads"], 1, "{stats}");
 }
+
+#[test]
+fn not_modified_and_heads_split_across_reads() {
+    require_root();
+    let server = Server::nginx(&[("page.html", b"<p>cached</p>\n")]);
+    let obs = Observer::for_pids(&[server.pid()]);
+    let url = server.url("/page.html");
+    let first = curl(&[&url]);
+    // A conditional request far in the future: 304 Not Modified, no body whatever its headers say.
+    let not_modified = curl(&[
+        "-H",
+        "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT",
+        &url,
+    ]);
+    assert_eq!(not_modified.status, 304);
+    // A head dribbled in three writes, each its own read at the server.
+    let mut c = RawClient::connect(server.port);
+    c.stream.set_nodelay(true).unwrap();
+    let parts = [&b"GET /page.ht"[..], b"ml HTTP/1.1\r\nHo", b"st: t\r\n\r\n"];
+    for part in parts {
+        c.stream.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, bytes) = c.exchange(b"");
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 3, "{}", f.lines.join("\n"));
+    assert_bytes(ex[0], &first);
+    assert_bytes(ex[1], &not_modified);
+    assert_eq!(ex[1]["http"]["response"]["body"]["bytes"], 0);
+    assert_eq!(status(ex[2]), u64::from(code));
+    assert_eq!(ex[2]["http"]["response"]["bytes"], bytes);
+    assert_eq!(ex[2]["url"]["path"], "/page.html");
+    let sent: usize = parts.iter().map(|p| p.len()).sum();
+    assert_eq!(ex[2]["http"]["request"]["bytes"], sent);
+}
+
+#[test]
+fn sendmsg_recvmsg_client_is_captured() {
+    require_root();
+    let server = Server::api();
+    let mut client = std::process::Command::new("python3")
+        .arg(observer_tests::workspace_root().join("tests/servers/msg_client.py"))
+        .arg(server.port.to_string())
+        .args(["/health", "/admin", "/error"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Observe the client, not the server.
+    let obs = Observer::for_pids(&[client.id()]);
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200\n403\n500\n");
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 3, "{}", f.lines.join("\n"));
+    let statuses: Vec<u64> = ex.iter().map(|e| status(e)).collect();
+    assert_eq!(statuses, vec![200, 403, 500]);
+    for e in &ex {
+        assert_eq!(e["observer"]["role"], "client");
+        assert_eq!(e["destination"]["port"], server.port);
+        assert_eq!(e["user_agent"]["original"], "msg-client");
+        assert_eq!(e["source"]["ip"], "127.0.0.1");
+    }
+}
