@@ -28,6 +28,10 @@ const BATCH: usize = 8192;
 const MAINTENANCE: Duration = Duration::from_secs(1);
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    // Before anything is announced: a signal that arrives right after sys_startup must find
+    // the handlers in place, or it would kill observer without its orderly stop.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let run_id = new_run_id();
     let chain = Chain::new(&run_id, cfg.integrity_key.clone());
     let mut sink = match &cfg.output {
@@ -98,8 +102,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let startup = pipeline.stamp(startup);
     emit_all(&mut sink, vec![startup])?;
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintenance = tokio::time::interval(MAINTENANCE);

@@ -610,6 +610,22 @@ impl Observer {
     }
 }
 
+/// Panics unless `event` matches docs/events.schema.json.
+pub fn assert_schema(event: &Value, line: &str) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = VALIDATOR.get_or_init(|| {
+        let text = std::fs::read_to_string(workspace_root().join("docs/events.schema.json"))
+            .expect("docs/events.schema.json");
+        let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+    });
+    let errors: Vec<String> = v.iter_errors(event).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "event does not match docs/events.schema.json: {errors:?}\n{line}"
+    );
+}
+
 /// What curl reported for one transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
