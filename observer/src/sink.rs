@@ -170,6 +170,16 @@ mod tests {
     use crate::event::lifecycle_event;
     use std::sync::{Arc, Mutex};
 
+    fn sequences(text: &str) -> Vec<u64> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["sequence"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
@@ -193,14 +203,7 @@ mod tests {
         }
         sink.flush().unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let seqs: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["sequence"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let seqs = sequences(&text);
         assert_eq!(seqs, vec![1, 2, 3]);
     }
 
@@ -243,14 +246,7 @@ mod tests {
             .iter()
             .map(|f| std::fs::read_to_string(f).unwrap())
             .collect();
-        let seqs: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["sequence"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let seqs = sequences(&text);
         assert_eq!(*seqs.last().unwrap(), 40);
         assert!(
             seqs.windows(2).all(|w| w[1] == w[0] + 1),

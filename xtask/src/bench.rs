@@ -12,12 +12,12 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::{build, setup, step, workspace_root};
+use crate::{Proc, build, setup, step, workspace_root};
 
 const ROUNDS: usize = 3;
 const SECONDS: u64 = 4;
@@ -28,24 +28,6 @@ const PATHS: &[(&str, &str)] = &[
     ("/64k.bin", "64 KiB"),
 ];
 const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2"];
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = rustix::process::Pid::from_child(&self.0);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

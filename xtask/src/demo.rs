@@ -9,16 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{build, setup, step, workspace_root};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::{Proc, build, setup, step, workspace_root};
 
 fn signal(child: &Child, sig: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_child(child);
@@ -36,7 +27,7 @@ pub fn demo() -> anyhow::Result<()> {
     step(&format!(
         "starting the sample API (tests/servers/api.py) on 127.0.0.1:{port}"
     ));
-    let mut api = Killed(
+    let mut api = Proc(
         Command::new("python3")
             .arg(workspace_root().join("tests/servers/api.py"))
             .arg(port.to_string())
@@ -56,7 +47,7 @@ pub fn demo() -> anyhow::Result<()> {
     step(&format!("starting observer run --pid {api_pid}"));
     // A key of the demo's own, so the demo leaves the host's fingerprint key alone.
     let key = std::env::temp_dir().join(format!("observer-demo-{}.key", std::process::id()));
-    let mut observer = Killed(
+    let mut observer = Proc(
         Command::new(&bin)
             .args(["run", "--pid", &api_pid.to_string(), "--key-file"])
             .arg(&key)
