@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// write lines that verify. Keep it off the host the log is stored on.
     #[arg(long, value_name = "PATH")]
     pub integrity_key: Option<PathBuf>,
+    /// Seconds between heartbeat events (counters, queue and table sizes, RSS, CPU).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_seconds: u64,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -346,6 +350,7 @@ pub struct RunConfig {
     pub record: Option<PathBuf>,
     pub rotation: Option<crate::sink::Rotation>,
     pub integrity_key: Option<Vec<u8>>,
+    pub heartbeat_seconds: u64,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
 }
@@ -421,6 +426,7 @@ impl RunArgs {
             key_file,
             record: self.record.clone(),
             rotation,
+            heartbeat_seconds: self.heartbeat_seconds,
             integrity_key: match &self.integrity_key {
                 Some(p) => {
                     Some(
@@ -454,6 +460,7 @@ mod tests {
             rotate_size: None,
             rotate_keep: 5,
             integrity_key: None,
+            heartbeat_seconds: 10,
         }
     }
 

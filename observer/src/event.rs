@@ -330,6 +330,21 @@ pub struct LossEvent {
     pub observer: ObserverLoss,
 }
 
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverHeartbeat {
+    pub run_id: String,
+    /// Counters so far, the observer's own resource use, and the state of its tables.
+    pub metrics: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HeartbeatEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub observer: ObserverHeartbeat,
+}
+
 /// Everything observer writes to its sink.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(untagged)]
@@ -338,6 +353,7 @@ pub enum Event {
     Alert(Box<AlertEvent>),
     Lifecycle(LifecycleEvent),
     Loss(LossEvent),
+    Heartbeat(HeartbeatEvent),
 }
 
 impl Event {
@@ -347,6 +363,7 @@ impl Event {
             Event::Alert(e) => &mut e.event,
             Event::Lifecycle(e) => &mut e.event,
             Event::Loss(e) => &mut e.event,
+            Event::Heartbeat(e) => &mut e.event,
         }
     }
 }
@@ -618,6 +635,25 @@ pub fn loss_event(
         observer: ObserverLoss {
             run_id: run_id.to_string(),
             loss,
+        },
+    })
+}
+
+pub fn heartbeat_event(now: String, run_id: &str, metrics: serde_json::Value) -> Event {
+    Event::Heartbeat(HeartbeatEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "metric",
+            category: &["process"],
+            kind_type: &["info"],
+            action: "heartbeat",
+            outcome: None,
+            sequence: 0,
+            duration: None,
+        },
+        observer: ObserverHeartbeat {
+            run_id: run_id.to_string(),
+            metrics,
         },
     })
 }

@@ -225,6 +225,14 @@ impl<H: Host> Pipeline<H> {
         self.tick(now_ns, out);
     }
 
+    /// A heartbeat: every counter so far and `process`, observer's own resource use.
+    pub fn heartbeat(&mut self, now_ns: u64, process: serde_json::Value, out: &mut Vec<Event>) {
+        let mut metrics = self.stats();
+        metrics["process"] = process;
+        let ev = crate::event::heartbeat_event(self.clock.wall(now_ns), &self.run_id, metrics);
+        out.push(self.stamp(ev));
+    }
+
     pub fn host_mut(&mut self) -> &mut H {
         &mut self.host
     }

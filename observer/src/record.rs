@@ -45,6 +45,9 @@ pub struct Tick {
     pub now_ns: u64,
     /// Kernel-side losses since the previous tick, by counter name.
     pub losses: Vec<(String, u64)>,
+    /// observer's own resource use, when this tick made a heartbeat.
+    #[serde(default)]
+    pub heartbeat: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,6 +296,7 @@ mod tests {
             Entry::Tick(Tick {
                 now_ns: 9,
                 losses: vec![("ring_full".into(), 2)],
+                heartbeat: None,
             }),
         ];
         let mut w = Writer::create(&path, &header).unwrap();

@@ -81,6 +81,9 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
                     Some(Entry::Tick(t)) => {
                         last_ns = last_ns.max(t.now_ns);
                         pipeline.maintain(t.now_ns, &t.losses, &mut events);
+                        if let Some(process) = t.heartbeat {
+                            pipeline.heartbeat(t.now_ns, process, &mut events);
+                        }
                     }
                     _ => break,
                 }

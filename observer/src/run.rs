@@ -106,6 +106,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintenance = tokio::time::interval(MAINTENANCE);
     let mut reported: Losses = capture.losses();
+    let mut ticks: u64 = 0;
     let mut events: Vec<Event> = Vec::new();
 
     let outcome: Result<(), anyhow::Error> = loop {
@@ -132,8 +133,19 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             let now_ns = Clock::mono_now();
             let losses = new_losses(&capture, &mut reported);
             pipeline.maintain(now_ns, &losses, &mut events);
+            ticks += 1;
+            let heartbeat = ticks
+                .is_multiple_of(cfg.heartbeat_seconds)
+                .then(|| own_usage(&capture));
+            if let Some(process) = &heartbeat {
+                pipeline.heartbeat(now_ns, process.clone(), &mut events);
+            }
             if let Some(w) = recorder.as_mut() {
-                let tick = record::Tick { now_ns, losses };
+                let tick = record::Tick {
+                    now_ns,
+                    losses,
+                    heartbeat,
+                };
                 if let Err(e) = w.write(&record::Entry::Tick(tick)).and_then(|_| w.flush()) {
                     failed = Some(e);
                 }
@@ -160,7 +172,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let losses = new_losses(&capture, &mut reported);
     pipeline.maintain(now_ns, &losses, &mut events);
     if let Some(w) = recorder.as_mut() {
-        let _ = w.write(&record::Entry::Tick(record::Tick { now_ns, losses }));
+        let _ = w.write(&record::Entry::Tick(record::Tick {
+            now_ns,
+            losses,
+            heartbeat: None,
+        }));
         w.flush().context("writing the recording (--record)")?;
     }
     let mut stats = pipeline.stats();
@@ -300,6 +316,35 @@ fn losses_json(l: &Losses) -> Value {
         m.insert(c.name().to_string(), json!(l[c as usize]));
     }
     Value::Object(m)
+}
+
+/// observer's own CPU time and memory, and the kernel side's totals, for heartbeats.
+fn own_usage(capture: &Capture) -> serde_json::Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<String> = s[s.rfind(')')? + 1..]
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0);
+    json!({
+        "rss_kib": kib("VmRSS:"),
+        "peak_rss_kib": kib("VmHWM:"),
+        "cpu_seconds": cpu_seconds,
+        "kernel_losses_total": losses_json(&capture.losses()),
+    })
 }
 
 /// Kernel-side losses counted since the last call, by counter name.

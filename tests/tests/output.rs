@@ -196,3 +196,34 @@ fn closed_stdout_stops_observer_cleanly() {
         "observer is gone"
     );
 }
+
+#[test]
+fn heartbeats_report_counters_and_resource_use() {
+    require_root();
+    let server = Server::api();
+    let obs = Observer::start(&[
+        "--pid".into(),
+        server.pid().to_string(),
+        "--heartbeat-seconds".into(),
+        "1".into(),
+    ]);
+    for _ in 0..3 {
+        curl(&[&server.url("/health")]);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let f = obs.stop();
+    let beats: Vec<&serde_json::Value> = f
+        .events
+        .iter()
+        .filter(|e| e["event"]["action"] == "heartbeat")
+        .collect();
+    assert!(beats.len() >= 2, "{}", f.lines.join("\n"));
+    let last = &beats.last().unwrap()["observer"]["metrics"];
+    assert_eq!(last["exchanges"], 3);
+    assert!(last["process"]["rss_kib"].as_u64().unwrap() > 1000);
+    assert!(
+        last["process"]["peak_rss_kib"].as_u64().unwrap() < 50 * 1024,
+        "under 50 MiB"
+    );
+    assert_eq!(beats[0]["event"]["kind"], "metric");
+}
