@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// write lines that verify. Keep it off the host the log is stored on.
     #[arg(long, value_name = "PATH")]
     pub integrity_key: Option<PathBuf>,
+    /// `json` (the default: one JSON object per line, hash-chained) or `pretty` (one short line
+    /// per event for a terminal).
+    #[arg(long, value_enum, default_value_t = crate::sink::Format::Json)]
+    pub format: crate::sink::Format,
     /// Seconds between heartbeat events (counters, queue and table sizes, RSS, CPU).
     #[arg(long, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -351,6 +355,7 @@ pub struct RunConfig {
     pub rotation: Option<crate::sink::Rotation>,
     pub integrity_key: Option<Vec<u8>>,
     pub heartbeat_seconds: u64,
+    pub format: crate::sink::Format,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
 }
@@ -427,6 +432,7 @@ impl RunArgs {
             record: self.record.clone(),
             rotation,
             heartbeat_seconds: self.heartbeat_seconds,
+            format: self.format,
             integrity_key: match &self.integrity_key {
                 Some(p) => {
                     Some(
@@ -461,6 +467,7 @@ mod tests {
             rotate_keep: 5,
             integrity_key: None,
             heartbeat_seconds: 10,
+            format: crate::sink::Format::Json,
         }
     }
 

@@ -37,7 +37,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut sink = match &cfg.output {
         None => Sink::stdout(chain),
         Some(path) => Sink::file(path, cfg.rotation, chain)?,
-    };
+    }
+    .with_format(cfg.format);
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
     let mut capture = Capture::load()?;
     let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();

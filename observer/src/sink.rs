@@ -63,9 +63,20 @@ fn open_private(path: &Path) -> Result<(File, u64), SinkError> {
     Ok((f, size))
 }
 
+/// How lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line, hash-chained: for machines.
+    #[default]
+    Json,
+    /// One short line per event: for people at a terminal (no chain).
+    Pretty,
+}
+
 pub struct Sink {
     out: Out,
     chain: Chain,
+    format: Format,
     written: u64,
     line: String,
 }
@@ -86,15 +97,22 @@ impl Sink {
                 rotation,
             },
             chain,
+            format: Format::Json,
             written: 0,
             line: String::with_capacity(1024),
         })
+    }
+
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     pub fn new(out: Box<dyn Write + Send>, chain: Chain) -> Self {
         Self {
             out: Out::Stream(BufWriter::with_capacity(64 * 1024, out)),
             chain,
+            format: Format::Json,
             written: 0,
             line: String::with_capacity(1024),
         }
@@ -106,9 +124,14 @@ impl Sink {
     }
 
     pub fn emit(&mut self, event: Event) -> Result<(), SinkError> {
-        let json = serde_json::to_string(&event)?;
         self.line.clear();
-        self.line.push_str(&self.chain.seal(&json));
+        match self.format {
+            Format::Json => {
+                let json = serde_json::to_string(&event)?;
+                self.line.push_str(&self.chain.seal(&json));
+            }
+            Format::Pretty => self.line.push_str(&pretty(&serde_json::to_value(&event)?)),
+        }
         self.line.push('\n');
         match &mut self.out {
             Out::Stream(w) => w.write_all(self.line.as_bytes()).map_err(write_err)?,
@@ -141,6 +164,85 @@ impl Sink {
             Out::Stream(w) => w.flush().map_err(write_err),
             Out::File { file, .. } => file.flush().map_err(write_err),
         }
+    }
+}
+
+/// A field for a terminal: control characters and quotes escaped, so traffic cannot move the
+/// cursor, clear the screen or fake another line.
+fn term(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.escape_debug().to_string(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn endpoint(v: &serde_json::Value) -> String {
+    match (v["ip"].as_str(), v["port"].as_u64(), v["address"].as_str()) {
+        (Some(ip), Some(p), _) if ip.contains(':') => format!("[{ip}]:{p}"),
+        (Some(ip), Some(p), _) => format!("{ip}:{p}"),
+        (None, Some(p), _) => format!("*:{p}"),
+        (_, _, Some(a)) => term(&serde_json::Value::String(a.into())),
+        _ => "?".into(),
+    }
+}
+
+/// One human line per event.
+fn pretty(e: &serde_json::Value) -> String {
+    let ts = e["@timestamp"].as_str().unwrap_or_default();
+    let action = term(&e["event"]["action"]);
+    let seq = &e["event"]["sequence"];
+    if e.get("http").is_some() {
+        let ms = e["event"]["duration"].as_u64().unwrap_or(0) as f64 / 1e6;
+        let who = match e["user"]["hash"].as_str() {
+            Some(h) => format!(" user {}", &h[..h.len().min(8)]),
+            None => String::new(),
+        };
+        let query = match e["url"]["query"].as_str() {
+            Some(q) => format!("?{}", q.escape_debug()),
+            None => String::new(),
+        };
+        format!(
+            "{ts} #{seq} {} → {} {} {}{query} {} {action} {}B/{}B {ms:.1}ms {}[{}] {}{who}",
+            endpoint(&e["source"]),
+            endpoint(&e["destination"]),
+            term(&e["http"]["request"]["method"]),
+            term(&e["url"]["path"]),
+            e["http"]["response"]["status_code"],
+            e["http"]["request"]["bytes"],
+            e["http"]["response"]["bytes"],
+            term(&e["process"]["name"]),
+            e["process"]["pid"],
+            term(&e["observer"]["role"]),
+        )
+    } else if e["event"]["kind"] == "alert" {
+        let a = &e["observer"]["alert"];
+        format!(
+            "{ts} #{seq} ALERT {} ({action}) {}={}: {} in {} s, threshold {}{}",
+            term(&e["rule"]["name"]),
+            term(&a["key"]["field"]),
+            term(&a["key"]["value"]),
+            a["count"],
+            a["window_seconds"],
+            a["threshold"],
+            match a["suppressed"].as_u64() {
+                Some(n) => format!(" (summary: {n} more during cooldown)"),
+                None => String::new(),
+            }
+        )
+    } else {
+        let detail = match action.as_str() {
+            "loss" => format!("LOST {}", e["observer"]["loss"]),
+            "heartbeat" => {
+                let m = &e["observer"]["metrics"];
+                format!(
+                    "exchanges {} open connections {} rss {} KiB",
+                    m["exchanges"], m["connections"]["open"], m["process"]["rss_kib"]
+                )
+            }
+            _ => format!("run {}", term(&e["observer"]["run_id"])),
+        };
+        format!("{ts} #{seq} {action} {detail}")
     }
 }
 
@@ -253,6 +355,27 @@ mod tests {
             "nothing lost across rotations"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pretty_lines_escape_traffic() {
+        let v = serde_json::json!({
+            "@timestamp": "t", "event": {"action": "http_request", "sequence": 7, "duration": 1500000, "kind": "event"},
+            "http": {"request": {"method": "GET", "bytes": 10}, "response": {"status_code": 200, "bytes": 20}},
+            "url": {"path": "/a\r\nFAKE 200\u{1b}[2J"},
+            "source": {"ip": "::1", "port": 5}, "destination": {"port": 80},
+            "process": {"name": "py", "pid": 3}, "observer": {"role": "server"}
+        });
+        let line = pretty(&v);
+        assert!(
+            !line.contains('\n') && !line.contains('\r') && !line.contains('\u{1b}'),
+            "{line}"
+        );
+        assert!(line.contains("[::1]:5 → *:80 GET /a\\r\\nFAKE"), "{line}");
+        assert!(
+            line.contains("200 http_request 10B/20B 1.5ms py[3] server"),
+            "{line}"
+        );
     }
 
     #[test]

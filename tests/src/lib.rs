@@ -428,6 +428,8 @@ pub struct Observer {
     seen: Vec<String>,
     /// Holds the fingerprint key the run uses, unless the test named one.
     pub key_dir: TempDir,
+    /// Lines are for people (`--format pretty`), not JSON.
+    pretty: bool,
 }
 
 /// What observer printed and how it ended.
@@ -506,6 +508,9 @@ impl Observer {
             lines: rx,
             seen: Vec::new(),
             key_dir,
+            pretty: args
+                .windows(2)
+                .any(|w| w[0] == "--format" && w[1] == "pretty"),
         };
         let output = args
             .iter()
@@ -533,7 +538,7 @@ impl Observer {
             let left = deadline.saturating_duration_since(Instant::now());
             match obs.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let startup = line.contains("\"sys_startup\"");
+                    let startup = line.contains("sys_startup");
                     obs.seen.push(line);
                     if startup {
                         return obs;
@@ -588,8 +593,8 @@ impl Observer {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
         }
-        let events: Vec<Value> = self
-            .seen
+        let json_lines = if self.pretty { &[][..] } else { &self.seen[..] };
+        let events: Vec<Value> = json_lines
             .iter()
             .map(|l| {
                 serde_json::from_str::<Value>(l).unwrap_or_else(|e| {

@@ -227,3 +227,33 @@ fn heartbeats_report_counters_and_resource_use() {
     );
     assert_eq!(beats[0]["event"]["kind"], "metric");
 }
+
+#[test]
+fn pretty_format_for_people() {
+    require_root();
+    let server = Server::api();
+    let obs = Observer::start(&[
+        "--pid".into(),
+        server.pid().to_string(),
+        "--format".into(),
+        "pretty".into(),
+    ]);
+    let t = curl(&["-u", "alice:wrong", &server.url("/api/items?token=s3cret")]);
+    let f = obs.stop();
+    assert!(f.status.success());
+    assert_eq!(f.lines.len(), 3, "{}", f.lines.join("\n"));
+    let line = &f.lines[1];
+    assert!(
+        line.contains(&format!(
+            "127.0.0.1:{} → 127.0.0.1:{}",
+            t.local_port, server.port
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("GET /api/items?token=REDACTED 401 authn_login_fail"),
+        "{line}"
+    );
+    assert!(!line.contains("s3cret") && !line.contains("wrong"));
+    assert!(f.lines[2].contains("sys_shutdown"));
+}
