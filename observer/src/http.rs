@@ -609,13 +609,12 @@ impl HttpConn {
             // Informational (100 Continue, 103 Early Hints): the final response follows.
             return;
         }
-        let request_method = self.pending.front().map(|r| r.method.value.clone());
-        let is_head = request_method
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case("HEAD"));
-        let is_connect = request_method
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
+        let request_is = |m: &str| {
+            self.pending
+                .front()
+                .is_some_and(|r| r.method.value.eq_ignore_ascii_case(m))
+        };
+        let (is_head, is_connect) = (request_is("HEAD"), request_is("CONNECT"));
         let switches = status == 101 || (is_connect && (200..300).contains(&status));
         let framing = if is_head || status == 204 || status == 304 || switches {
             BodyFraming::None
