@@ -532,6 +532,44 @@ impl HttpConn {
         used
     }
 
+    /// A request from its parsed start line and headers; `head_bytes` long on the wire.
+    fn new_request(
+        &self,
+        (method, target, version): (&str, &str, u8),
+        headers: &[httparse::Header<'_>],
+        head_bytes: u64,
+        ts_ns: u64,
+    ) -> Request {
+        Request {
+            method: Text::from_bytes(method.as_bytes()),
+            target: Text::from_bytes(target.as_bytes()),
+            version,
+            host: header_text(headers, "host"),
+            user_agent: header_text(headers, "user-agent"),
+            sizes: Sizes {
+                head: head_bytes,
+                ..Sizes::default()
+            },
+            start_ns: self.req.head_start_ns,
+            end_ns: ts_ns,
+            incomplete_copy: false,
+            head_truncated: false,
+            credential: self
+                .names
+                .extract(headers.iter().map(|h| (h.name, h.value))),
+        }
+    }
+
+    /// Queues a request for its response; the oldest is given up (and counted) when too many
+    /// wait.
+    fn push_pending(&mut self, r: Request) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            self.counters.pending_overflow += 1;
+        }
+        self.pending.push_back(r);
+    }
+
     fn parse_request_head(&mut self, head: &[u8], ts_ns: u64) {
         // Uninitialised: filling 128 empty headers per request would cost more than parsing.
         let mut headers =
@@ -561,24 +599,12 @@ impl HttpConn {
                 .headers
                 .iter()
                 .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
-        let request = Request {
-            method: Text::from_bytes(method.as_bytes()),
-            target: Text::from_bytes(target.as_bytes()),
-            version,
-            host: header_text(req.headers, "host"),
-            user_agent: header_text(req.headers, "user-agent"),
-            sizes: Sizes {
-                head: head.len() as u64,
-                ..Sizes::default()
-            },
-            start_ns: self.req.head_start_ns,
-            end_ns: ts_ns,
-            incomplete_copy: false,
-            head_truncated: false,
-            credential: self
-                .names
-                .extract(req.headers.iter().map(|h| (h.name, h.value))),
-        };
+        let request = self.new_request(
+            (method, target, version),
+            req.headers,
+            head.len() as u64,
+            ts_ns,
+        );
         if upgrade {
             self.upgrade_asked = true;
         }
@@ -810,30 +836,16 @@ impl HttpConn {
         else {
             return false;
         };
-        let request = Request {
-            method: Text::from_bytes(method.as_bytes()),
-            target: Text::from_bytes(target.as_bytes()),
-            version,
-            host: header_text(req.headers, "host"),
-            user_agent: header_text(req.headers, "user-agent"),
-            sizes: Sizes {
-                head: seen.len() as u64 + gap,
-                ..Sizes::default()
-            },
-            start_ns: self.req.head_start_ns,
-            end_ns: ts_ns,
-            incomplete_copy: true,
-            head_truncated: true,
-            credential: self
-                .names
-                .extract(req.headers.iter().map(|h| (h.name, h.value))),
-        };
+        let mut request = self.new_request(
+            (method, target, version),
+            req.headers,
+            seen.len() as u64 + gap,
+            ts_ns,
+        );
+        request.incomplete_copy = true;
+        request.head_truncated = true;
         self.counters.truncated_heads += 1;
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
-            self.counters.pending_overflow += 1;
-        }
-        self.pending.push_back(request);
+        self.push_pending(request);
         self.req.framing = Framing::Resync;
         self.req.line.clear();
         self.req.current = None;
@@ -853,11 +865,7 @@ impl HttpConn {
         match msg {
             Partial::Request(mut r) => {
                 r.end_ns = ts_ns;
-                if self.pending.len() >= MAX_PENDING {
-                    self.pending.pop_front();
-                    self.counters.pending_overflow += 1;
-                }
-                self.pending.push_back(r);
+                self.push_pending(r);
             }
             Partial::Response(mut r) => {
                 r.end_ns = r.end_ns.max(ts_ns);
