@@ -66,6 +66,27 @@ fn assert_lifecycle(f: &observer_tests::Finished) {
     assert_eq!(seqs, expected, "event.sequence is gap-free");
 }
 
+/// Stops observer and checks that it reported exactly one matching exchange per request sent.
+fn stop_and_check(
+    obs: Observer,
+    sent: &[(&str, &str, Transfer)],
+    server: &Server,
+) -> observer_tests::Finished {
+    let f = obs.stop();
+    assert_lifecycle(&f);
+    let ex = f.exchanges();
+    assert_eq!(
+        ex.len(),
+        sent.len(),
+        "one exchange per request; got:\n{}",
+        f.lines.join("\n")
+    );
+    for (e, (method, path, t)) in ex.iter().zip(sent) {
+        assert_exchange(e, method, path, t, server);
+    }
+    f
+}
+
 #[test]
 fn python_http_server_new_connections() {
     require_root();
@@ -95,18 +116,8 @@ fn python_http_server_new_connections() {
         curl(&["-I", &server.url("/index.html")]),
     ));
 
-    let f = obs.stop();
-    assert_lifecycle(&f);
+    let f = stop_and_check(obs, &sent, &server);
     let ex = f.exchanges();
-    assert_eq!(
-        ex.len(),
-        sent.len(),
-        "one exchange per request; got:\n{}",
-        f.lines.join("\n")
-    );
-    for (e, (method, path, t)) in ex.iter().zip(&sent) {
-        assert_exchange(e, method, path, t, &server);
-    }
     assert_eq!(ex[1]["http"]["response"]["status_code"], 200);
     assert_eq!(ex[4]["event"]["outcome"], "failure");
     // Every request came on its own connection (HTTP/1.0 server).
@@ -154,18 +165,8 @@ fn api_keep_alive_and_fresh_connections() {
     ));
     sent.push(("GET", "/admin", curl(&[&server.url("/admin")])));
 
-    let f = obs.stop();
-    assert_lifecycle(&f);
+    let f = stop_and_check(obs, &sent, &server);
     let ex = f.exchanges();
-    assert_eq!(
-        ex.len(),
-        sent.len(),
-        "one exchange per request; got:\n{}",
-        f.lines.join("\n")
-    );
-    for (e, (method, path, t)) in ex.iter().zip(&sent) {
-        assert_exchange(e, method, path, t, &server);
-    }
     let statuses: Vec<u64> = ex
         .iter()
         .map(|e| e["http"]["response"]["status_code"].as_u64().unwrap())

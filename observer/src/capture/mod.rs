@@ -127,6 +127,17 @@ fn describe(e: &ProgramError) -> (String, String) {
     }
 }
 
+/// Takes map `name` out of the loaded object as the typed map `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| CaptureError::Missing(format!("map {name}")))?;
+    T::try_from(map).map_err(|source| CaptureError::Map { map: name, source })
+}
+
 /// Kernel-side loss counters, summed over CPUs, indexed by [`LossCounter`].
 pub type Losses = [u64; LossCounter::COUNT as usize];
 
@@ -165,52 +176,13 @@ impl Capture {
                 }
             })?;
         }
-        let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| CaptureError::Missing(format!("map {name}")))
-        };
-        let ring =
-            RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| CaptureError::Map {
-                map: "EVENTS",
-                source,
-            })?;
-        let losses = PerCpuArray::try_from(take(&mut ebpf, "LOSSES")?).map_err(|source| {
-            CaptureError::Map {
-                map: "LOSSES",
-                source,
-            }
-        })?;
-        let targets = BpfHashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| {
-            CaptureError::Map {
-                map: "TARGETS",
-                source,
-            }
-        })?;
-        let sockets = BpfHashMap::try_from(take(&mut ebpf, "SOCKETS")?).map_err(|source| {
-            CaptureError::Map {
-                map: "SOCKETS",
-                source,
-            }
-        })?;
-        let inflight_io =
-            BpfHashMap::try_from(take(&mut ebpf, "INFLIGHT_IO")?).map_err(|source| {
-                CaptureError::Map {
-                    map: "INFLIGHT_IO",
-                    source,
-                }
-            })?;
-        let inflight_conn =
-            BpfHashMap::try_from(take(&mut ebpf, "INFLIGHT_CONN")?).map_err(|source| {
-                CaptureError::Map {
-                    map: "INFLIGHT_CONN",
-                    source,
-                }
-            })?;
-        let cgroups =
-            Array::try_from(take(&mut ebpf, "CGROUPS")?).map_err(|source| CaptureError::Map {
-                map: "CGROUPS",
-                source,
-            })?;
+        let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
+        let losses = take_map(&mut ebpf, "LOSSES")?;
+        let targets = take_map(&mut ebpf, "TARGETS")?;
+        let sockets = take_map(&mut ebpf, "SOCKETS")?;
+        let inflight_io = take_map(&mut ebpf, "INFLIGHT_IO")?;
+        let inflight_conn = take_map(&mut ebpf, "INFLIGHT_CONN")?;
+        let cgroups = take_map(&mut ebpf, "CGROUPS")?;
         // SAFETY: the ring buffer owns its fd, which stays open as long as the AsyncFd owns it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into()))?;
