@@ -124,7 +124,8 @@ pub struct DataEvent {
     pub copied_len: u32,
     /// A [`Syscall`] id.
     pub syscall: u32,
-    pub _pad: u32,
+    /// Records of this socket lost (ring buffer full) since the previous one delivered.
+    pub lost_before: u32,
     /// Only the first `copied_len` (at most [`MAX_DATA`]) bytes are sent.
     pub data: [u8; DATA_BUF],
 }

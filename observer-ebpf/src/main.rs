@@ -24,9 +24,14 @@ use observer_common::{
     RING_BYTES, Syscall, WAKEUP_THRESHOLD, socket_key,
 };
 
-/// Records for userspace.
+/// Records for userspace. Userspace may set another size at load time.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Bytes waiting in the ring above which a submit wakes userspace; set at load time to a
+/// quarter of the ring's size.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = WAKEUP_THRESHOLD;
 
 /// Target processes (tgid → unused flags), written by userspace.
 #[map]
@@ -147,7 +152,10 @@ fn is_socket(tgid: u32, fd: i32) -> bool {
 /// Lets the periodic poll in userspace collect records, unless the ring is filling up.
 #[inline(always)]
 fn submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
+    // SAFETY: a read of a global that userspace sets before load; volatile so the compiler
+    // does not fold in the default.
+    let wakeup = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -257,7 +265,12 @@ fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
     ev.total_len = total;
     ev.direction = direction as u32;
     ev.syscall = args.syscall;
-    ev._pad = 0;
+    // Records of this socket the ring had no room for since the last one that got through:
+    // userspace must not splice the bytes on either side of the hole into one message.
+    let slot = SOCKETS.get_ptr_mut(socket_key(ev.hdr.tgid, args.fd as u32));
+    // SAFETY: the map value lives while the program runs.
+    let lost = slot.map(|p| unsafe { *p }).unwrap_or(0);
+    ev.lost_before = lost;
     let want = if total > MAX_DATA as u64 {
         MAX_DATA as u64
     } else {
@@ -289,6 +302,15 @@ fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
         count_loss(LossCounter::RingFull);
+        if let Some(p) = slot {
+            // SAFETY: as above.
+            unsafe { *p = lost.saturating_add(1) };
+        }
+    } else if lost > 0
+        && let Some(p) = slot
+    {
+        // SAFETY: as above.
+        unsafe { *p = 0 };
     }
 }
 

@@ -111,6 +111,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_seconds: u64,
+    /// Events that may wait for a slow output before new ones are dropped (and counted, and
+    /// reported in the output): capture never waits for the output.
+    #[arg(long, value_name = "N", default_value_t = crate::sink::QUEUE_EVENTS as u64,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub queue_events: u64,
+    /// Size of the kernel's ring buffer for captured bytes: a power of two from 64 KiB to
+    /// 1 GiB. A larger ring rides out longer bursts; what overflows it is counted and reported.
+    #[arg(long, value_name = "BYTES", default_value_t = observer_common::RING_BYTES)]
+    pub ring_buffer_size: u32,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -355,9 +364,25 @@ pub struct RunConfig {
     pub rotation: Option<crate::sink::Rotation>,
     pub integrity_key: Option<Vec<u8>>,
     pub heartbeat_seconds: u64,
+    pub queue_events: usize,
+    pub ring_bytes: u32,
     pub format: crate::sink::Format,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
+}
+
+impl RunConfig {
+    /// SHA-256 of the effective configuration (flags and config file after defaults and
+    /// validation), for `sys_startup`: a change of thresholds or targets between runs shows in
+    /// the log. The integrity key's bytes are not part of it, only whether one is used.
+    pub fn config_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut c = self.clone();
+        if c.integrity_key.is_some() {
+            c.integrity_key = Some(Vec::new());
+        }
+        hex::encode(Sha256::digest(format!("{c:?}").as_bytes()))
+    }
 }
 
 impl RunArgs {
@@ -423,6 +448,13 @@ impl RunArgs {
                 keep: self.rotate_keep,
             }),
         };
+        let ring = self.ring_buffer_size;
+        if !ring.is_power_of_two() || !(64 << 10..=1 << 30).contains(&ring) {
+            return Err(ConfigError::Invalid {
+                key: "--ring-buffer-size".into(),
+                reason: format!("{ring} is not a power of two from 65536 to 1073741824"),
+            });
+        }
         Ok(RunConfig {
             pids,
             cgroups,
@@ -432,6 +464,8 @@ impl RunArgs {
             record: self.record.clone(),
             rotation,
             heartbeat_seconds: self.heartbeat_seconds,
+            queue_events: self.queue_events as usize,
+            ring_bytes: ring,
             format: self.format,
             integrity_key: match &self.integrity_key {
                 Some(p) => {
@@ -467,6 +501,8 @@ mod tests {
             rotate_keep: 5,
             integrity_key: None,
             heartbeat_seconds: 10,
+            queue_events: crate::sink::QUEUE_EVENTS as u64,
+            ring_buffer_size: observer_common::RING_BYTES,
             format: crate::sink::Format::Json,
         }
     }

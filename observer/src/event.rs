@@ -302,6 +302,9 @@ pub struct ObserverLifecycle {
     pub version: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<u32>,
+    /// SHA-256 of the effective configuration (at startup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
     /// Totals at shutdown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<serde_json::Value>,
@@ -320,6 +323,17 @@ pub struct ObserverLoss {
     pub run_id: String,
     /// What was lost since the previous loss event, by stage and cause.
     pub loss: serde_json::Map<String, serde_json::Value>,
+    /// Events the sink could not write: this line takes the place of all of them, so the
+    /// sequence runs on without a hole that `observer verify` would take for tampering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwritten: Option<Unwritten>,
+}
+
+/// A run of events, by `event.sequence`, that never reached the output.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Unwritten {
+    pub first_sequence: u64,
+    pub last_sequence: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -357,6 +371,16 @@ pub enum Event {
 }
 
 impl Event {
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            Event::Exchange(e) => &e.event,
+            Event::Alert(e) => &e.event,
+            Event::Lifecycle(e) => &e.event,
+            Event::Loss(e) => &e.event,
+            Event::Heartbeat(e) => &e.event,
+        }
+    }
+
     pub fn meta_mut(&mut self) -> &mut EventMeta {
         match self {
             Event::Exchange(e) => &mut e.event,
@@ -611,6 +635,7 @@ pub fn lifecycle_event(
             run_id: run_id.to_string(),
             version: env!("CARGO_PKG_VERSION"),
             targets,
+            config_hash: None,
             stats,
         },
     })
@@ -635,6 +660,7 @@ pub fn loss_event(
         observer: ObserverLoss {
             run_id: run_id.to_string(),
             loss,
+            unwritten: None,
         },
     })
 }

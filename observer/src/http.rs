@@ -130,6 +130,10 @@ pub struct HttpCounters {
     pub pending_overflow: u64,
     /// Requests still waiting for a response when the connection closed.
     pub unanswered: u64,
+    /// Holes where the kernel lost records of this connection (ring buffer full).
+    pub capture_holes: u64,
+    /// Requests dropped at such a hole: their response could no longer be told apart.
+    pub dropped_at_holes: u64,
 }
 
 impl HttpCounters {
@@ -141,6 +145,8 @@ impl HttpCounters {
         self.orphan_responses += o.orphan_responses;
         self.pending_overflow += o.pending_overflow;
         self.unanswered += o.unanswered;
+        self.capture_holes += o.capture_holes;
+        self.dropped_at_holes += o.dropped_at_holes;
     }
 }
 
@@ -409,6 +415,24 @@ impl HttpConn {
         if gap > 0 {
             self.skip(side, gap, ts_ns, out);
         }
+    }
+
+    /// Records of this connection were lost before the next piece (the kernel's ring buffer was
+    /// full): a hole of unknown size, in either direction. Half-read messages and requests
+    /// waiting for an answer can no longer be paired safely, so they are dropped (and counted)
+    /// and both directions start again at the next piece that begins a message: a wrong
+    /// pairing would report a status the request never got.
+    pub fn on_lost(&mut self) {
+        if self.is_tunnel() {
+            return;
+        }
+        self.counters.capture_holes += 1;
+        self.counters.dropped_at_holes += self.pending.len() as u64
+            + u64::from(matches!(self.req.current, Some(Partial::Request(_))));
+        self.pending.clear();
+        self.upgrade_asked = false;
+        self.req.resync(&mut self.counters);
+        self.resp.resync(&mut self.counters);
     }
 
     /// The connection closed: a body delimited by close ends here; a response cut short is
@@ -895,6 +919,31 @@ mod tests {
 
     const REQ: &[u8] = b"GET /users?id=1 HTTP/1.1\r\nHost: api\r\nUser-Agent: curl/8\r\n\r\n";
     const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+    #[test]
+    fn a_capture_hole_never_pairs_a_response_with_the_wrong_request() {
+        let mut c = HttpConn::new();
+        let mut out = Vec::new();
+        // The response to /a was lost: /b's request comes after the hole.
+        c.on_data(Side::Request, b"GET /a HTTP/1.1\r\n\r\n", 18, 1, &mut out);
+        c.on_lost();
+        c.on_data(Side::Request, b"GET /b HTTP/1.1\r\n\r\n", 18, 2, &mut out);
+        let resp_b = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        c.on_data(Side::Response, resp_b, resp_b.len() as u64, 3, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request.target.value, "/b");
+        assert_eq!(out[0].response.status, 404);
+        // The request for /c was lost: its response, after the hole, is nobody's.
+        c.on_lost();
+        c.on_data(Side::Response, RESP, RESP.len() as u64, 4, &mut out);
+        c.on_data(Side::Request, REQ, REQ.len() as u64, 5, &mut out);
+        c.on_data(Side::Response, RESP, RESP.len() as u64, 6, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].request.target.value, "/users?id=1");
+        assert_eq!(c.counters.capture_holes, 2);
+        assert_eq!(c.counters.dropped_at_holes, 1);
+        assert_eq!(c.counters.orphan_responses, 1);
+    }
 
     #[test]
     fn simple_exchange() {

@@ -24,6 +24,7 @@ const MAX_LINE: usize = 1 << 20;
 pub struct Chain {
     prev: [u8; 32],
     key: Option<Vec<u8>>,
+    run_id: String,
 }
 
 impl std::fmt::Debug for Chain {
@@ -58,7 +59,15 @@ impl Chain {
         Self {
             prev: genesis(run_id),
             key,
+            run_id: run_id.to_string(),
         }
+    }
+
+    /// Bytes `seal` adds to a line.
+    pub const SEAL_BYTES: usize = FIELD.len() + HEX + 1;
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// Adds the chain field to one serialised event (which must end with `}}`).
@@ -184,8 +193,17 @@ pub fn verify(paths: &[PathBuf], key: Option<&[u8]>) -> Result<Summary, Problem>
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let expected_prev = if seq == 1 {
-                if action != "sys_startup" {
+            // A loss line of unwritten events stands for the sequence numbers it names.
+            let u = &v["observer"]["unwritten"];
+            let stands_from = match (u["first_sequence"].as_u64(), u["last_sequence"].as_u64()) {
+                (Some(first), Some(last)) if last == seq && first <= last && first > 0 => {
+                    Some(first)
+                }
+                _ => None,
+            };
+            let first_of_line = stands_from.unwrap_or(seq);
+            let expected_prev = if first_of_line == 1 {
+                if action != "sys_startup" && stands_from.is_none() {
                     return Err(problem(n, "a run must start with sys_startup".into()));
                 }
                 if prev.is_some() && last_action != "sys_shutdown" {
@@ -207,7 +225,7 @@ pub fn verify(paths: &[PathBuf], key: Option<&[u8]>) -> Result<Summary, Problem>
                 if run_id != run {
                     return Err(problem(n, format!("run {run_id} appears inside run {run}")));
                 }
-                if seq != last_seq + 1 {
+                if first_of_line != last_seq + 1 {
                     return Err(problem(
                         n,
                         format!(

@@ -151,7 +151,18 @@ impl<H: Host> Pipeline<H> {
                 direction,
                 total_len,
                 bytes,
-            } => self.data(meta, direction, total_len, bytes, out),
+                lost_before,
+            } => {
+                if lost_before > 0
+                    && let Some(conn) = self.conns.get_mut(&ConnKey {
+                        tgid: meta.tgid,
+                        fd: meta.fd,
+                    })
+                {
+                    conn.http.on_lost();
+                }
+                self.data(meta, direction, total_len, bytes, out)
+            }
             CaptureEvent::Process {
                 meta,
                 change: ProcChange::Exit,
@@ -268,6 +279,8 @@ impl<H: Host> Pipeline<H> {
                 "orphan_responses": http.orphan_responses,
                 "pending_overflow": http.pending_overflow,
                 "unanswered": http.unanswered,
+                "capture_holes": http.capture_holes,
+                "dropped_at_holes": http.dropped_at_holes,
             },
             "late_address_lookups": self.counters.late_address_lookups,
             "detection": {

@@ -15,7 +15,7 @@ use crate::identity::Fingerprinter;
 use crate::integrity::Chain;
 use crate::pipeline::Pipeline;
 use crate::record::{self, RecordingHost};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, Writer};
 use crate::target::{Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants};
 use observer_common::ProcChange;
 
@@ -33,14 +33,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let run_id = new_run_id();
+    let config_hash = cfg.config_hash();
     let chain = Chain::new(&run_id, cfg.integrity_key.clone());
-    let mut sink = match &cfg.output {
+    let sink = match &cfg.output {
         None => Sink::stdout(chain),
         Some(path) => Sink::file(path, cfg.rotation, chain)?,
     }
     .with_format(cfg.format);
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
-    let mut capture = Capture::load()?;
+    let mut capture = Capture::load(cfg.ring_bytes)?;
     let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();
     capture.set_cgroups(&cgroup_ids)?;
     for &pid in &cfg.pids {
@@ -63,6 +64,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     let clock = Clock::now();
     let started_ns = Clock::mono_now();
+    let mut writer = Writer::spawn(sink.with_clock(clock), cfg.queue_events)
+        .context("starting the output writer thread")?;
     let host = RecordingHost::new(LiveHost::new(), cfg.record.is_some());
     let mut pipeline = Pipeline::new(host, clock, run_id)
         .with_ports(cfg.ports.clone())
@@ -90,6 +93,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         existing_sockets = seeded.sockets,
         blocked_calls = seeded.blocked,
         run_id = pipeline.run_id(),
+        config_hash,
         "capturing"
     );
     let now = || clock.wall(Clock::mono_now());
@@ -100,8 +104,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         initial,
         None,
     );
-    let startup = pipeline.stamp(startup);
-    emit_all(&mut sink, vec![startup])?;
+    let mut startup = pipeline.stamp(startup);
+    if let Event::Lifecycle(l) = &mut startup {
+        l.observer.config_hash = Some(config_hash.clone());
+    }
+    writer.send_waiting(startup)?;
 
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,7 +144,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             ticks += 1;
             let heartbeat = ticks
                 .is_multiple_of(cfg.heartbeat_seconds)
-                .then(|| own_usage(&capture));
+                .then(|| own_usage(&capture, &writer));
             if let Some(process) = &heartbeat {
                 pipeline.heartbeat(now_ns, process.clone(), &mut events);
             }
@@ -155,8 +162,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         if let Some(e) = failed {
             break Err(anyhow::Error::new(e).context("writing the recording (--record)"));
         }
-        if let Err(e) = emit_all(&mut sink, std::mem::take(&mut events)) {
+        if let Err(e) = send_all(&mut writer, &mut events) {
             break Err(e.into());
+        }
+        if writer.has_stopped() {
+            break Err(writer.stopped().into());
         }
     };
 
@@ -182,6 +192,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     let mut stats = pipeline.stats();
     stats["kernel_losses"] = losses_json(&reported);
+    stats["sink"] = writer.stats().to_json(writer.depth());
     match outcome.map_err(|e| match e.downcast::<SinkError>() {
         Ok(SinkError::Closed) => None,
         Ok(other) => Some(anyhow::Error::new(other)),
@@ -196,16 +207,31 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 Some(stats),
             );
             events.push(pipeline.stamp(shutdown));
-            emit_all(&mut sink, events)?;
-            tracing::info!(written = sink.written(), "stopped");
+            for ev in events {
+                writer.send_waiting(ev)?;
+            }
+            let stats = writer.stats();
+            writer.finish()?;
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let written = load(&stats.written);
+            let unwritten = load(&stats.queue_full) + load(&stats.write_failed);
+            if unwritten > 0 {
+                tracing::warn!(
+                    written,
+                    unwritten,
+                    "stopped; some events could not be written"
+                );
+            } else {
+                tracing::info!(written, "stopped");
+            }
             Ok(())
         }
         Err(None) => {
             // Nobody reads the events any more: say what was done, on stderr, and stop cleanly.
             eprintln!(
                 "observer: output closed by its reader after {} events; stopping. {}",
-                sink.written(),
-                stats
+                stats["sink"]["written"], stats
             );
             Ok(())
         }
@@ -304,11 +330,11 @@ fn apply(
     }
 }
 
-fn emit_all(sink: &mut Sink, events: Vec<Event>) -> Result<(), SinkError> {
-    for ev in events {
-        sink.emit(ev)?;
+fn send_all(writer: &mut Writer, events: &mut Vec<Event>) -> Result<(), SinkError> {
+    for ev in events.drain(..) {
+        writer.send(ev)?;
     }
-    sink.flush()
+    Ok(())
 }
 
 fn losses_json(l: &Losses) -> Value {
@@ -320,7 +346,7 @@ fn losses_json(l: &Losses) -> Value {
 }
 
 /// observer's own CPU time and memory, and the kernel side's totals, for heartbeats.
-fn own_usage(capture: &Capture) -> serde_json::Value {
+fn own_usage(capture: &Capture, writer: &Writer) -> serde_json::Value {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = |key: &str| {
         status
@@ -345,6 +371,7 @@ fn own_usage(capture: &Capture) -> serde_json::Value {
         "peak_rss_kib": kib("VmHWM:"),
         "cpu_seconds": cpu_seconds,
         "kernel_losses_total": losses_json(&capture.losses()),
+        "sink": writer.stats().to_json(writer.depth()),
     })
 }
 

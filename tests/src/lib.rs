@@ -423,7 +423,7 @@ impl Drop for TempDir {
 
 /// A running observer whose stdout lines are collected.
 pub struct Observer {
-    child: Child,
+    pub child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
     /// Holds the fingerprint key the run uses, unless the test named one.
@@ -597,9 +597,11 @@ impl Observer {
         let events: Vec<Value> = json_lines
             .iter()
             .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap_or_else(|e| {
+                let v = serde_json::from_str::<Value>(l).unwrap_or_else(|e| {
                     panic!("observer printed a line that is not JSON ({e}): {l}")
-                })
+                });
+                assert_schema(&v, l);
+                v
             })
             .collect();
         Finished {
@@ -613,6 +615,19 @@ impl Observer {
     pub fn stop(self) -> Finished {
         self.stop_with(rustix::process::Signal::INT)
     }
+}
+
+/// Every line of an output file, each checked to be one JSON object matching the schema.
+pub fn read_events(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("reading an output file");
+    text.lines()
+        .map(|l| {
+            let v = serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", path.display()));
+            assert_schema(&v, l);
+            v
+        })
+        .collect()
 }
 
 /// Panics unless `event` matches docs/events.schema.json.

@@ -93,7 +93,7 @@ fn wrk_ten_thousand_requests_against_nginx() {
     )
     .unwrap();
     let out = std::process::Command::new("wrk")
-        .args(["-t4", "-c4", "-d30s", "--latency", "-s"])
+        .args(["-t4", "-c4", "-d10s", "--latency", "-s"])
         .arg(&script)
         .arg(server.url("/json"))
         .output()

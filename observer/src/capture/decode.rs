@@ -29,6 +29,9 @@ pub enum CaptureEvent<'a> {
         /// Bytes the syscall moved; `bytes.len()` of them were copied.
         total_len: u64,
         bytes: &'a [u8],
+        /// Records of this socket lost before this one (ring buffer full): the stream has a
+        /// hole of unknown size here.
+        lost_before: u32,
     },
     Accept {
         meta: Meta,
@@ -147,6 +150,7 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
                 direction,
                 total_len,
                 bytes: &rec[DataEvent::HEADER..expected],
+                lost_before: u32_at(rec, HDR + 20),
             })
         }
         EventKind::Accept | EventKind::Connect => {
@@ -362,6 +366,7 @@ mod tests {
                 direction,
                 total_len,
                 bytes,
+                ..
             } => {
                 assert_eq!(meta, META);
                 assert_eq!(direction, Direction::Egress);

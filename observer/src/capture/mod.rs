@@ -155,12 +155,19 @@ pub struct Capture {
 
 impl Capture {
     /// Loads the programs and prepares the maps; nothing is attached yet.
-    pub fn load() -> Result<Self, CaptureError> {
+    /// Loads the programs with a ring buffer of `ring_bytes` (a power of two, a multiple of
+    /// the page size).
+    pub fn load(ring_bytes: u32) -> Result<Self, CaptureError> {
         tracefs::ensure_mounted()?;
         if EBPF_OBJECT.is_empty() {
             return Err(CaptureError::NoObject);
         }
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        // Userspace is woken early once a quarter of the ring is in use, whatever its size.
+        let wakeup = u64::from(ring_bytes / 4);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_bytes)
+            .override_global("WAKEUP_BYTES", &wakeup, true)
+            .load(EBPF_OBJECT)?;
         for (name, _) in PROGRAMS {
             let prog: &mut TracePoint = ebpf
                 .program_mut(name)

@@ -1,0 +1,203 @@
+//! The writer thread. The capture loop hands events over through a bounded queue and never
+//! waits for the output: a slow disk, a stalled pipe or a full file system must not hold up the
+//! loop that drains the kernel's ring buffer, or the ring would overflow and capture would lose
+//! traffic instead. When the queue is full, events are dropped, counted, and reported by a loss
+//! line that takes their place in the sequence.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+
+use super::{Cause, Gap, Sink, SinkError};
+use crate::event::Event;
+
+/// Events waiting for the writer, at most. About 1 KiB each at worst: a few MiB of memory
+/// buys seconds of a stalled output at thousands of events per second.
+pub const QUEUE_EVENTS: usize = 8192;
+/// How often written lines are put on disk (fsync), besides at rotation and at the end.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Events written per batch before the batch is flushed.
+const BATCH: usize = 4096;
+
+/// Counters shared with the writer thread, for heartbeats and the shutdown summary.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Lines in the output.
+    pub written: AtomicU64,
+    /// Events dropped because the queue was full.
+    pub queue_full: AtomicU64,
+    /// Events the output refused (disk full, I/O errors).
+    pub write_failed: AtomicU64,
+}
+
+impl SinkStats {
+    pub fn to_json(&self, depth: usize) -> serde_json::Value {
+        serde_json::json!({
+            "written": self.written.load(Ordering::Relaxed),
+            "queue_depth": depth,
+            "queue_capacity": QUEUE_EVENTS,
+            "queue_full": self.queue_full.load(Ordering::Relaxed),
+            "write_failed": self.write_failed.load(Ordering::Relaxed),
+        })
+    }
+}
+
+enum Msg {
+    Event(Box<Event>),
+    /// Events dropped before the queue, right after those already sent.
+    Gap(Gap),
+}
+
+pub struct Writer {
+    tx: Option<Sender<Msg>>,
+    thread: Option<JoinHandle<Result<(), SinkError>>>,
+    /// Dropped events not yet announced to the writer.
+    gap: Option<Gap>,
+    stats: Arc<SinkStats>,
+}
+
+impl Writer {
+    pub fn spawn(sink: Sink, capacity: usize) -> std::io::Result<Self> {
+        let (tx, rx) = bounded(capacity);
+        let stats = Arc::new(SinkStats::default());
+        let shared = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("observer-sink".into())
+            .spawn(move || write_loop(sink, rx, &shared))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            gap: None,
+            stats,
+        })
+    }
+
+    fn tx(&self) -> &Sender<Msg> {
+        self.tx.as_ref().expect("the queue lives until finish")
+    }
+
+    /// Hands one event over without waiting. Fails only when the writer has stopped (its
+    /// output was closed, or it failed for good).
+    pub fn send(&mut self, ev: Event) -> Result<(), SinkError> {
+        let seq = ev.meta().sequence;
+        if let Some(g) = self.gap.take() {
+            match self.tx().try_send(Msg::Gap(g)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    let mut g = g;
+                    g.push(seq, Cause::QueueFull);
+                    self.gap = Some(g);
+                    self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(self.stopped()),
+            }
+        }
+        match self.tx().try_send(Msg::Event(Box::new(ev))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                if self.stats.queue_full.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        "the output is slower than the traffic: events are dropped, counted \
+                         and reported in the output"
+                    );
+                }
+                self.gap = Some(Gap::new(seq, Cause::QueueFull));
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(self.stopped()),
+        }
+    }
+
+    /// Waits for room: for the last events of a run, when nothing is captured any more.
+    pub fn send_waiting(&mut self, ev: Event) -> Result<(), SinkError> {
+        if let Some(g) = self.gap.take()
+            && self.tx().send(Msg::Gap(g)).is_err()
+        {
+            return Err(self.stopped());
+        }
+        if self.tx().send(Msg::Event(Box::new(ev))).is_err() {
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    /// Events waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.tx.as_ref().map_or(0, |t| t.len())
+    }
+
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
+    /// Whether the writer has stopped on its own (a closed output or a fatal error).
+    pub fn has_stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// The reason the writer stopped (after `has_stopped`).
+    pub fn stopped(&mut self) -> SinkError {
+        self.join().err().unwrap_or(SinkError::Closed)
+    }
+
+    fn join(&mut self) -> Result<(), SinkError> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Err(SinkError::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything queued, puts it on disk and stops the thread.
+    pub fn finish(mut self) -> Result<(), SinkError> {
+        self.join()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
+}
+
+fn write_loop(mut sink: Sink, rx: Receiver<Msg>, stats: &SinkStats) -> Result<(), SinkError> {
+    let mut synced = Instant::now();
+    let publish = |sink: &Sink| {
+        stats.written.store(sink.written(), Ordering::Relaxed);
+        stats
+            .write_failed
+            .store(sink.write_failed(), Ordering::Relaxed);
+    };
+    loop {
+        match rx.recv_timeout(SYNC_EVERY) {
+            Ok(first) => {
+                handle(&mut sink, first)?;
+                for m in rx.try_iter().take(BATCH) {
+                    handle(&mut sink, m)?;
+                }
+                sink.flush()?;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if synced.elapsed() >= SYNC_EVERY {
+            sink.sync()?;
+            synced = Instant::now();
+        }
+        publish(&sink);
+    }
+    let r = sink.sync();
+    publish(&sink);
+    r
+}
+
+fn handle(sink: &mut Sink, m: Msg) -> Result<(), SinkError> {
+    match m {
+        Msg::Event(ev) => sink.emit(*ev),
+        Msg::Gap(g) => sink.note_gap(g),
+    }
+}
