@@ -508,6 +508,29 @@ mod tests {
     }
 
     #[test]
+    fn config_hash_follows_the_effective_configuration() {
+        let parent = std::os::unix::process::parent_id();
+        let a = args(&[parent]).validate().unwrap();
+        assert_eq!(
+            a.config_hash(),
+            args(&[parent]).validate().unwrap().config_hash()
+        );
+        assert_eq!(a.config_hash().len(), 64);
+        let mut b = args(&[parent]);
+        b.heartbeat_seconds = 11;
+        assert_ne!(a.config_hash(), b.validate().unwrap().config_hash());
+        let mut c = a.clone();
+        c.detection.brute_force.threshold += 1;
+        assert_ne!(a.config_hash(), c.config_hash());
+        // The integrity key's bytes do not leak into the hash, only its use.
+        let (mut k1, mut k2) = (a.clone(), a.clone());
+        k1.integrity_key = Some(b"one key of sixteen bytes".to_vec());
+        k2.integrity_key = Some(b"another key, also long".to_vec());
+        assert_eq!(k1.config_hash(), k2.config_hash());
+        assert_ne!(k1.config_hash(), a.config_hash());
+    }
+
+    #[test]
     fn config_file_overrides_and_validates() {
         let f = FileConfig::parse(
             "[detection.brute_force]\nthreshold = 3\nwindow_seconds = 60\n\

@@ -37,6 +37,9 @@ pub struct Header {
     /// Monotonic time of `sys_startup`.
     #[serde(default)]
     pub started_ns: u64,
+    /// `observer.config_hash` of the recorded run's `sys_startup`.
+    #[serde(default)]
+    pub config_hash: Option<String>,
 }
 
 /// Periodic maintenance of the live loop: replayed at the same point of the stream.
@@ -281,6 +284,7 @@ mod tests {
             version: "0".into(),
             targets: vec![1],
             started_ns: 3,
+            config_hash: Some("ab".into()),
         };
         let entries = vec![
             Entry::Kernel(vec![1, 2, 3]),

@@ -61,13 +61,16 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             other => {
                 if first {
                     first = false;
-                    let start = lifecycle_event(
+                    let mut start = lifecycle_event(
                         "sys_startup",
                         clock.wall(reader.header.started_ns),
                         pipeline.run_id(),
                         reader.header.targets.clone(),
                         None,
                     );
+                    if let crate::event::Event::Lifecycle(l) = &mut start {
+                        l.observer.config_hash = reader.header.config_hash.clone();
+                    }
                     events.push(pipeline.stamp(start));
                 }
                 if let Some(rec) = pending.take() {

@@ -81,6 +81,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 targets: initial.clone(),
                 started_ns,
+                config_hash: Some(config_hash.clone()),
             },
         )?),
         None => None,
