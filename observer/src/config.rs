@@ -120,6 +120,10 @@ pub struct RunArgs {
     /// 1 GiB. A larger ring rides out longer bursts; what overflows it is counted and reported.
     #[arg(long, value_name = "BYTES", default_value_t = observer_common::RING_BYTES)]
     pub ring_buffer_size: u32,
+    /// Serve the heartbeat's counters in Prometheus' text format at http://ADDR/metrics
+    /// (e.g. 127.0.0.1:9464), refreshed every second.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -366,6 +370,7 @@ pub struct RunConfig {
     pub heartbeat_seconds: u64,
     pub queue_events: usize,
     pub ring_bytes: u32,
+    pub metrics: Option<std::net::SocketAddr>,
     pub format: crate::sink::Format,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
@@ -466,6 +471,7 @@ impl RunArgs {
             heartbeat_seconds: self.heartbeat_seconds,
             queue_events: self.queue_events as usize,
             ring_bytes: ring,
+            metrics: self.metrics,
             format: self.format,
             integrity_key: match &self.integrity_key {
                 Some(p) => {
@@ -503,6 +509,7 @@ mod tests {
             heartbeat_seconds: 10,
             queue_events: crate::sink::QUEUE_EVENTS as u64,
             ring_buffer_size: observer_common::RING_BYTES,
+            metrics: None,
             format: crate::sink::Format::Json,
         }
     }

@@ -13,6 +13,7 @@ pub mod host;
 pub mod http;
 pub mod identity;
 pub mod integrity;
+pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod replay;

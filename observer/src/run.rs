@@ -13,6 +13,7 @@ use crate::event::{Clock, Event, lifecycle_event, new_run_id};
 use crate::host::{LiveHost, socket_fds};
 use crate::identity::Fingerprinter;
 use crate::integrity::Chain;
+use crate::metrics;
 use crate::pipeline::Pipeline;
 use crate::record::{self, RecordingHost};
 use crate::sink::{Sink, SinkError, Writer};
@@ -41,6 +42,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     .with_format(cfg.format);
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
+    let metrics_page = match cfg.metrics {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            let page = metrics::Page::default();
+            tokio::spawn(metrics::serve(listener, page.clone()));
+            tracing::info!("serving metrics at http://{addr}/metrics");
+            Some(page)
+        }
+        None => None,
+    };
     let mut capture = Capture::load(cfg.ring_bytes)?;
     let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();
     capture.set_cgroups(&cgroup_ids)?;
@@ -148,6 +159,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 .then(|| own_usage(&capture, &writer));
             if let Some(process) = &heartbeat {
                 pipeline.heartbeat(now_ns, process.clone(), &mut events);
+            }
+            if let Some(page) = &metrics_page {
+                let mut m = pipeline.stats();
+                m["process"] = match &heartbeat {
+                    Some(p) => p.clone(),
+                    None => own_usage(&capture, &writer),
+                };
+                page.set(metrics::render(&m));
             }
             if let Some(w) = recorder.as_mut() {
                 let tick = record::Tick {

@@ -257,3 +257,60 @@ fn pretty_format_for_people() {
     assert!(!line.contains("s3cret") && !line.contains("wrong"));
     assert!(f.lines[2].contains("sys_shutdown"));
 }
+
+#[test]
+fn prometheus_metrics_are_served() {
+    require_root();
+    let server = Server::api();
+    let port = observer_tests::free_port();
+    let obs = Observer::start(&[
+        "--pid".into(),
+        server.pid().to_string(),
+        "--metrics".into(),
+        format!("127.0.0.1:{port}"),
+    ]);
+    for _ in 0..3 {
+        curl(&[&server.url("/health")]);
+    }
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let scrape = || {
+        let out = Command::new("curl").args(["-s", &url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    observer_tests::wait_until("the metrics page counts 3 exchanges", || {
+        scrape().contains("\nobserver_exchanges 3\n")
+    });
+    let page = scrape();
+    for name in [
+        "observer_connections_open ",
+        "observer_process_rss_kib ",
+        "observer_process_sink_queue_depth ",
+        "observer_process_sink_written ",
+        "observer_process_kernel_losses_total_ring_full 0",
+    ] {
+        assert!(page.contains(name), "{name} missing:\n{page}");
+    }
+    // Every sample line is `name value`; comments are TYPE lines.
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            assert!(rest.ends_with(" gauge"), "{line}");
+        } else {
+            let (name, value) = line.split_once(' ').unwrap();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            value.parse::<f64>().unwrap();
+        }
+    }
+    let wrong = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/other"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&wrong.stdout), "404");
+    let f = obs.stop();
+    assert!(f.status.success());
+    // The scrapes are not traffic of the target.
+    assert_eq!(f.exchanges().len(), 3);
+}
