@@ -118,6 +118,15 @@ impl ConnTable {
         }
     }
 
+    /// HTTP counters of the open connections, summed.
+    pub fn open_http_counters(&self) -> crate::http::HttpCounters {
+        let mut sum = crate::http::HttpCounters::default();
+        for c in self.conns.values() {
+            sum.add(&c.http.counters);
+        }
+        sum
+    }
+
     pub fn len(&self) -> usize {
         self.conns.len()
     }

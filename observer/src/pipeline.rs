@@ -44,7 +44,23 @@ pub struct Pipeline<H: Host> {
     detector: Detector,
     /// `event.sequence` of the last event made: gap-free per run.
     next_sequence: u64,
+    /// Userspace caps that bit, as last reported in a loss event.
+    reported_caps: [u64; CAPS.len()],
 }
+
+/// Userspace limits whose bites are reported as losses: what each drops.
+const CAPS: [&str; 5] = [
+    // Connections dropped because the table was full.
+    "connections_evicted",
+    // Requests dropped because too many waited for a response on one connection.
+    "pending_overflow",
+    // Message heads longer than the parser holds.
+    "heads_too_long",
+    // Requests dropped where the kernel lost records of their connection.
+    "dropped_at_holes",
+    // Detection keys (sources, credentials) dropped because a rule's table was full.
+    "detection_keys_evicted",
+];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PipelineCounters {
@@ -80,6 +96,7 @@ impl<H: Host> Pipeline<H> {
             fingerprinter: None,
             detector: Detector::new(DetectConfig::default()),
             next_sequence: 0,
+            reported_caps: [0; CAPS.len()],
         }
     }
 
@@ -220,6 +237,7 @@ impl<H: Host> Pipeline<H> {
     /// forget idle connections, end detection cooldowns.
     pub fn maintain(&mut self, now_ns: u64, losses: &[(String, u64)], out: &mut Vec<Event>) {
         let total: u64 = losses.iter().map(|(_, n)| n).sum();
+        let mut loss = serde_json::Map::new();
         if total > 0 {
             tracing::warn!(?losses, "the kernel side lost records");
             self.note_loss(now_ns, total);
@@ -227,8 +245,20 @@ impl<H: Host> Pipeline<H> {
             for (name, n) in losses {
                 kernel.insert(name.clone(), json!(n));
             }
-            let mut loss = serde_json::Map::new();
             loss.insert("kernel".into(), serde_json::Value::Object(kernel));
+        }
+        let mut userspace = serde_json::Map::new();
+        for (i, now) in self.caps().into_iter().enumerate() {
+            if now > self.reported_caps[i] {
+                userspace.insert(CAPS[i].into(), json!(now - self.reported_caps[i]));
+                self.reported_caps[i] = now;
+            }
+        }
+        if !userspace.is_empty() {
+            tracing::warn!(?userspace, "observer's own limits dropped data");
+            loss.insert("userspace".into(), serde_json::Value::Object(userspace));
+        }
+        if !loss.is_empty() {
             let ev = crate::event::loss_event(self.clock.wall(now_ns), &self.run_id, loss);
             out.push(self.stamp(ev));
         }
@@ -255,10 +285,28 @@ impl<H: Host> Pipeline<H> {
         }
     }
 
+    /// HTTP counters of every connection, closed or open.
+    fn http_counters(&self) -> HttpCounters {
+        let mut http = self.http_closed;
+        http.add(&self.conns.open_http_counters());
+        http
+    }
+
+    /// Totals of the userspace caps, in the order of [`CAPS`].
+    fn caps(&self) -> [u64; CAPS.len()] {
+        let http = self.http_counters();
+        [
+            self.conns.counters.evicted,
+            http.pending_overflow,
+            http.heads_too_long,
+            http.dropped_at_holes,
+            self.detector.counters.evicted,
+        ]
+    }
+
     /// Totals for health reporting.
     pub fn stats(&self) -> serde_json::Value {
-        // Open connections' counters are added when each closes.
-        let http = self.http_closed;
+        let http = self.http_counters();
         let c = &self.conns.counters;
         json!({
             "records": self.counters.records,
@@ -587,6 +635,43 @@ mod tests {
         out.iter()
             .map(|e| serde_json::to_value(e).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn userspace_caps_that_bite_are_reported_as_losses_once() {
+        let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+        let mut out = Vec::new();
+        let peer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+        let mut feed = |p: &mut Pipeline<NoHost>, rec: Vec<u8>| {
+            p.handle(&decode(&rec).unwrap(), &mut out);
+        };
+        feed(
+            &mut p,
+            encode::conn(&meta(7, 1), 3, &encode::sockaddr_in(peer)),
+        );
+        feed(&mut p, data(meta(7, 2), Direction::Ingress, b"GET /"));
+        let filler = vec![b'a'; 4000];
+        for i in 0..10 {
+            feed(&mut p, data(meta(7, 3 + i), Direction::Ingress, &filler));
+        }
+        let mut out = Vec::new();
+        p.maintain(100, &[], &mut out);
+        p.maintain(200, &[], &mut out);
+        let losses: Vec<serde_json::Value> = out
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .filter(|e| e["event"]["action"] == "loss")
+            .collect();
+        assert_eq!(losses.len(), 1, "{losses:?}");
+        assert_eq!(
+            losses[0]["observer"]["loss"]["userspace"]["heads_too_long"],
+            1
+        );
+        assert_eq!(
+            p.stats()["http"]["heads_too_long"],
+            1,
+            "open connections count"
+        );
     }
 
     #[test]
