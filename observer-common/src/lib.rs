@@ -92,6 +92,50 @@ pub enum Syscall {
     SendMsg = 7,
     /// Bytes sent from a file: counted, never seen.
     SendFile = 8,
+    /// Plaintext an OpenSSL read returned (uprobe on SSL_read / SSL_read_ex).
+    SslRead = 9,
+    /// Plaintext given to an OpenSSL write (uprobe on SSL_write / SSL_write_ex).
+    SslWrite = 10,
+}
+
+impl Syscall {
+    /// Whether a data event with this syscall id holds TLS plaintext.
+    pub const fn is_tls(id: u32) -> bool {
+        id == Self::SslRead as u32 || id == Self::SslWrite as u32
+    }
+}
+
+/// Flag in the tracked-socket table's value: the socket carries TLS, so its syscalls move
+/// ciphertext, which is counted but not copied. The low bits count records lost since the last
+/// one delivered.
+pub const SOCKET_TLS: u32 = 1 << 31;
+
+/// An OpenSSL read or write between entry and return, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsArgs {
+    /// The `SSL *`.
+    pub ssl: u64,
+    /// The plaintext buffer.
+    pub buf: u64,
+    /// For the `_ex` calls: where OpenSSL stores the byte count; 0 otherwise.
+    pub out_len: u64,
+    /// The socket of the first read/write syscall made inside the call, or -1.
+    pub fd: i32,
+    /// [`Syscall::SslRead`] or [`Syscall::SslWrite`].
+    pub syscall: u32,
+}
+
+/// Indices of the per-CPU counters that are not losses.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Bytes of TLS records (ciphertext) moved on sockets whose plaintext is captured.
+    TlsCiphertextBytes = 0,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 1;
 }
 
 /// Header of every ring buffer record.
@@ -254,15 +298,19 @@ pub enum LossCounter {
     InflightTableFull = 2,
     /// Copying from the process's memory failed; the record carries the length only.
     ReadFailed = 3,
+    /// TLS plaintext whose socket could not be told (no syscall inside the call and the SSL
+    /// object not seen before).
+    TlsNoSocket = 4,
 }
 
 impl LossCounter {
-    pub const COUNT: u32 = 4;
-    pub const ALL: [LossCounter; 4] = [
+    pub const COUNT: u32 = 5;
+    pub const ALL: [LossCounter; 5] = [
         Self::RingFull,
         Self::SocketTableFull,
         Self::InflightTableFull,
         Self::ReadFailed,
+        Self::TlsNoSocket,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -271,6 +319,7 @@ impl LossCounter {
             Self::SocketTableFull => "socket_table_full",
             Self::InflightTableFull => "inflight_table_full",
             Self::ReadFailed => "read_failed",
+            Self::TlsNoSocket => "tls_no_socket",
         }
     }
 }
@@ -305,5 +354,6 @@ mod tests {
         assert_eq!(size_of::<CgroupTarget>(), 16);
         assert_eq!(size_of::<IoArgs>(), 32);
         assert_eq!(size_of::<ConnArgs>(), 32);
+        assert_eq!(size_of::<TlsArgs>(), 32);
     }
 }

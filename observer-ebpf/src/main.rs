@@ -14,14 +14,14 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_user},
     },
-    macros::{map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use observer_common::{
-    CgroupTarget, ConnArgs, ConnEvent, DataEvent, Direction, EventHeader, EventKind, IoArgs,
-    LocalAddr, LossCounter, MAX_CGROUPS, MAX_DATA, MAX_IOV, MAX_SOCKADDR, ProcChange, ProcEvent,
-    RING_BYTES, Syscall, WAKEUP_THRESHOLD, socket_key,
+    CgroupTarget, ConnArgs, ConnEvent, Counter, DataEvent, Direction, EventHeader, EventKind,
+    IoArgs, LocalAddr, LossCounter, MAX_CGROUPS, MAX_DATA, MAX_IOV, MAX_SOCKADDR, ProcChange,
+    ProcEvent, RING_BYTES, SOCKET_TLS, Syscall, TlsArgs, WAKEUP_THRESHOLD, socket_key,
 };
 
 /// Records for userspace. Userspace may set another size at load time.
@@ -58,6 +58,25 @@ static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0);
 /// Local addresses of connects in flight, noted when TCP enters SYN_SENT inside the call.
 #[map]
 static CONNECT_LOCAL: HashMap<u64, LocalAddr> = HashMap::with_max_entries(4096, 0);
+
+/// OpenSSL reads and writes between entry and return, per thread.
+#[map]
+static TLS_INFLIGHT: HashMap<u64, TlsArgs> = HashMap::with_max_entries(16384, 0);
+
+/// The socket each `SSL *` of a process was last seen on: `[tgid, ssl]` → fd. For calls that
+/// OpenSSL serves from its own buffer, with no syscall inside. SSL objects are freed without
+/// notice, so the least recently used entries make room.
+#[map]
+static TLS_SOCKETS: LruHashMap<[u64; 2], i32> = LruHashMap::with_max_entries(65536, 0);
+
+/// The tracked socket each thread last read from. OpenSSL used with memory BIOs (Node.js) makes
+/// no syscall inside SSL_read: the ciphertext was read from this socket just before.
+#[map]
+static LAST_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU counters indexed by [`Counter`].
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 /// Per-CPU counters indexed by [`LossCounter`].
 #[map]
@@ -97,6 +116,14 @@ fn count_loss(counter: LossCounter) {
     if let Some(v) = LOSSES.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *v += 1 };
+    }
+}
+
+#[inline(always)]
+fn count(counter: Counter, n: u64) {
+    if let Some(v) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *v += n };
     }
 }
 
@@ -202,6 +229,21 @@ fn io_enter_with(ctx: &TracePointContext, syscall: Syscall, buffers: Buffers) ->
         return 0;
     }
     let fd = arg(ctx, ARG0) as i32;
+    // Inside an OpenSSL call: this is the call's socket, and what it moves is ciphertext.
+    if let Some(t) = TLS_INFLIGHT.get_ptr_mut(pid_tgid) {
+        // SAFETY: the map value lives while the program runs; only this thread uses it.
+        unsafe {
+            if (*t).fd < 0 {
+                (*t).fd = fd;
+            }
+        }
+        if fd >= 0
+            && let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, fd as u32))
+        {
+            // SAFETY: as above.
+            unsafe { *state |= SOCKET_TLS };
+        }
+    }
     if !is_socket(tgid, fd) {
         return 0;
     }
@@ -250,6 +292,9 @@ fn io_exit(ctx: &TracePointContext, direction: Direction) -> u32 {
     if ret <= 0 {
         return 0;
     }
+    if direction == Direction::Ingress {
+        let _ = LAST_READ.insert(pid_tgid, args.fd, BPF_ANY as u64);
+    }
     emit_data(pid_tgid, &args, direction, ret as u64);
     0
 }
@@ -269,7 +314,13 @@ fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
     // userspace must not splice the bytes on either side of the hole into one message.
     let slot = SOCKETS.get_ptr_mut(socket_key(ev.hdr.tgid, args.fd as u32));
     // SAFETY: the map value lives while the program runs.
-    let lost = slot.map(|p| unsafe { *p }).unwrap_or(0);
+    let state = slot.map(|p| unsafe { *p }).unwrap_or(0);
+    if state & SOCKET_TLS != 0 && !Syscall::is_tls(args.syscall) {
+        // Ciphertext: its plaintext comes from the OpenSSL probes.
+        count(Counter::TlsCiphertextBytes, total);
+        return;
+    }
+    let lost = state & !SOCKET_TLS;
     ev.lost_before = lost;
     let want = if total > MAX_DATA as u64 {
         MAX_DATA as u64
@@ -302,15 +353,17 @@ fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
         count_loss(LossCounter::RingFull);
-        if let Some(p) = slot {
+        if let Some(p) = slot
+            && lost < !SOCKET_TLS
+        {
             // SAFETY: as above.
-            unsafe { *p = lost.saturating_add(1) };
+            unsafe { *p = state + 1 };
         }
     } else if lost > 0
         && let Some(p) = slot
     {
         // SAFETY: as above.
-        unsafe { *p = 0 };
+        unsafe { *p = state & SOCKET_TLS };
     }
 }
 
@@ -615,6 +668,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 
 // sock/inet_sock_set_state: newstate at 20, sport at 24 (host order), family at 28,
 // saddr at 32, saddr_v6 at 40.
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 
 /// A target's TCP connect picks its local address and port inside the syscall, in the caller's
@@ -627,14 +681,25 @@ pub fn tcp_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: offsets inside the inet_sock_set_state record.
-    let (newstate, sport, family) = unsafe {
+    let (oldstate, newstate, sport, family) = unsafe {
         (
+            core::ptr::read_volatile(ctx.as_ptr().add(16) as *const i32),
             core::ptr::read_volatile(ctx.as_ptr().add(20) as *const i32),
             core::ptr::read_volatile(ctx.as_ptr().add(24) as *const u16),
             core::ptr::read_volatile(ctx.as_ptr().add(28) as *const u16),
         )
     };
-    if newstate != TCP_SYN_SENT {
+    // SYN_SENT is set before the kernel picks the source port; over loopback the handshake
+    // completes inside the connect call, and ESTABLISHED then carries it.
+    // (The accepting side's socket also becomes ESTABLISHED here, from SYN_RECV.)
+    let connected = oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED;
+    if newstate != TCP_SYN_SENT && !connected {
+        return 0;
+    }
+    if sport == 0
+        // SAFETY: the value is not kept past this call.
+        && unsafe { CONNECT_LOCAL.get(pid_tgid).is_some() }
+    {
         return 0;
     }
     let mut local = LocalAddr {
@@ -704,6 +769,133 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     }
     emit_proc(pid_tgid, ProcChange::Exit, tgid);
     0
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenSSL: SSL_read, SSL_write and their _ex forms, in libssl or in an executable that exports
+// them. The plaintext is taken at return; the socket from the syscall made inside the call.
+
+#[inline(always)]
+fn tls_enter(ctx: &ProbeContext, syscall: Syscall, ex: bool) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid, pid_tgid) {
+        return 0;
+    }
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    let out_len = if ex {
+        ctx.arg::<u64>(3).unwrap_or(0)
+    } else {
+        0
+    };
+    let args = TlsArgs {
+        ssl,
+        buf,
+        out_len,
+        fd: -1,
+        syscall: syscall as u32,
+    };
+    if TLS_INFLIGHT.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
+        count_loss(LossCounter::InflightTableFull);
+    }
+    0
+}
+
+#[inline(always)]
+fn tls_exit(ctx: &RetProbeContext, direction: Direction) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is removed.
+    let args = match unsafe { TLS_INFLIGHT.get(pid_tgid) } {
+        Some(a) => *a,
+        None => return 0,
+    };
+    let _ = TLS_INFLIGHT.remove(pid_tgid);
+    let ret = ctx.ret::<u64>() as i32;
+    let n = if args.out_len != 0 {
+        if ret != 1 {
+            return 0;
+        }
+        // SAFETY: the helper checks the user pointer.
+        match unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.out_len as *const u64) } {
+            Ok(n) => n,
+            Err(_) => {
+                count_loss(LossCounter::ReadFailed);
+                return 0;
+            }
+        }
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        return 0;
+    };
+    if n == 0 {
+        return 0;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = [pid_tgid >> 32, args.ssl];
+    // SAFETY (both lookups): the values are copied at once.
+    let fd = if args.fd >= 0 {
+        let _ = TLS_SOCKETS.insert(key, args.fd, BPF_ANY as u64);
+        args.fd
+    } else if let Some(fd) = unsafe { TLS_SOCKETS.get(key) } {
+        *fd
+    } else if let Some(&fd) = unsafe { LAST_READ.get(pid_tgid) } {
+        // No syscall inside and a new SSL object: its ciphertext came in on the socket this
+        // thread read last. Remembered, and its syscalls now count as ciphertext.
+        let _ = TLS_SOCKETS.insert(key, fd, BPF_ANY as u64);
+        if let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, fd as u32)) {
+            // SAFETY: the map value lives while the program runs.
+            unsafe { *state |= SOCKET_TLS };
+        }
+        fd
+    } else {
+        count_loss(LossCounter::TlsNoSocket);
+        return 0;
+    };
+    let io = IoArgs {
+        buf: args.buf,
+        fd,
+        syscall: args.syscall,
+        nr: 0,
+        iovcnt: 0,
+        _pad: 0,
+    };
+    emit_data(pid_tgid, &io, direction, n);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Syscall::SslRead, false)
+}
+
+#[uprobe]
+pub fn ssl_read_ex_enter(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Syscall::SslRead, true)
+}
+
+#[uprobe]
+pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Syscall::SslWrite, false)
+}
+
+#[uprobe]
+pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Syscall::SslWrite, true)
+}
+
+/// Return of SSL_read and SSL_read_ex.
+#[uretprobe]
+pub fn ssl_read_exit(ctx: RetProbeContext) -> u32 {
+    tls_exit(&ctx, Direction::Ingress)
+}
+
+/// Return of SSL_write and SSL_write_ex.
+#[uretprobe]
+pub fn ssl_write_exit(ctx: RetProbeContext) -> u32 {
+    tls_exit(&ctx, Direction::Egress)
 }
 
 #[cfg(not(test))]

@@ -124,6 +124,11 @@ pub struct RunArgs {
     /// (e.g. 127.0.0.1:9464), refreshed every second.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// HTTPS: `auto` hooks OpenSSL in the libraries and executables targets use and in the
+    /// system's default libssl (so programs started later are seen from their first call);
+    /// `targets` only in what targets have mapped; `off` captures plaintext sockets only.
+    #[arg(long, value_enum, default_value_t = TlsMode::Auto)]
+    pub tls: TlsMode,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -131,6 +136,14 @@ pub struct RunArgs {
     /// Overrides `identity.key_file` of the config file.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
+}
+
+/// Where OpenSSL is hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    Auto,
+    Targets,
+    Off,
 }
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
@@ -371,6 +384,7 @@ pub struct RunConfig {
     pub queue_events: usize,
     pub ring_bytes: u32,
     pub metrics: Option<std::net::SocketAddr>,
+    pub tls: TlsMode,
     pub format: crate::sink::Format,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
@@ -472,6 +486,7 @@ impl RunArgs {
             queue_events: self.queue_events as usize,
             ring_bytes: ring,
             metrics: self.metrics,
+            tls: self.tls,
             format: self.format,
             integrity_key: match &self.integrity_key {
                 Some(p) => {
@@ -510,6 +525,7 @@ mod tests {
             queue_events: crate::sink::QUEUE_EVENTS as u64,
             ring_buffer_size: observer_common::RING_BYTES,
             metrics: None,
+            tls: TlsMode::Auto,
             format: crate::sink::Format::Json,
         }
     }

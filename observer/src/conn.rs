@@ -84,6 +84,8 @@ pub struct Conn {
     pub ignored: bool,
     /// Exchanges it produced.
     pub exchanges: u64,
+    /// Its plaintext comes from the OpenSSL probes; its syscalls move ciphertext.
+    pub tls: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,6 +165,7 @@ impl ConnTable {
                 last_ns: now_ns,
                 ignored: false,
                 exchanges: 0,
+                tls: false,
             },
         );
         replaced

@@ -238,8 +238,16 @@ pub struct ExchangeEvent {
     pub user_agent: Option<UserAgent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+    /// Present when the exchange travelled inside TLS (ECS `tls.established`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     pub process: Process,
     pub observer: ObserverExchange,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Tls {
+    pub established: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -368,6 +376,54 @@ pub enum Event {
     Lifecycle(LifecycleEvent),
     Loss(LossEvent),
     Heartbeat(HeartbeatEvent),
+    Blind(Box<BlindEvent>),
+}
+
+/// `sys_monitor_disabled`: a target whose traffic observer cannot see (TLS it cannot hook),
+/// so that silence is never taken for "no traffic".
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BlindEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub process: BlindProcess,
+    pub observer: ObserverBlind,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BlindProcess {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverBlind {
+    pub run_id: String,
+    /// What was found and why it cannot be seen.
+    pub reason: String,
+}
+
+pub fn blind_event(now: String, run_id: &str, process: BlindProcess, reason: String) -> Event {
+    Event::Blind(Box::new(BlindEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "event",
+            category: &["process"],
+            kind_type: &["info"],
+            action: "sys_monitor_disabled",
+            outcome: Some("unknown"),
+            sequence: 0,
+            duration: None,
+        },
+        process,
+        observer: ObserverBlind {
+            run_id: run_id.to_string(),
+            reason,
+        },
+    }))
 }
 
 impl Event {
@@ -378,6 +434,7 @@ impl Event {
             Event::Lifecycle(e) => &e.event,
             Event::Loss(e) => &e.event,
             Event::Heartbeat(e) => &e.event,
+            Event::Blind(e) => &e.event,
         }
     }
 
@@ -388,6 +445,7 @@ impl Event {
             Event::Lifecycle(e) => &mut e.event,
             Event::Loss(e) => &mut e.event,
             Event::Heartbeat(e) => &mut e.event,
+            Event::Blind(e) => &mut e.event,
         }
     }
 }
@@ -470,6 +528,8 @@ pub struct ExchangeContext<'a> {
     pub role: Role,
     pub connection_id: u64,
     pub endpoints: &'a Endpoints,
+    /// The bytes were TLS plaintext.
+    pub tls: bool,
     pub tgid: u32,
     pub tid: u32,
     pub process: &'a ProcessInfo,
@@ -587,6 +647,7 @@ pub fn exchange_event(
         user: credential
             .and_then(|c| c.user_hash.clone())
             .map(|hash| User { hash }),
+        tls: ctx.tls.then_some(Tls { established: true }),
         process: Process {
             pid: ctx.tgid,
             name: ctx.process.name.clone(),

@@ -417,6 +417,16 @@ impl HttpConn {
         }
     }
 
+    /// The connection turned out to carry TLS: what was parsed so far was the handshake's
+    /// ciphertext. Starts over, for the plaintext.
+    pub fn restart_for_tls(&mut self) {
+        self.req = HalfStream::new();
+        self.resp = HalfStream::new();
+        self.pending.clear();
+        self.upgrade_asked = false;
+        self.counters.skipped_pieces = 0;
+    }
+
     /// Records of this connection were lost before the next piece (the kernel's ring buffer was
     /// full): a hole of unknown size, in either direction. Half-read messages and requests
     /// waiting for an answer can no longer be paired safely, so they are dropped (and counted)

@@ -20,3 +20,4 @@ pub mod replay;
 pub mod run;
 pub mod sink;
 pub mod target;
+pub mod tls;

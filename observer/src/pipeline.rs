@@ -77,6 +77,8 @@ pub struct PipelineCounters {
     /// Connections whose socket was already closed or reused when its addresses were looked
     /// up; their local address comes from the listening socket or is left out.
     pub late_address_lookups: u64,
+    /// Connections whose plaintext came from the OpenSSL probes.
+    pub tls_connections: u64,
 }
 
 impl<H: Host> Pipeline<H> {
@@ -169,6 +171,7 @@ impl<H: Host> Pipeline<H> {
                 total_len,
                 bytes,
                 lost_before,
+                tls,
             } => {
                 if lost_before > 0
                     && let Some(conn) = self.conns.get_mut(&ConnKey {
@@ -178,7 +181,7 @@ impl<H: Host> Pipeline<H> {
                 {
                     conn.http.on_lost();
                 }
-                self.data(meta, direction, total_len, bytes, out)
+                self.data(meta, direction, total_len, bytes, tls, out)
             }
             CaptureEvent::Process {
                 meta,
@@ -331,6 +334,7 @@ impl<H: Host> Pipeline<H> {
                 "dropped_at_holes": http.dropped_at_holes,
             },
             "late_address_lookups": self.counters.late_address_lookups,
+            "tls_connections": self.counters.tls_connections,
             "detection": {
                 "alerts": self.detector.counters.alerts,
                 "suppressed": self.detector.counters.suppressed,
@@ -410,7 +414,11 @@ impl<H: Host> Pipeline<H> {
         if let Some(old) = self.conns.open(key, meta.tid, Some(role), ends, meta.ts_ns) {
             self.finish(old, meta.ts_ns, out);
         }
-        if !keep {
+        if keep {
+            // Now, while the process surely runs: a short-lived client (curl) is often gone by
+            // the time its exchange completes.
+            self.process(meta.tgid);
+        } else {
             self.filter_out(key);
         }
     }
@@ -438,6 +446,7 @@ impl<H: Host> Pipeline<H> {
         direction: Direction,
         total_len: u64,
         bytes: &[u8],
+        tls: bool,
         out: &mut Vec<Event>,
     ) {
         let key = ConnKey {
@@ -457,6 +466,17 @@ impl<H: Host> Pipeline<H> {
         let conn = self.conns.get_mut(&key).expect("just inserted");
         if conn.ignored {
             return;
+        }
+        if tls != conn.tls {
+            if !tls {
+                // Ciphertext that slipped through before the kernel side knew (a record in
+                // flight): never parsed.
+                return;
+            }
+            // The first plaintext: what came before was the TLS handshake.
+            conn.tls = true;
+            conn.http.restart_for_tls();
+            self.counters.tls_connections += 1;
         }
         conn.last_ns = meta.ts_ns;
         conn.last_tid = meta.tid;
@@ -488,7 +508,8 @@ impl<H: Host> Pipeline<H> {
         if !done.is_empty() {
             let id = conn.id;
             let ends = conn.endpoints.clone();
-            self.emit_exchanges(&mut done, role, id, &ends, meta.tgid, meta.tid, out);
+            let tls = conn.tls;
+            self.emit_exchanges(&mut done, role, id, &ends, tls, meta.tgid, meta.tid, out);
         }
         self.scratch = done;
     }
@@ -500,6 +521,7 @@ impl<H: Host> Pipeline<H> {
         role: Role,
         connection_id: u64,
         endpoints: &Endpoints,
+        tls: bool,
         tgid: u32,
         tid: u32,
         out: &mut Vec<Event>,
@@ -525,6 +547,7 @@ impl<H: Host> Pipeline<H> {
             role,
             connection_id,
             endpoints,
+            tls,
             tgid,
             tid,
             process,
@@ -586,7 +609,16 @@ impl<H: Host> Pipeline<H> {
         self.http_closed.add(&conn.http.counters);
         if let (Some(role), false) = (conn.role, done.is_empty()) {
             let (tgid, tid) = (conn.key.tgid, conn.last_tid);
-            self.emit_exchanges(&mut done, role, conn.id, &conn.endpoints, tgid, tid, out);
+            self.emit_exchanges(
+                &mut done,
+                role,
+                conn.id,
+                &conn.endpoints,
+                conn.tls,
+                tgid,
+                tid,
+                out,
+            );
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::capture::{Capture, Losses};
 use crate::config::RunConfig;
+use crate::config::TlsMode;
 use crate::event::{Clock, Event, lifecycle_event, new_run_id};
 use crate::host::{LiveHost, socket_fds};
 use crate::identity::Fingerprinter;
@@ -18,6 +19,7 @@ use crate::pipeline::Pipeline;
 use crate::record::{self, RecordingHost};
 use crate::sink::{Sink, SinkError, Writer};
 use crate::target::{Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants};
+use crate::tls::{Blind, TlsWatch};
 use observer_common::ProcChange;
 
 /// How often the ring buffer is read when the kernel does not wake us (it wakes us itself once
@@ -73,6 +75,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         capture.add_target(pid)?;
         seeded.add(adopt(&mut capture, pid));
     }
+    let mut tls = Tls::new(cfg.tls, &mut capture);
+    let mut blinds = Vec::new();
+    for &pid in &initial {
+        tls.scan(&mut capture, pid, &mut blinds);
+    }
     let clock = Clock::now();
     let started_ns = Clock::mono_now();
     let mut writer = Writer::spawn(sink.with_clock(clock), cfg.queue_events)
@@ -121,13 +128,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         l.observer.config_hash = Some(config_hash.clone());
     }
     writer.send_waiting(startup)?;
+    let mut events: Vec<Event> = Vec::new();
+    for b in blinds.drain(..) {
+        events.push(pipeline.stamp(blind(b, &clock, pipeline.run_id())));
+    }
 
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintenance = tokio::time::interval(MAINTENANCE);
     let mut reported: Losses = capture.losses();
     let mut ticks: u64 = 0;
-    let mut events: Vec<Event> = Vec::new();
 
     let outcome: Result<(), anyhow::Error> = loop {
         let mut maintain = false;
@@ -139,8 +149,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             _ = maintenance.tick() => maintain = true,
         }
         let mut changes = Vec::new();
+        let mut connecting = Vec::new();
         let mut failed = None;
         capture.drain(BATCH, |rec| {
+            if let Some(pid) = opens_connection(rec) {
+                connecting.push(pid);
+            }
             changes.extend(pipeline.handle_raw(rec, &mut events));
             if let Some(w) = recorder.as_mut()
                 && let Err(e) = record_one(w, rec, pipeline.host_mut())
@@ -149,6 +163,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             }
         });
         apply(&mut capture, &mut pipeline, &changes, &cfg.pids);
+        tls.follow(&mut capture, &changes, &connecting, maintain, &mut blinds);
+        for b in blinds.drain(..) {
+            events.push(pipeline.stamp(blind(b, &clock, pipeline.run_id())));
+        }
         if maintain {
             let now_ns = Clock::mono_now();
             let losses = new_losses(&capture, &mut reported);
@@ -391,6 +409,7 @@ fn own_usage(capture: &Capture, writer: &Writer) -> serde_json::Value {
         "peak_rss_kib": kib("VmHWM:"),
         "cpu_seconds": cpu_seconds,
         "kernel_losses_total": losses_json(&capture.losses()),
+        "tls_ciphertext_bytes": capture.tls_ciphertext_bytes(),
         "sink": writer.stats().to_json(writer.depth()),
     })
 }
@@ -407,4 +426,118 @@ fn new_losses(capture: &Capture, reported: &mut Losses) -> Vec<(String, u64)> {
     }
     *reported = now;
     delta
+}
+
+/// The process of an accept or connect record: a moment to look for TLS libraries it loaded
+/// since it was last looked at (a client started in a target cgroup maps libssl after it
+/// joined).
+fn opens_connection(rec: &[u8]) -> Option<u32> {
+    let kind = u32::from_ne_bytes(rec.get(8..12)?.try_into().ok()?);
+    let tgid = u32::from_ne_bytes(rec.get(12..16)?.try_into().ok()?);
+    (kind == observer_common::EventKind::Accept as u32
+        || kind == observer_common::EventKind::Connect as u32)
+        .then_some(tgid)
+}
+
+fn blind(b: Blind, clock: &Clock, run_id: &str) -> Event {
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", b.pid))
+        .ok()
+        .map(|s| s.trim_end().to_string());
+    let exe = std::fs::read_link(format!("/proc/{}/exe", b.pid))
+        .ok()
+        .map(|p| p.display().to_string());
+    tracing::warn!(pid = b.pid, name = ?comm, "{}", b.reason);
+    crate::event::blind_event(
+        clock.wall(Clock::mono_now()),
+        run_id,
+        crate::event::BlindProcess {
+            pid: b.pid,
+            name: comm,
+            executable: exe,
+        },
+        b.reason,
+    )
+}
+
+/// Keeps the OpenSSL hooks up with the targets: their libraries are looked at when they
+/// appear (fork, cgroup join), when they open connections (at most once a second each), and
+/// every few seconds.
+struct Tls {
+    watch: Option<TlsWatch>,
+    targets: std::collections::HashSet<u32>,
+    last_look: std::collections::HashMap<u32, std::time::Instant>,
+    ticks: u64,
+}
+
+impl Tls {
+    fn new(mode: TlsMode, capture: &mut Capture) -> Self {
+        let mut watch = match (mode, capture.tls_unavailable()) {
+            (TlsMode::Off, _) => None,
+            (_, Some(why)) => {
+                tracing::warn!("HTTPS will not be seen: {why}");
+                None
+            }
+            _ => Some(TlsWatch::default()),
+        };
+        if let (TlsMode::Auto, Some(w)) = (mode, watch.as_mut()) {
+            w.hook_system_libraries(capture);
+        }
+        Self {
+            watch,
+            targets: Default::default(),
+            last_look: Default::default(),
+            ticks: 0,
+        }
+    }
+
+    fn scan(&mut self, capture: &mut Capture, pid: u32, out: &mut Vec<Blind>) {
+        self.targets.insert(pid);
+        self.last_look.insert(pid, std::time::Instant::now());
+        if let Some(w) = self.watch.as_mut() {
+            out.extend(w.scan(capture, pid));
+        }
+    }
+
+    fn follow(
+        &mut self,
+        capture: &mut Capture,
+        changes: &[(ProcChange, u32)],
+        connecting: &[u32],
+        tick: bool,
+        out: &mut Vec<Blind>,
+    ) {
+        if self.watch.is_none() {
+            return;
+        }
+        for &(change, pid) in changes {
+            match change {
+                ProcChange::Fork | ProcChange::Join => self.scan(capture, pid, out),
+                ProcChange::Exit => {
+                    self.targets.remove(&pid);
+                    self.last_look.remove(&pid);
+                    if let Some(w) = self.watch.as_mut() {
+                        w.forget(pid);
+                    }
+                }
+            }
+        }
+        for &pid in connecting {
+            let due = self
+                .last_look
+                .get(&pid)
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due {
+                self.scan(capture, pid, out);
+            }
+        }
+        if tick {
+            self.ticks += 1;
+            if self.ticks.is_multiple_of(3) {
+                let pids: Vec<u32> = self.targets.iter().copied().collect();
+                for pid in pids {
+                    self.scan(capture, pid, out);
+                }
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 Usage: api.py PORT [BIND_ADDRESS]     (an IPv6 address such as ::1 works too)
        api.py unix:/PATH              (a Unix-domain socket)
+With TLS_CERT and TLS_KEY set (PEM files), it speaks HTTPS instead.
 
   GET  /health            200
   GET  /api/items         200 with Basic auth alice:wonderland or Bearer demo-token, else 401
@@ -185,6 +186,15 @@ def main():
     cls = V6Server if ":" in bind else ThreadingHTTPServer
     server = cls((bind, port), Handler)
     server.daemon_threads = True
+    if os.environ.get("TLS_CERT"):
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.environ["TLS_CERT"], os.environ["TLS_KEY"])
+        # The handshake runs in the handler's thread, not in accept.
+        server.socket = ctx.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     print(f"listening on {bind}:{port}", flush=True)
     server.serve_forever()
 

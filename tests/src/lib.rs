@@ -65,6 +65,8 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     pub name: &'static str,
+    /// It speaks HTTPS.
+    pub tls: bool,
     _dir: Option<TempDir>,
 }
 
@@ -74,7 +76,84 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The sample API of tests/servers/api.py speaking HTTPS with `cert`.
+    pub fn api_tls(cert: &Cert) -> Self {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(workspace_root().join("tests/servers/api.py"))
+            .arg(port.to_string())
+            .env("TLS_CERT", &cert.cert)
+            .env("TLS_KEY", &cert.key)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting python3 tests/servers/api.py");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "api.py (TLS)");
+        Self {
+            child,
+            port,
+            name: "api.py (TLS)",
+            tls: true,
+            _dir: None,
+        }
+    }
+
+    /// tests/servers/https.js on Node.js, whose OpenSSL is linked in statically.
+    pub fn node_https(cert: &Cert) -> Self {
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg(workspace_root().join("tests/servers/https.js"))
+            .arg(port.to_string())
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting node tests/servers/https.js (apt-get install nodejs)");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "node https.js");
+        Self {
+            child,
+            port,
+            name: "node https.js",
+            tls: true,
+            _dir: None,
+        }
+    }
+
+    /// tests/servers/static_tls.c, built here with OpenSSL linked in statically and stripped.
+    pub fn static_tls(cert: &Cert) -> Self {
+        let dir = TempDir::new("static-tls");
+        let bin = dir.path.join("static_tls");
+        let built = Command::new("gcc")
+            .args(["-O1", "-static", "-o"])
+            .arg(&bin)
+            .arg(workspace_root().join("tests/servers/static_tls.c"))
+            .args(["-lssl", "-lcrypto", "-lpthread"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("running gcc (apt-get install gcc libssl-dev)");
+        assert!(
+            built.success(),
+            "building static_tls.c failed (needs libssl-dev)"
+        );
+        assert!(Command::new("strip").arg(&bin).status().unwrap().success());
+        let port = free_port();
+        let mut child = Command::new(&bin)
+            .arg(port.to_string())
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .spawn()
+            .expect("starting static_tls");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "static_tls");
+        Self {
+            child,
+            port,
+            name: "static_tls",
+            tls: true,
+            _dir: Some(dir),
+        }
     }
 
     /// The sample API of tests/servers/api.py (HTTP/1.1, keep-alive) on 127.0.0.1.
@@ -102,6 +181,7 @@ impl Server {
             child,
             port,
             name: "api.py",
+            tls: false,
             _dir: None,
         }
     }
@@ -129,6 +209,7 @@ impl Server {
             child,
             port: 0,
             name: "api.py (unix)",
+            tls: false,
             _dir: None,
         }
     }
@@ -155,6 +236,7 @@ impl Server {
             child,
             port,
             name: "api.py (cgroup)",
+            tls: false,
             _dir: None,
         }
     }
@@ -177,6 +259,7 @@ impl Server {
             child,
             port,
             name: "gunicorn",
+            tls: false,
             _dir: None,
         }
     }
@@ -184,6 +267,15 @@ impl Server {
     /// nginx (Debian's package) on 127.0.0.1 with a config of the test's own: one worker,
     /// sendfile, static files from `files`, `/json` answered by nginx itself.
     pub fn nginx(files: &[(&str, &[u8])]) -> Self {
+        Self::nginx_with(files, None)
+    }
+
+    /// nginx serving HTTPS with `cert`.
+    pub fn nginx_tls(files: &[(&str, &[u8])], cert: &Cert) -> Self {
+        Self::nginx_with(files, Some(cert))
+    }
+
+    fn nginx_with(files: &[(&str, &[u8])], cert: Option<&Cert>) -> Self {
         let dir = TempDir::new("nginx");
         let www = dir.path.join("www");
         std::fs::create_dir_all(&www).expect("nginx www");
@@ -199,13 +291,21 @@ impl Server {
              http {{ access_log off; sendfile on; keepalive_requests 1000000; if_modified_since before;\n\
                client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {www};\n\
+               server {{ listen 127.0.0.1:{port}{tls}; root {www};\n\
                  location = /json {{ default_type application/json; return 200 '{{\"ok\":true}}'; }}\n\
                  location = /nothing {{ return 204; }}\n\
                  location = /upload {{ client_max_body_size 10m; return 201; }}\n\
                }}\n\
              }}\n",
-            www = www.display()
+            www = www.display(),
+            tls = match cert {
+                Some(c) => format!(
+                    " ssl; ssl_certificate {}; ssl_certificate_key {}",
+                    c.cert.display(),
+                    c.key.display()
+                ),
+                None => String::new(),
+            }
         );
         let conf_path = dir.path.join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("nginx.conf");
@@ -223,6 +323,7 @@ impl Server {
             child,
             port,
             name: "nginx",
+            tls: cert.is_some(),
             _dir: Some(dir),
         }
     }
@@ -258,6 +359,7 @@ impl Server {
             child,
             port,
             name: "http.server",
+            tls: false,
             _dir: Some(dir),
         }
     }
@@ -418,6 +520,50 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with openssl.
+pub struct Cert {
+    _dir: TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Cert {
+    pub fn new() -> Self {
+        let dir = TempDir::new("cert");
+        let (cert, key) = (dir.path.join("cert.pem"), dir.path.join("key.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("running openssl (apt-get install openssl)");
+        assert!(ok.success(), "openssl could not make a certificate");
+        Self {
+            _dir: dir,
+            cert,
+            key,
+        }
+    }
+}
+
+impl Default for Cert {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -147,12 +147,19 @@ pub fn test_tools() -> anyhow::Result<()> {
         ("pgrep", "procps"),
         ("nginx", "nginx"),
         ("wrk", "wrk"),
+        // HTTPS tests: certificates, a Node.js server, a static OpenSSL server built with gcc.
+        ("openssl", "openssl"),
+        ("node", "nodejs"),
+        ("gcc", "gcc"),
     ];
-    let missing: Vec<&str> = tools
+    let mut missing: Vec<&str> = tools
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))
         .map(|(_, pkg)| *pkg)
         .collect();
+    if !std::path::Path::new("/usr/include/openssl/ssl.h").exists() {
+        missing.push("libssl-dev");
+    }
     apt_install(&missing)?;
     if !succeeds(Command::new("python3").args(["-c", "import gunicorn"])) {
         step("installing gunicorn from PyPI (the process-tree tests run it)");

@@ -32,6 +32,8 @@ pub enum CaptureEvent<'a> {
         /// Records of this socket lost before this one (ring buffer full): the stream has a
         /// hole of unknown size here.
         lost_before: u32,
+        /// TLS plaintext from the OpenSSL probes, not bytes of a syscall.
+        tls: bool,
     },
     Accept {
         meta: Meta,
@@ -151,6 +153,7 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
                 total_len,
                 bytes: &rec[DataEvent::HEADER..expected],
                 lost_before: u32_at(rec, HDR + 20),
+                tls: observer_common::Syscall::is_tls(u32_at(rec, HDR + 16)),
             })
         }
         EventKind::Accept | EventKind::Connect => {
@@ -202,6 +205,10 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
 fn local_addr(b: &[u8]) -> Option<SockAddr> {
     let family = u16::from_ne_bytes([b[0], b[1]]);
     let port = u16::from_ne_bytes([b[2], b[3]]);
+    if port == 0 {
+        // Seen before the kernel picked the port: not an address; looked up instead.
+        return None;
+    }
     let ip: [u8; 16] = b[8..24].try_into().ok()?;
     match family {
         AF_INET => Some(SockAddr::Inet(SocketAddr::V4(SocketAddrV4::new(

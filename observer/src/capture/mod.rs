@@ -7,9 +7,11 @@ mod tracefs;
 pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, TracePoint};
+use aya::programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use observer_common::{CgroupTarget, ConnArgs, IoArgs, LossCounter, MAX_CGROUPS, socket_key};
+use observer_common::{
+    CgroupTarget, ConnArgs, Counter, IoArgs, LossCounter, MAX_CGROUPS, socket_key,
+};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -57,6 +59,14 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("tcp_state", &[("sock", "inet_sock_set_state")]),
     ("exit_connect", &[("syscalls", "sys_exit_connect")]),
     ("enter_close", &[("syscalls", "sys_enter_close")]),
+];
+
+/// OpenSSL functions hooked: (symbol, entry program, return program).
+const TLS_PROBES: &[(&str, &str, &str)] = &[
+    ("SSL_read", "ssl_read_enter", "ssl_read_exit"),
+    ("SSL_read_ex", "ssl_read_ex_enter", "ssl_read_exit"),
+    ("SSL_write", "ssl_write_enter", "ssl_write_exit"),
+    ("SSL_write_ex", "ssl_write_ex_enter", "ssl_write_exit"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +156,9 @@ pub struct Capture {
     ebpf: Option<Ebpf>,
     ring: AsyncFd<RingBuf<MapData>>,
     losses: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Why the OpenSSL probes could not be loaded, if they could not.
+    tls_unavailable: Option<String>,
     targets: BpfHashMap<MapData, u32, u32>,
     sockets: BpfHashMap<MapData, u64, u32>,
     inflight_io: BpfHashMap<MapData, u64, IoArgs>,
@@ -183,8 +196,26 @@ impl Capture {
                 }
             })?;
         }
+        // TLS is a bonus: plaintext capture works without uprobes.
+        let mut tls_unavailable = None;
+        for name in TLS_PROBES
+            .iter()
+            .flat_map(|(_, enter, exit)| [*enter, *exit])
+        {
+            let prog: Option<&mut UProbe> = ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+            let result = match prog {
+                Some(p) if p.fd().is_ok() => Ok(()),
+                Some(p) => p.load().map_err(|e| describe(&e).0),
+                None => Err(format!("program {name} is missing")),
+            };
+            if let Err(reason) = result {
+                tls_unavailable = Some(format!("loading uprobe program {name} failed: {reason}"));
+                break;
+            }
+        }
         let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
         let losses = take_map(&mut ebpf, "LOSSES")?;
+        let counters = take_map(&mut ebpf, "COUNTERS")?;
         let targets = take_map(&mut ebpf, "TARGETS")?;
         let sockets = take_map(&mut ebpf, "SOCKETS")?;
         let inflight_io = take_map(&mut ebpf, "INFLIGHT_IO")?;
@@ -197,6 +228,8 @@ impl Capture {
             ebpf: Some(ebpf),
             ring,
             losses,
+            counters,
+            tls_unavailable,
             targets,
             sockets,
             inflight_io,
@@ -292,6 +325,56 @@ impl Capture {
             }
         }
         Ok(())
+    }
+
+    /// Why TLS cannot be captured on this host, if it cannot.
+    pub fn tls_unavailable(&self) -> Option<&str> {
+        self.tls_unavailable.as_deref()
+    }
+
+    /// Hooks the OpenSSL functions `file` (a library or an executable) exports, for every
+    /// process that runs them; the programs keep to targets. Returns the symbols hooked; none
+    /// when the file exports none of them.
+    pub fn attach_tls(&mut self, file: &std::path::Path) -> Result<Vec<&'static str>, String> {
+        if let Some(why) = &self.tls_unavailable {
+            return Err(why.clone());
+        }
+        let ebpf = self.ebpf.as_mut().ok_or("capture has stopped")?;
+        let mut hooked = Vec::new();
+        for &(symbol, enter, exit) in TLS_PROBES {
+            // The return probe first: an entry without its return would leave a stale record.
+            let mut attached_exit = None;
+            for (name, is_exit) in [(exit, true), (enter, false)] {
+                let prog: &mut UProbe = ebpf
+                    .program_mut(name)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| format!("program {name} is missing"))?;
+                match prog.attach(symbol, file, UProbeScope::AllProcesses) {
+                    Ok(link) if is_exit => attached_exit = Some(link),
+                    Ok(_) => hooked.push(symbol),
+                    Err(e) => {
+                        if let Some(link) = attached_exit.take()
+                            && let Some(p) = ebpf
+                                .program_mut(exit)
+                                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+                        {
+                            let _ = p.detach(link);
+                        }
+                        tracing::debug!("{symbol} in {}: {e}", file.display());
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(hooked)
+    }
+
+    /// Bytes of TLS ciphertext seen on sockets whose plaintext is captured.
+    pub fn tls_ciphertext_bytes(&self) -> u64 {
+        self.counters
+            .get(&(Counter::TlsCiphertextBytes as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
     }
 
     /// Detaches every program: no record is written after this returns.

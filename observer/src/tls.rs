@@ -1,0 +1,264 @@
+//! Which TLS library each target uses. OpenSSL is hooked where it lives: in a libssl the
+//! process has mapped, or in the executable itself when it exports OpenSSL's functions (Node.js
+//! links OpenSSL statically and exports them). Each file is hooked once, for every process; the
+//! kernel side keeps to targets. A target whose TLS cannot be hooked (Go's crypto/tls, rustls,
+//! GnuTLS, stripped static OpenSSL, ...) is reported once, so that silence never means "no
+//! traffic".
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::capture::Capture;
+
+/// Executables larger than this are not searched for signs of TLS.
+const MAX_SCAN: u64 = 512 << 20;
+
+/// Libraries that do TLS and cannot be hooked, by file name prefix.
+const OTHER_LIBRARIES: &[(&str, &str)] = &[
+    ("libgnutls", "GnuTLS"),
+    ("libnss3", "NSS"),
+    ("libwolfssl", "wolfSSL"),
+    ("libmbedtls", "Mbed TLS"),
+    ("libboringssl", "BoringSSL"),
+    ("librustls", "rustls"),
+];
+
+/// Where distributions keep the default libssl.
+const SYSTEM_LIBSSL: &[&str] = &[
+    "/lib/x86_64-linux-gnu/libssl.so.3",
+    "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+    "/lib/aarch64-linux-gnu/libssl.so.3",
+    "/usr/lib/aarch64-linux-gnu/libssl.so.3",
+    "/usr/lib64/libssl.so.3",
+    "/usr/lib/libssl.so.3",
+    "/lib/x86_64-linux-gnu/libssl.so.1.1",
+    "/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
+    "/usr/lib64/libssl.so.1.1",
+];
+
+/// Signs of a TLS implementation compiled into an executable, and what they mean.
+const MARKERS: &[(&[u8], &str)] = &[
+    (b"crypto/tls.", "Go's crypto/tls"),
+    (b"rustls", "rustls"),
+    (b"BoringSSL", "BoringSSL"),
+    (
+        b"ssl/ssl_lib.c",
+        "OpenSSL linked in statically without exporting SSL_read/SSL_write",
+    ),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// OpenSSL's functions are hooked in this file.
+    Hooked,
+    /// The file exports none of them.
+    Plain,
+    /// Hooking failed for another reason.
+    Failed(String),
+}
+
+/// A target whose TLS traffic observer cannot see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blind {
+    pub pid: u32,
+    pub reason: String,
+}
+
+#[derive(Default)]
+pub struct TlsWatch {
+    /// What each file (device, inode) turned out to be.
+    files: HashMap<(u64, u64), Verdict>,
+    /// TLS found compiled into an executable (device, inode), if any.
+    executables: HashMap<(u64, u64), Option<&'static str>>,
+    /// A digest of each process's mapped files at its last scan.
+    scanned: HashMap<u32, u64>,
+    warned: HashSet<u32>,
+    /// Files hooked, for the log.
+    pub hooked: Vec<PathBuf>,
+}
+
+/// The files a process has mapped, as paths inside its own root.
+fn mapped_files(pid: u32) -> Vec<String> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/'))
+        .map(String::from)
+        .collect();
+    files.sort_unstable();
+    files.dedup();
+    files
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Searches `path` for [`MARKERS`], in pieces that overlap by the longest marker.
+fn compiled_in_tls(path: &Path) -> Option<&'static str> {
+    let mut f = std::fs::File::open(path).ok()?;
+    if f.metadata().ok()?.len() > MAX_SCAN {
+        return None;
+    }
+    let overlap = MARKERS.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut kept = 0;
+    loop {
+        let n = f.read(&mut buf[kept..]).ok()?;
+        if n == 0 {
+            return None;
+        }
+        let window = &buf[..kept + n];
+        for (marker, what) in MARKERS {
+            if memchr::memmem::find(window, marker).is_some() {
+                return Some(what);
+            }
+        }
+        kept = overlap.min(window.len());
+        let start = window.len() - kept;
+        buf.copy_within(start..start + kept, 0);
+    }
+}
+
+impl TlsWatch {
+    /// Looks at what `pid` has mapped (again, when it changed): hooks OpenSSL where it is, and
+    /// returns a [`Blind`] the first time the process shows TLS that cannot be hooked.
+    pub fn scan(&mut self, capture: &mut Capture, pid: u32) -> Option<Blind> {
+        let files = mapped_files(pid);
+        if files.is_empty() {
+            return None;
+        }
+        let mut h = DefaultHasher::new();
+        files.hash(&mut h);
+        let digest = h.finish();
+        if self.scanned.insert(pid, digest) == Some(digest) {
+            return None;
+        }
+        let root = format!("/proc/{pid}/root");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.display().to_string());
+        let mut hooked = false;
+        let mut failure = None;
+        let candidates = files
+            .iter()
+            .filter(|p| {
+                let name = file_name(p);
+                name.starts_with("libssl.so") || Some(p.as_str()) == exe.as_deref()
+            })
+            .collect::<Vec<_>>();
+        for path in candidates {
+            let inside = PathBuf::from(format!("{root}{path}"));
+            let Some(id) = identity(&inside) else {
+                continue;
+            };
+            let verdict = match self.files.get(&id) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.hook(capture, &inside, path);
+                    self.files.insert(id, v.clone());
+                    v
+                }
+            };
+            match verdict {
+                Verdict::Hooked => hooked = true,
+                Verdict::Failed(why) => failure = Some(format!("{path}: {why}")),
+                Verdict::Plain => {}
+            }
+        }
+        if hooked || self.warned.contains(&pid) {
+            return None;
+        }
+        let reason = if let Some(why) = failure {
+            Some(format!("OpenSSL found but could not be hooked ({why})"))
+        } else if let Some((lib, what)) = files.iter().find_map(|p| {
+            OTHER_LIBRARIES
+                .iter()
+                .find(|(prefix, _)| file_name(p).starts_with(prefix))
+                .map(|(_, what)| (p, *what))
+        }) {
+            Some(format!("{what} ({lib}), which observer cannot hook"))
+        } else {
+            exe.as_deref().and_then(|exe| {
+                let inside = PathBuf::from(format!("{root}{exe}"));
+                let id = identity(&inside)?;
+                let found = *self
+                    .executables
+                    .entry(id)
+                    .or_insert_with(|| compiled_in_tls(&inside));
+                found.map(|what| format!("{what} in {exe}, which observer cannot hook"))
+            })
+        };
+        let reason = reason?;
+        self.warned.insert(pid);
+        Some(Blind {
+            pid,
+            reason: format!("TLS traffic of this process is not visible: {reason}"),
+        })
+    }
+
+    /// Hooks the system's default libssl, so that processes which start later and use it are
+    /// seen from their first call. Every process on the host that calls into that library then
+    /// takes a uprobe trap per call (about a microsecond); the programs return at once for
+    /// processes that are not targets.
+    pub fn hook_system_libraries(&mut self, capture: &mut Capture) {
+        for path in SYSTEM_LIBSSL {
+            let p = Path::new(path);
+            let Some(id) = identity(p) else { continue };
+            if self.files.contains_key(&id) {
+                continue;
+            }
+            let v = self.hook(capture, p, path);
+            self.files.insert(id, v);
+        }
+    }
+
+    fn hook(&mut self, capture: &mut Capture, file: &Path, shown: &str) -> Verdict {
+        match capture.attach_tls(file) {
+            Ok(symbols) if !symbols.is_empty() => {
+                tracing::info!(file = shown, ?symbols, "TLS: hooked OpenSSL");
+                self.hooked.push(PathBuf::from(shown));
+                Verdict::Hooked
+            }
+            Ok(_) => Verdict::Plain,
+            Err(why) => Verdict::Failed(why),
+        }
+    }
+
+    /// Forgets a process that exited.
+    pub fn forget(&mut self, pid: u32) {
+        self.scanned.remove(&pid);
+        self.warned.remove(&pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_found_across_piece_boundaries() {
+        let dir = std::env::temp_dir().join(format!("observer-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bin");
+        // The marker straddles the first 1 MiB piece.
+        let mut bytes = vec![0u8; (1 << 20) - 5];
+        bytes.extend_from_slice(b"crypto/tls.(*Conn).Read");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(compiled_in_tls(&path), Some("Go's crypto/tls"));
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        assert_eq!(compiled_in_tls(&path), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
