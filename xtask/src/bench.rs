@@ -5,7 +5,9 @@
 //! Conditions, interleaved round by round so that drift on a shared machine hits all alike:
 //! B0 nginx alone; T1 observer running but targeting another (idle) process: the cost of the
 //! kernel-side filter; T2 observer on nginx: full capture; C1 tcpdump writing the port's
-//! packets to a file; C2 nginx writing its own JSON access log.
+//! packets to a file; C2 nginx writing its own JSON access log; S0 nginx serving HTTPS alone;
+//! S2 observer on the HTTPS nginx (plaintext from the OpenSSL probes). Then a fixed-rate run
+//! (about 10,000 requests/s, well below saturation) for latency: B0, T1, T2.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,7 +29,11 @@ const PATHS: &[(&str, &str)] = &[
     ("/1k.bin", "1 KiB"),
     ("/64k.bin", "64 KiB"),
 ];
-const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2"];
+const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2", "S0", "S2"];
+/// Fixed rate: each of these connections waits this long between requests.
+const PACED_CONNECTIONS: u32 = 10;
+const PACE_MS: u32 = 1;
+const PACED_SECONDS: u64 = 5;
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -44,8 +50,29 @@ fn wait_port(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// nginx with one worker pinned to CPU 0; with `access_log` it writes a JSON line per request.
-fn nginx(dir: &Path, port: u16, access_log: bool) -> anyhow::Result<Proc> {
+/// A self-signed certificate for the HTTPS conditions.
+fn certificate(dir: &Path) -> anyhow::Result<()> {
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl")?;
+    if !ok.success() {
+        bail!("openssl could not make a certificate");
+    }
+    Ok(())
+}
+
+/// nginx with one worker pinned to CPU 0; with `access_log` it writes a JSON line per request;
+/// with `tls` it serves HTTPS (certificate from `certificate`).
+fn nginx(dir: &Path, port: u16, access_log: bool, tls: bool) -> anyhow::Result<Proc> {
     let d = dir.display();
     let log = if access_log {
         format!(
@@ -64,8 +91,13 @@ fn nginx(dir: &Path, port: u16, access_log: bool) -> anyhow::Result<Proc> {
          http {{ {log}\n sendfile on; keepalive_requests 100000000;\n\
            client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
            uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-           server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
-             location = /json {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }} }}\n"
+           server {{ listen 127.0.0.1:{port}{ssl}; root {d}/www;\n\
+             location = /json {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }} }}\n",
+        ssl = if tls {
+            format!(" ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem")
+        } else {
+            String::new()
+        }
     );
     let path = dir.join(format!("nginx-{port}.conf"));
     std::fs::write(&path, conf)?;
@@ -102,14 +134,29 @@ fn micros(s: &str) -> Option<f64> {
 }
 
 fn wrk(url: &str) -> anyhow::Result<Wrk> {
-    let out = Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1"])
-        .arg(format!("-c{CONNECTIONS}"))
-        .arg(format!("-d{SECONDS}s"))
-        .arg("--latency")
-        .arg(url)
-        .output()
-        .context("running wrk")?;
+    wrk_with(url, CONNECTIONS, SECONDS, None)
+}
+
+/// wrk at a fixed pace: every connection waits `PACE_MS` between requests.
+fn wrk_paced(url: &str, script: &Path) -> anyhow::Result<Wrk> {
+    wrk_with(url, PACED_CONNECTIONS, PACED_SECONDS, Some(script))
+}
+
+fn wrk_with(
+    url: &str,
+    connections: u32,
+    seconds: u64,
+    script: Option<&Path>,
+) -> anyhow::Result<Wrk> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency");
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd.arg(url).output().context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut w = Wrk::default();
     for line in text.lines() {
@@ -137,8 +184,18 @@ struct Observer {
 fn start_observer(bin: &Path, dir: &Path, pid: u32) -> anyhow::Result<Observer> {
     let events = dir.join(format!("events-{pid}.jsonl"));
     let _ = std::fs::remove_file(&events);
+    // Only what the target has mapped. wrk uses the same libssl file as nginx, so in S2 its
+    // own OpenSSL calls take the uprobe trap too (as any process on the host would): S2 is
+    // the cost for everyone using that library, not for nginx alone.
     let child = Command::new(bin)
-        .args(["run", "--pid", &pid.to_string(), "--output"])
+        .args([
+            "run",
+            "--tls",
+            "targets",
+            "--pid",
+            &pid.to_string(),
+            "--output",
+        ])
         .arg(&events)
         .arg("--key-file")
         .arg(dir.join("bench.key"))
@@ -268,7 +325,7 @@ pub fn bench() -> anyhow::Result<()> {
     }
     setup::build_tools()?;
     setup::test_tools()?;
-    setup::apt_install(&["tcpdump", "bpftool", "util-linux"])?;
+    setup::apt_install(&["tcpdump", "bpftool", "util-linux", "openssl"])?;
     let bin = build()?;
     let started = Instant::now();
     let dir = workspace_root().join("target/bench");
@@ -278,8 +335,11 @@ pub fn bench() -> anyhow::Result<()> {
     std::fs::write(dir.join("www/64k.bin"), vec![b'x'; 64 * 1024])?;
     let port = free_port()?;
     let log_port = free_port()?;
-    let plain = nginx(&dir, port, false)?;
-    let logged = nginx(&dir, log_port, true)?;
+    let tls_port = free_port()?;
+    certificate(&dir)?;
+    let plain = nginx(&dir, port, false, false)?;
+    let logged = nginx(&dir, log_port, true, false)?;
+    let tls = nginx(&dir, tls_port, false, true)?;
     let idle = Proc(Command::new("sleep").arg("3600").spawn()?);
     let _ = Command::new("sysctl")
         .args(["-qw", "kernel.bpf_stats_enabled=1"])
@@ -287,22 +347,23 @@ pub fn bench() -> anyhow::Result<()> {
 
     // results[(condition, path)] = runs
     let mut results: BTreeMap<(String, String), Vec<Wrk>> = BTreeMap::new();
-    let mut costs: BTreeMap<String, ObserverCost> = BTreeMap::new();
+    let mut costs: BTreeMap<(String, String), ObserverCost> = BTreeMap::new();
     let mut kernel: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for round in 1..=ROUNDS {
         for (path, _) in PATHS {
             for cond in CONDITIONS {
                 step(&format!("round {round}/{ROUNDS}: {cond} {path}"));
-                let url = format!(
-                    "http://127.0.0.1:{}{path}",
-                    if *cond == "C2" { log_port } else { port }
-                );
+                let url = match *cond {
+                    "C2" => format!("http://127.0.0.1:{log_port}{path}"),
+                    "S0" | "S2" => format!("https://127.0.0.1:{tls_port}{path}"),
+                    _ => format!("http://127.0.0.1:{port}{path}"),
+                };
                 let w = match *cond {
-                    "T1" | "T2" => {
-                        let target = if *cond == "T1" {
-                            idle.0.id()
-                        } else {
-                            plain.0.id()
+                    "T1" | "T2" | "S2" => {
+                        let target = match *cond {
+                            "T1" => idle.0.id(),
+                            "T2" => plain.0.id(),
+                            _ => tls.0.id(),
                         };
                         let before = bpf_stats();
                         let obs = start_observer(&bin, &dir, target)?;
@@ -323,8 +384,10 @@ pub fn bench() -> anyhow::Result<()> {
                         let (cpu, rss) = usage(obs.proc.0.id());
                         let events = obs.events.clone();
                         drop(obs.proc);
-                        if *cond == "T2" {
-                            let c = costs.entry(path.to_string()).or_default();
+                        if *cond != "T1" {
+                            let c = costs
+                                .entry((cond.to_string(), path.to_string()))
+                                .or_default();
                             c.cpu_s += cpu;
                             c.requests += w.requests;
                             c.peak_rss_kib = c.peak_rss_kib.max(rss);
@@ -374,7 +437,37 @@ pub fn bench() -> anyhow::Result<()> {
             }
         }
     }
-    drop((plain, logged, idle));
+    // Fixed rate, for latency without saturation.
+    let script = dir.join("paced.lua");
+    std::fs::write(&script, format!("function delay() return {PACE_MS} end\n"))?;
+    let mut paced: BTreeMap<String, Vec<Wrk>> = BTreeMap::new();
+    for round in 1..=ROUNDS {
+        for cond in ["B0", "T1", "T2"] {
+            step(&format!("fixed rate, round {round}/{ROUNDS}: {cond}"));
+            let url = format!("http://127.0.0.1:{port}/json");
+            let obs = match cond {
+                "T1" => Some(start_observer(&bin, &dir, idle.0.id())?),
+                "T2" => Some(start_observer(&bin, &dir, plain.0.id())?),
+                _ => None,
+            };
+            let w = wrk_paced(&url, &script)?;
+            if let Some(o) = obs {
+                std::thread::sleep(Duration::from_millis(300));
+                let events = o.events.clone();
+                drop(o.proc);
+                if cond == "T2" {
+                    let c = costs
+                        .entry(("T2 fixed rate".to_string(), "/json".to_string()))
+                        .or_default();
+                    c.requests += w.requests;
+                    let text = std::fs::read_to_string(&events)?;
+                    c.exchanges += text.lines().filter(|l| l.contains("\"http\":")).count() as u64;
+                }
+            }
+            paced.entry(cond.to_string()).or_default().push(w);
+        }
+    }
+    drop((plain, logged, idle, tls));
     let gbps = parser_throughput()?;
 
     // The report.
@@ -403,7 +496,7 @@ pub fn bench() -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "B0 nginx alone · T1 observer targeting an idle process (filter cost) · T2 observer on nginx · C1 tcpdump to a file · C2 nginx JSON access_log\n"
+        "B0 nginx alone · T1 observer targeting an idle process (filter cost) · T2 observer on nginx · C1 tcpdump to a file · C2 nginx JSON access_log · S0 nginx serving HTTPS alone · S2 observer on the HTTPS nginx (`--tls targets`). S rows are ratios to S0.\n"
     )?;
     writeln!(
         md,
@@ -419,12 +512,13 @@ pub fn bench() -> anyhow::Result<()> {
                     .collect::<Vec<_>>(),
             )
         };
-        let (b_rps, b_p50, b_p99) = (
-            get("B0", |w| w.rps),
-            get("B0", |w| w.p50_us),
-            get("B0", |w| w.p99_us),
-        );
         for cond in CONDITIONS {
+            let base = if cond.starts_with('S') { "S0" } else { "B0" };
+            let (b_rps, b_p50, b_p99) = (
+                get(base, |w| w.rps),
+                get(base, |w| w.p50_us),
+                get(base, |w| w.p99_us),
+            );
             let (rps, p50, p99) = (
                 get(cond, |w| w.rps),
                 get(cond, |w| w.p50_us),
@@ -439,22 +533,53 @@ pub fn bench() -> anyhow::Result<()> {
             )?;
         }
     }
-    writeln!(md, "\n## observer itself (T2)\n")?;
     writeln!(
         md,
-        "| body | requests (wrk) | exchanges reported | completeness | kernel losses | CPU µs per exchange | peak RSS MiB |"
+        "\n## Fixed rate\n\nwrk -t1 -c{PACED_CONNECTIONS}, each connection waiting {PACE_MS} ms \
+         between requests, {PACED_SECONDS} s, small JSON; {ROUNDS} interleaved rounds, medians.\n"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
-    for (path, label) in PATHS {
-        if let Some(c) = costs.get(*path) {
+    writeln!(
+        md,
+        "| condition | req/s | p50 µs | p50 ÷ B0 | p99 µs | p99 ÷ B0 |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
+    let pget =
+        |c: &str, f: fn(&Wrk) -> f64| median(&mut paced[c].iter().map(f).collect::<Vec<_>>());
+    for cond in ["B0", "T1", "T2"] {
+        writeln!(
+            md,
+            "| {cond} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            pget(cond, |w| w.rps),
+            pget(cond, |w| w.p50_us),
+            pget(cond, |w| w.p50_us) / pget("B0", |w| w.p50_us),
+            pget(cond, |w| w.p99_us),
+            pget(cond, |w| w.p99_us) / pget("B0", |w| w.p99_us),
+        )?;
+    }
+    writeln!(md, "\n## observer itself\n")?;
+    writeln!(
+        md,
+        "| condition | body | requests (wrk) | exchanges reported | completeness | kernel losses | CPU µs per exchange | peak RSS MiB |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    for ((cond, path), c) in &costs {
+        let label = PATHS
+            .iter()
+            .find(|(p, _)| p == path)
+            .map_or(path.as_str(), |(_, l)| l);
+        {
+            let cpu = if c.cpu_s > 0.0 {
+                format!("{:.2}", c.cpu_s * 1e6 / c.exchanges.max(1) as f64)
+            } else {
+                "–".into()
+            };
             writeln!(
                 md,
-                "| {label} | {} | {} | {:.4} | {} | {:.2} | {:.1} |",
+                "| {cond} | {label} | {} | {} | {:.4} | {} | {cpu} | {:.1} |",
                 c.requests,
                 c.exchanges,
                 c.exchanges as f64 / c.requests.max(1) as f64,
                 c.losses,
-                c.cpu_s * 1e6 / c.exchanges.max(1) as f64,
                 c.peak_rss_kib as f64 / 1024.0
             )?;
         }
@@ -465,9 +590,9 @@ pub fn bench() -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| program | T1 (filter only) ns/run | T2 (capturing nginx) ns/run | T2 runs |"
+        "| program | T1 (filter only) ns/run | T2 (capturing nginx) ns/run | T2 runs | S2 (HTTPS nginx) ns/run | S2 runs |"
     )?;
-    writeln!(md, "|---|---:|---:|---:|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
     let names: std::collections::BTreeSet<&String> = kernel.keys().map(|(_, n)| n).collect();
     for name in names {
         let per = |c: &str| {
@@ -476,11 +601,21 @@ pub fn bench() -> anyhow::Result<()> {
                 .map(|(t, n)| format!("{:.0}", *t as f64 / (*n).max(1) as f64))
                 .unwrap_or_else(|| "–".into())
         };
-        let runs = kernel
-            .get(&("T2".to_string(), name.clone()))
-            .map(|x| x.1)
-            .unwrap_or(0);
-        writeln!(md, "| {name} | {} | {} | {runs} |", per("T1"), per("T2"))?;
+        let runs = |c: &str| {
+            kernel
+                .get(&(c.to_string(), name.clone()))
+                .map(|x| x.1)
+                .unwrap_or(0)
+        };
+        writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} |",
+            per("T1"),
+            per("T2"),
+            runs("T2"),
+            per("S2"),
+            runs("S2")
+        )?;
     }
     writeln!(
         md,
