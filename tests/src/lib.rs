@@ -763,6 +763,38 @@ impl Observer {
     }
 }
 
+/// `observer verify PATHS`: whether the log verified, and what it printed.
+pub fn verify_log(paths: &[PathBuf], key: Option<&Path>) -> (bool, String) {
+    let mut cmd = Command::new(observer_bin());
+    cmd.arg("verify").args(paths);
+    if let Some(k) = key {
+        cmd.arg("--integrity-key").arg(k);
+    }
+    let out = cmd.output().expect("running observer verify");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// One curl process making one transfer per `(options, path)` on `server`, in order, over one
+/// keep-alive connection (HTTPS with the test's self-signed certificate accepted).
+pub fn curl_paths(server: &Server, reqs: &[(&[&str], &str)]) -> Vec<Transfer> {
+    let urls: Vec<String> = reqs.iter().map(|(_, p)| server.url(p)).collect();
+    let args: Vec<Vec<&str>> = reqs
+        .iter()
+        .zip(&urls)
+        .map(|((opts, _), url)| {
+            let mut a: Vec<&str> = if server.tls { vec!["-k"] } else { Vec::new() };
+            a.extend_from_slice(opts);
+            a.push(url);
+            a
+        })
+        .collect();
+    let refs: Vec<&[&str]> = args.iter().map(|a| a.as_slice()).collect();
+    curl_many(&refs)
+}
+
 /// Every line of an output file, each checked to be one JSON object matching the schema.
 pub fn read_events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).expect("reading an output file");

@@ -9,16 +9,7 @@ use std::time::{Duration, Instant};
 use observer_tests::{Observer, Server, TempDir, curl, require_root};
 
 fn verify(paths: &[PathBuf], key: Option<&Path>) -> (bool, String) {
-    let mut cmd = Command::new(observer_tests::observer_bin());
-    cmd.arg("verify").args(paths);
-    if let Some(k) = key {
-        cmd.arg("--integrity-key").arg(k);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
+    observer_tests::verify_log(paths, key)
 }
 
 fn rotated(path: &Path) -> Vec<PathBuf> {

@@ -9,20 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use observer_tests::{
-    Observer, Server, TempDir, assert_schema, curl_many, read_events, require_root,
+    Observer, Server, TempDir, assert_schema, curl_paths, read_events, require_root,
 };
 use serde_json::Value;
 
 fn verify(paths: &[PathBuf]) -> (bool, String) {
-    let out = Command::new(observer_tests::observer_bin())
-        .arg("verify")
-        .args(paths)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
+    observer_tests::verify_log(paths, None)
 }
 
 fn signal(child: &std::process::Child, sig: rustix::process::Signal) {
@@ -46,10 +38,9 @@ fn shutdown_stats(events: &[Value]) -> &Value {
 
 /// One curl process, `n` transfers over one connection; all must succeed.
 fn requests(server: &Server, path: &str, n: usize) {
-    let urls: Vec<String> = (0..n).map(|i| server.url(&format!("{path}{i}"))).collect();
-    let args: Vec<[&str; 1]> = urls.iter().map(|u| [u.as_str()]).collect();
-    let transfers: Vec<&[&str]> = args.iter().map(|a| &a[..]).collect();
-    let done = curl_many(&transfers);
+    let paths: Vec<String> = (0..n).map(|i| format!("{path}{i}")).collect();
+    let reqs: Vec<(&[&str], &str)> = paths.iter().map(|p| (&[][..], p.as_str())).collect();
+    let done = curl_paths(server, &reqs);
     assert_eq!(done.len(), n);
     assert!(
         done.iter().all(|t| t.status == 200),
@@ -113,12 +104,7 @@ fn ring_buffer_overflow_is_accounted_for_and_never_mispairs() {
     // Afterwards, at a pace the ring holds, everything is reported again.
     std::thread::sleep(Duration::from_millis(1500));
     let after = 20;
-    let urls: Vec<String> = (0..after)
-        .map(|i| server.url(&format!("/json?after={i}")))
-        .collect();
-    let args: Vec<[&str; 1]> = urls.iter().map(|u| [u.as_str()]).collect();
-    let transfers: Vec<&[&str]> = args.iter().map(|a| &a[..]).collect();
-    assert_eq!(curl_many(&transfers).len(), after);
+    requests(&server, "/json?after=", after);
     let f = obs.stop();
     assert!(f.status.success(), "{}", f.stderr);
 

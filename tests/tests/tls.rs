@@ -4,28 +4,13 @@
 
 use std::process::Command;
 
-use observer_tests::{Cert, Cgroup, Observer, Server, Transfer, curl_many, require_root};
+use observer_tests::{
+    Cert, Cgroup, Observer, Server, Transfer, curl_paths as transfers, require_root,
+};
 use serde_json::Value;
 
 fn field<'a>(e: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(e, |v, k| &v[k])
-}
-
-/// One curl process, keep-alive: `(extra options, path)` per transfer.
-fn transfers(server: &Server, reqs: &[(&[&str], &str)]) -> Vec<Transfer> {
-    let urls: Vec<String> = reqs.iter().map(|(_, p)| server.url(p)).collect();
-    let args: Vec<Vec<&str>> = reqs
-        .iter()
-        .zip(&urls)
-        .map(|((opts, _), url)| {
-            let mut a: Vec<&str> = vec!["-k"];
-            a.extend_from_slice(opts);
-            a.push(url);
-            a
-        })
-        .collect();
-    let refs: Vec<&[&str]> = args.iter().map(|a| a.as_slice()).collect();
-    curl_many(&refs)
 }
 
 /// Checks each exchange against what curl saw of the same transfer.
@@ -140,12 +125,27 @@ fn nginx_https_with_keep_alive() {
     let cert = Cert::new();
     let page = vec![b'x'; 20_000];
     let nginx = Server::nginx_tls(&[("page.html", &page)], &cert);
-    let obs = Observer::for_pids(&[nginx.pid()]);
+    let obs = Observer::start(&[
+        "--pid".into(),
+        nginx.pid().to_string(),
+        "--heartbeat-seconds".into(),
+        "1".into(),
+    ]);
     let sent = transfers(
         &nginx,
         &[(&[], "/json"), (&[], "/page.html"), (&[], "/missing")],
     );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let f = obs.stop();
+    // The ciphertext under those exchanges was counted, not parsed: at least the 20 KB page.
+    let ciphertext = f
+        .events
+        .iter()
+        .filter(|e| e["event"]["action"] == "heartbeat")
+        .filter_map(|e| e["observer"]["metrics"]["process"]["tls_ciphertext_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(ciphertext > 20_000, "TLS bytes counted: {ciphertext}");
     let ex = f.exchanges();
     assert_eq!(ex.len(), 3, "{}", f.lines.join("\n"));
     assert_eq!(

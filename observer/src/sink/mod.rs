@@ -635,9 +635,12 @@ mod tests {
         fn set_failing(&self, on: bool) {
             self.fail.store(on, std::sync::atomic::Ordering::Relaxed);
         }
+        fn text(&self) -> String {
+            String::from_utf8(self.buf.lock().unwrap().clone()).unwrap()
+        }
         fn lines(&self) -> Vec<serde_json::Value> {
-            let text = String::from_utf8(self.buf.lock().unwrap().clone()).unwrap();
-            text.lines()
+            self.text()
+                .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect()
         }
@@ -686,10 +689,7 @@ mod tests {
         sink.emit(numbered(7, true)).unwrap();
         sink.flush().unwrap();
         let lines = out.lines();
-        let seqs: Vec<u64> = lines
-            .iter()
-            .map(|l| l["event"]["sequence"].as_u64().unwrap())
-            .collect();
+        let seqs = sequences(&out.text());
         assert_eq!(seqs, vec![1, 2, 5, 6, 7]);
         let loss = &lines[2]["observer"];
         assert_eq!(lines[2]["event"]["action"], "loss");
@@ -698,7 +698,7 @@ mod tests {
         assert_eq!(loss["unwritten"]["last_sequence"], 5);
         assert_eq!(out.verify("refused").unwrap().lines, 5);
         // Without the loss line the hole is tampering.
-        let text = String::from_utf8(out.buf.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         let cut: Vec<&str> = text
             .lines()
             .enumerate()
@@ -726,10 +726,7 @@ mod tests {
         sink.emit(numbered(7, true)).unwrap();
         sink.flush().unwrap();
         let lines = out.lines();
-        let seqs: Vec<u64> = lines
-            .iter()
-            .map(|l| l["event"]["sequence"].as_u64().unwrap())
-            .collect();
+        let seqs = sequences(&out.text());
         // Event 1 was pending when the output failed, so it is part of the report too.
         assert_eq!(seqs, vec![5, 6, 7]);
         let loss = &lines[0]["observer"];
