@@ -86,6 +86,8 @@ pub struct Conn {
     pub exchanges: u64,
     /// Its plaintext comes from the OpenSSL probes; its syscalls move ciphertext.
     pub tls: bool,
+    /// Made at its first exchange, for the rest.
+    pub view: Option<Box<crate::event::ConnView>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,7 +103,9 @@ pub struct ConnCounters {
 
 #[derive(Debug, Default)]
 pub struct ConnTable {
-    conns: HashMap<ConnKey, Conn>,
+    /// Keyed by (process, fd) that the kernel hands out, not by anything traffic chooses, so a
+    /// fast hash without flooding protection fits.
+    conns: HashMap<ConnKey, Conn, foldhash::fast::FixedState>,
     next_id: u64,
     names: Arc<CredentialNames>,
     pub counters: ConnCounters,
@@ -166,6 +170,7 @@ impl ConnTable {
                 ignored: false,
                 exchanges: 0,
                 tls: false,
+                view: None,
             },
         );
         replaced

@@ -185,9 +185,9 @@ pub struct Thread {
 pub struct Process {
     pub pid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<std::sync::Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub executable: Option<String>,
+    pub executable: Option<std::sync::Arc<str>>,
     pub thread: Thread,
 }
 
@@ -220,7 +220,7 @@ pub struct ObserverExchange {
     /// The connection closed before the response body was complete.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
-    pub run_id: String,
+    pub run_id: std::sync::Arc<str>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -373,9 +373,9 @@ pub struct HeartbeatEvent {
 pub enum Event {
     Exchange(Box<ExchangeEvent>),
     Alert(Box<AlertEvent>),
-    Lifecycle(LifecycleEvent),
-    Loss(LossEvent),
-    Heartbeat(HeartbeatEvent),
+    Lifecycle(Box<LifecycleEvent>),
+    Loss(Box<LossEvent>),
+    Heartbeat(Box<HeartbeatEvent>),
     Blind(Box<BlindEvent>),
 }
 
@@ -523,17 +523,54 @@ pub fn source_destination(role: Role, ends: &Endpoints) -> (Option<Endpoint>, Op
     }
 }
 
+/// What every exchange of one connection shares: worked out once per connection, not once per
+/// exchange (addresses formatted as text, the service key of error-rate detection).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnView {
+    pub source: Option<Endpoint>,
+    pub destination: Option<Endpoint>,
+    /// The service whose error rate counts: the process and the server end it answers on.
+    pub service: String,
+}
+
+impl ConnView {
+    pub fn new(role: Role, ends: &Endpoints, process_name: Option<&str>) -> Self {
+        let (source, destination) = source_destination(role, ends);
+        let server = match destination.as_ref() {
+            Some(Endpoint {
+                ip: Some(ip),
+                port: Some(port),
+                ..
+            }) => format!("{ip}:{port}"),
+            Some(Endpoint {
+                ip: None,
+                port: Some(port),
+                ..
+            }) => format!("*:{port}"),
+            Some(Endpoint {
+                address: Some(a), ..
+            }) => a.clone(),
+            _ => "?".into(),
+        };
+        Self {
+            service: format!("{}@{server}", process_name.unwrap_or("?")),
+            source,
+            destination,
+        }
+    }
+}
+
 /// What the pipeline knows of an exchange's connection and process.
 pub struct ExchangeContext<'a> {
     pub role: Role,
     pub connection_id: u64,
-    pub endpoints: &'a Endpoints,
+    pub view: &'a ConnView,
     /// The bytes were TLS plaintext.
     pub tls: bool,
     pub tgid: u32,
     pub tid: u32,
     pub process: &'a ProcessInfo,
-    pub run_id: &'a str,
+    pub run_id: &'a std::sync::Arc<str>,
     pub clock: &'a Clock,
 }
 
@@ -591,7 +628,7 @@ pub fn exchange_event(
 ) -> Event {
     let class = classify(x.response.status);
     let (path, query) = split_target(&x.request.target.value);
-    let (source, destination) = source_destination(ctx.role, ctx.endpoints);
+    let (source, destination) = (ctx.view.source.clone(), ctx.view.destination.clone());
     let truncated = x.request.head_truncated
         || x.request.method.altered
         || x.request.target.altered
@@ -664,7 +701,7 @@ pub fn exchange_event(
             truncated,
             partial_capture: x.request.incomplete_copy,
             incomplete: x.response.incomplete,
-            run_id: ctx.run_id.to_string(),
+            run_id: ctx.run_id.clone(),
         },
     }))
 }
@@ -681,7 +718,7 @@ pub fn lifecycle_event(
     } else {
         &["end"]
     };
-    Event::Lifecycle(LifecycleEvent {
+    Event::Lifecycle(Box::new(LifecycleEvent {
         timestamp: now,
         event: EventMeta {
             kind: "event",
@@ -699,7 +736,7 @@ pub fn lifecycle_event(
             config_hash: None,
             stats,
         },
-    })
+    }))
 }
 
 pub fn loss_event(
@@ -707,7 +744,7 @@ pub fn loss_event(
     run_id: &str,
     loss: serde_json::Map<String, serde_json::Value>,
 ) -> Event {
-    Event::Loss(LossEvent {
+    Event::Loss(Box::new(LossEvent {
         timestamp: now,
         event: EventMeta {
             kind: "metric",
@@ -723,11 +760,11 @@ pub fn loss_event(
             loss,
             unwritten: None,
         },
-    })
+    }))
 }
 
 pub fn heartbeat_event(now: String, run_id: &str, metrics: serde_json::Value) -> Event {
-    Event::Heartbeat(HeartbeatEvent {
+    Event::Heartbeat(Box::new(HeartbeatEvent {
         timestamp: now,
         event: EventMeta {
             kind: "metric",
@@ -742,7 +779,7 @@ pub fn heartbeat_event(now: String, run_id: &str, metrics: serde_json::Value) ->
             run_id: run_id.to_string(),
             metrics,
         },
-    })
+    }))
 }
 
 /// A random id for this run, from the kernel's UUID generator.

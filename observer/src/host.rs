@@ -20,8 +20,9 @@ const MAX_PIDFDS: usize = 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessInfo {
-    pub name: Option<String>,
-    pub executable: Option<String>,
+    /// Shared with every event of the process: cloned per exchange, so cheap to clone.
+    pub name: Option<std::sync::Arc<str>>,
+    pub executable: Option<std::sync::Arc<str>>,
 }
 
 pub trait Host {
@@ -118,10 +119,10 @@ impl Host for LiveHost {
     }
 
     fn process(&mut self, tgid: u32) -> ProcessInfo {
-        let name = read_capped(&format!("/proc/{tgid}/comm"));
+        let name = read_capped(&format!("/proc/{tgid}/comm")).map(Into::into);
         let executable = fs::read_link(format!("/proc/{tgid}/exe")).ok().map(|p| {
             let s = p.to_string_lossy();
-            s[..s.len().min(MAX_PROC_STRING)].to_string()
+            s[..s.len().min(MAX_PROC_STRING)].into()
         });
         ProcessInfo { name, executable }
     }

@@ -72,15 +72,22 @@ impl Chain {
 
     /// Adds the chain field to one serialised event (which must end with `}}`).
     pub fn seal(&mut self, json: &str) -> String {
-        debug_assert!(json.ends_with("}}"), "observer must be the last object");
-        let next = link(self.key.as_deref(), &self.prev, json.as_bytes());
+        let mut out = Vec::with_capacity(json.len() + Self::SEAL_BYTES);
+        self.seal_into(json.as_bytes(), &mut out);
+        String::from_utf8(out).expect("UTF-8 in, UTF-8 out")
+    }
+
+    /// Appends `json` with the chain field added to `out`.
+    pub fn seal_into(&mut self, json: &[u8], out: &mut Vec<u8>) {
+        debug_assert!(json.ends_with(b"}}"), "observer must be the last object");
+        let next = link(self.key.as_deref(), &self.prev, json);
         self.prev = next;
-        let mut out = String::with_capacity(json.len() + FIELD.len() + HEX + 2);
-        out.push_str(&json[..json.len() - 2]);
-        out.push_str(FIELD);
-        out.push_str(&hex::encode(next));
-        out.push_str("\"}}");
-        out
+        let mut hex = [0u8; HEX];
+        hex::encode_to_slice(next, &mut hex).expect("64 hex digits for 32 bytes");
+        out.extend_from_slice(&json[..json.len() - 2]);
+        out.extend_from_slice(FIELD.as_bytes());
+        out.extend_from_slice(&hex);
+        out.extend_from_slice(b"\"}}");
     }
 }
 

@@ -9,9 +9,7 @@ use serde_json::json;
 use crate::capture::{CaptureEvent, Meta, SockAddr};
 use crate::conn::{Conn, ConnKey, ConnTable, Endpoints, Role};
 use crate::detect::rules::{DetectConfig, Detector, Facts};
-use crate::event::{
-    Clock, Event, ExchangeContext, alert_event, exchange_event, source_destination,
-};
+use crate::event::{Clock, ConnView, Event, ExchangeContext, alert_event, exchange_event};
 use crate::host::{Host, ProcessInfo};
 use crate::http::{HttpCounters, Side, looks_like_start};
 use crate::identity::{CredentialNames, Fingerprinter};
@@ -25,7 +23,7 @@ const NON_HTTP_PIECES: u64 = 16;
 pub struct Pipeline<H: Host> {
     host: H,
     clock: Clock,
-    run_id: String,
+    run_id: std::sync::Arc<str>,
     conns: ConnTable,
     processes: HashMap<u32, ProcessInfo>,
     /// Local address of listening sockets, for accepted connections whose fd was already gone
@@ -86,7 +84,7 @@ impl<H: Host> Pipeline<H> {
         Self {
             host,
             clock,
-            run_id,
+            run_id: run_id.into(),
             conns: ConnTable::new(),
             processes: HashMap::new(),
             listeners: HashMap::new(),
@@ -356,6 +354,12 @@ impl<H: Host> Pipeline<H> {
         &self.processes[&tgid]
     }
 
+    /// The shared view of a connection's exchanges.
+    fn view(&mut self, role: Role, ends: &Endpoints, tgid: u32) -> Box<ConnView> {
+        let name = self.process(tgid).name.as_deref();
+        Box::new(ConnView::new(role, ends, name))
+    }
+
     fn accepted_endpoints(
         &mut self,
         meta: &Meta,
@@ -504,12 +508,20 @@ impl<H: Host> Pipeline<H> {
                 self.counters.filtered_connections.saturating_sub(1);
             self.ignore(key);
         }
-        let conn = self.conns.get_mut(&key).expect("still tracked");
         if !done.is_empty() {
-            let id = conn.id;
-            let ends = conn.endpoints.clone();
-            let tls = conn.tls;
-            self.emit_exchanges(&mut done, role, id, &ends, tls, meta.tgid, meta.tid, out);
+            let conn = self.conns.get_mut(&key).expect("still tracked");
+            let (id, tls) = (conn.id, conn.tls);
+            let view = match conn.view.take() {
+                Some(v) => v,
+                None => {
+                    let ends = conn.endpoints.clone();
+                    self.view(role, &ends, meta.tgid)
+                }
+            };
+            self.emit_exchanges(&mut done, role, id, &view, tls, meta.tgid, meta.tid, out);
+            if let Some(c) = self.conns.get_mut(&key) {
+                c.view = Some(view);
+            }
         }
         self.scratch = done;
     }
@@ -520,33 +532,19 @@ impl<H: Host> Pipeline<H> {
         done: &mut Vec<crate::http::Exchange>,
         role: Role,
         connection_id: u64,
-        endpoints: &Endpoints,
+        view: &ConnView,
         tls: bool,
         tgid: u32,
         tid: u32,
         out: &mut Vec<Event>,
     ) {
         self.process(tgid);
-        let (source, destination) = source_destination(role, endpoints);
-        let source_ip = source.and_then(|s| s.ip);
         let process = &self.processes[&tgid];
-        // The service whose error rate counts: the process and the server end it answers on.
-        let service = format!(
-            "{}@{}",
-            process.name.as_deref().unwrap_or("?"),
-            destination
-                .map(|d| match (d.ip, d.port, d.address) {
-                    (Some(ip), Some(port), _) => format!("{ip}:{port}"),
-                    (None, Some(port), _) => format!("*:{port}"),
-                    (_, _, Some(a)) => a,
-                    _ => "?".into(),
-                })
-                .unwrap_or_else(|| "?".into())
-        );
+        let source_ip = view.source.as_ref().and_then(|s| s.ip.as_deref());
         let ctx = ExchangeContext {
             role,
             connection_id,
-            endpoints,
+            view,
             tls,
             tgid,
             tid,
@@ -570,9 +568,9 @@ impl<H: Host> Pipeline<H> {
                 ts_ns: x.response.end_ns,
                 sequence: self.next_sequence,
                 status: x.response.status,
-                source_ip: source_ip.clone(),
+                source_ip,
                 credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
-                service: Some(service.clone()),
+                service: Some(&view.service),
             };
             for alert in self.detector.observe(&facts) {
                 self.next_sequence += 1;
@@ -609,16 +607,11 @@ impl<H: Host> Pipeline<H> {
         self.http_closed.add(&conn.http.counters);
         if let (Some(role), false) = (conn.role, done.is_empty()) {
             let (tgid, tid) = (conn.key.tgid, conn.last_tid);
-            self.emit_exchanges(
-                &mut done,
-                role,
-                conn.id,
-                &conn.endpoints,
-                conn.tls,
-                tgid,
-                tid,
-                out,
-            );
+            let view = match conn.view.take() {
+                Some(v) => v,
+                None => self.view(role, &conn.endpoints, tgid),
+            };
+            self.emit_exchanges(&mut done, role, conn.id, &view, conn.tls, tgid, tid, out);
         }
     }
 }

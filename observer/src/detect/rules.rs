@@ -143,10 +143,10 @@ pub struct Facts<'a> {
     pub ts_ns: u64,
     pub sequence: u64,
     pub status: u16,
-    pub source_ip: Option<String>,
+    pub source_ip: Option<&'a str>,
     pub credential: Option<&'a str>,
     /// The target service: process and local port.
-    pub service: Option<String>,
+    pub service: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -308,7 +308,7 @@ impl Detector {
     pub fn observe(&mut self, f: &Facts<'_>) -> Vec<Alert> {
         let mut fired = Vec::new();
         let authn_fail = matches!(f.status, 401 | 407);
-        if let Some(ip) = &f.source_ip {
+        if let Some(ip) = f.source_ip {
             if authn_fail {
                 let c = self.cfg.brute_force;
                 self.count(Rule::BruteForce, c, ip, f, &mut fired);
@@ -326,11 +326,11 @@ impl Detector {
                 self.count(Rule::Excess404, c, ip, f, &mut fired);
             }
         }
-        if authn_fail && let (Some(cred), Some(ip)) = (f.credential, &f.source_ip) {
+        if authn_fail && let (Some(cred), Some(ip)) = (f.credential, f.source_ip) {
             let c = self.cfg.distributed_brute_force;
             self.distinct(Rule::DistributedBruteForce, c, cred, ip, f, &mut fired);
         }
-        if let Some(service) = &f.service {
+        if let Some(service) = f.service {
             self.spike(service, f, &mut fired);
         }
         fired
@@ -603,20 +603,20 @@ impl Detector {
 mod tests {
     use super::*;
 
-    fn facts(
+    fn facts<'a>(
         ts_s: u64,
         seq: u64,
         status: u16,
-        ip: &str,
-        cred: Option<&'static str>,
-    ) -> Facts<'static> {
+        ip: &'a str,
+        cred: Option<&'a str>,
+    ) -> Facts<'a> {
         Facts {
             ts_ns: ts_s * SEC,
             sequence: seq,
             status,
-            source_ip: Some(ip.to_string()),
+            source_ip: Some(ip),
             credential: cred,
-            service: Some("api:8080".into()),
+            service: Some("api:8080"),
         }
     }
 

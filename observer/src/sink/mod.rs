@@ -146,6 +146,8 @@ pub struct Sink {
     format: Format,
     written: u64,
     pending: Vec<u8>,
+    /// The line being encoded, kept for its capacity.
+    body: Vec<u8>,
     /// Sequence numbers of the events in `pending` (a gap's loss line not included).
     pending_seqs: Option<(u64, u64)>,
     /// Events in `pending` (a gap's loss line not included).
@@ -193,6 +195,7 @@ impl Sink {
             format: Format::Json,
             written: 0,
             pending: Vec::with_capacity(64 * 1024),
+            body: Vec::with_capacity(2048),
             pending_seqs: None,
             pending_events: 0,
             pending_lines: 0,
@@ -252,10 +255,19 @@ impl Sink {
     }
 
     pub fn emit(&mut self, event: Event) -> Result<(), SinkError> {
+        // Encoded into a buffer kept from line to line: no allocation per event.
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        let r = self.emit_into(&event, &mut body);
+        self.body = body;
+        r
+    }
+
+    fn emit_into(&mut self, event: &Event, body: &mut Vec<u8>) -> Result<(), SinkError> {
         let seq = event.meta().sequence;
-        let body = self.encode(&event)?;
+        self.encode_into(event, body)?;
         let mut gap_body = self.unreported_gap_line()?;
-        let need = self.sealed_len(&body) + gap_body.as_ref().map_or(0, |g| self.sealed_len(g));
+        let need = self.sealed_len(body) + gap_body.as_ref().map_or(0, |g| self.sealed_len(g));
         if self.needs_rotation(need) {
             if self.flush_pending()? {
                 self.rotate_now()?;
@@ -268,26 +280,35 @@ impl Sink {
             self.gap_pending = true;
             self.push_sealed(&g, None);
         }
-        self.push_sealed(&body, Some(seq));
+        self.push_sealed(body, Some(seq));
         Ok(())
     }
 
     /// The loss line for events not written, if it is not already on its way.
-    fn unreported_gap_line(&self) -> Result<Option<String>, SinkError> {
+    fn unreported_gap_line(&self) -> Result<Option<Vec<u8>>, SinkError> {
         match self.gap {
             Some(g) if !self.gap_pending => Ok(Some(self.encode(&self.gap_line(g))?)),
             _ => Ok(None),
         }
     }
 
-    fn encode(&self, event: &Event) -> Result<String, SinkError> {
-        Ok(match self.format {
-            Format::Json => serde_json::to_string(event)?,
-            Format::Pretty => pretty(&serde_json::to_value(event)?),
-        })
+    fn encode(&self, event: &Event) -> Result<Vec<u8>, SinkError> {
+        let mut out = Vec::new();
+        self.encode_into(event, &mut out)?;
+        Ok(out)
     }
 
-    fn sealed_len(&self, body: &str) -> u64 {
+    fn encode_into(&self, event: &Event, out: &mut Vec<u8>) -> Result<(), SinkError> {
+        match self.format {
+            Format::Json => serde_json::to_writer(&mut *out, event)?,
+            Format::Pretty => {
+                out.extend_from_slice(pretty(&serde_json::to_value(event)?).as_bytes())
+            }
+        }
+        Ok(())
+    }
+
+    fn sealed_len(&self, body: &[u8]) -> u64 {
         let chain = match self.format {
             Format::Json => Chain::SEAL_BYTES,
             Format::Pretty => 0,
@@ -332,12 +353,10 @@ impl Sink {
         ev
     }
 
-    fn push_sealed(&mut self, body: &str, seq: Option<u64>) {
+    fn push_sealed(&mut self, body: &[u8], seq: Option<u64>) {
         match self.format {
-            Format::Json => self
-                .pending
-                .extend_from_slice(self.chain.seal(body).as_bytes()),
-            Format::Pretty => self.pending.extend_from_slice(body.as_bytes()),
+            Format::Json => self.chain.seal_into(body, &mut self.pending),
+            Format::Pretty => self.pending.extend_from_slice(body),
         }
         self.pending.push(b'\n');
         self.pending_lines += 1;

@@ -46,7 +46,7 @@ impl SinkStats {
 }
 
 enum Msg {
-    Event(Box<Event>),
+    Event(Event),
     /// Events dropped before the queue, right after those already sent.
     Gap(Gap),
 }
@@ -96,7 +96,7 @@ impl Writer {
                 Err(TrySendError::Disconnected(_)) => return Err(self.stopped()),
             }
         }
-        match self.tx().try_send(Msg::Event(Box::new(ev))) {
+        match self.tx().try_send(Msg::Event(ev)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 if self.stats.queue_full.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -119,7 +119,7 @@ impl Writer {
         {
             return Err(self.stopped());
         }
-        if self.tx().send(Msg::Event(Box::new(ev))).is_err() {
+        if self.tx().send(Msg::Event(ev)).is_err() {
             return Err(self.stopped());
         }
         Ok(())
@@ -197,7 +197,7 @@ fn write_loop(mut sink: Sink, rx: Receiver<Msg>, stats: &SinkStats) -> Result<()
 
 fn handle(sink: &mut Sink, m: Msg) -> Result<(), SinkError> {
     match m {
-        Msg::Event(ev) => sink.emit(*ev),
+        Msg::Event(ev) => sink.emit(ev),
         Msg::Gap(g) => sink.note_gap(g),
     }
 }
