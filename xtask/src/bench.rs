@@ -22,7 +22,7 @@ use anyhow::{Context as _, bail};
 use crate::{Proc, build, setup, step, workspace_root};
 
 const ROUNDS: usize = 3;
-const SECONDS: u64 = 4;
+const SECONDS: u64 = 3;
 const CONNECTIONS: u32 = 16;
 const PATHS: &[(&str, &str)] = &[
     ("/json", "small JSON"),
@@ -453,12 +453,15 @@ pub fn bench() -> anyhow::Result<()> {
             let w = wrk_paced(&url, &script)?;
             if let Some(o) = obs {
                 std::thread::sleep(Duration::from_millis(300));
+                let (cpu, rss) = usage(o.proc.0.id());
                 let events = o.events.clone();
                 drop(o.proc);
                 if cond == "T2" {
                     let c = costs
                         .entry(("T2 fixed rate".to_string(), "/json".to_string()))
                         .or_default();
+                    c.cpu_s += cpu;
+                    c.peak_rss_kib = c.peak_rss_kib.max(rss);
                     c.requests += w.requests;
                     let text = std::fs::read_to_string(&events)?;
                     c.exchanges += text.lines().filter(|l| l.contains("\"http\":")).count() as u64;
