@@ -367,6 +367,8 @@ pub fn bench() -> anyhow::Result<()> {
                         };
                         let before = bpf_stats();
                         let obs = start_observer(&bin, &dir, target)?;
+                        // Loading and verifying the programs is start-up cost, not per exchange.
+                        let (cpu0, _) = usage(obs.proc.0.id());
                         let w = wrk(&url)?;
                         // Let it catch up, then read its cost before it exits.
                         std::thread::sleep(Duration::from_millis(300));
@@ -381,7 +383,8 @@ pub fn bench() -> anyhow::Result<()> {
                                 e.1 += c - c0;
                             }
                         }
-                        let (cpu, rss) = usage(obs.proc.0.id());
+                        let (cpu1, rss) = usage(obs.proc.0.id());
+                        let cpu = cpu1 - cpu0;
                         let events = obs.events.clone();
                         drop(obs.proc);
                         if *cond != "T1" {
@@ -450,10 +453,12 @@ pub fn bench() -> anyhow::Result<()> {
                 "T2" => Some(start_observer(&bin, &dir, plain.0.id())?),
                 _ => None,
             };
+            let cpu0 = obs.as_ref().map_or(0.0, |o| usage(o.proc.0.id()).0);
             let w = wrk_paced(&url, &script)?;
             if let Some(o) = obs {
                 std::thread::sleep(Duration::from_millis(300));
-                let (cpu, rss) = usage(o.proc.0.id());
+                let (cpu1, rss) = usage(o.proc.0.id());
+                let cpu = cpu1 - cpu0;
                 let events = o.events.clone();
                 drop(o.proc);
                 if cond == "T2" {
