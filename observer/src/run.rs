@@ -9,7 +9,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::capture::{Capture, Losses};
 use crate::config::RunConfig;
-use crate::config::TlsMode;
 use crate::event::{Clock, Event, lifecycle_event, new_run_id};
 use crate::host::{LiveHost, socket_fds};
 use crate::identity::Fingerprinter;
@@ -19,7 +18,7 @@ use crate::pipeline::Pipeline;
 use crate::record::{self, RecordingHost};
 use crate::sink::{Sink, SinkError, Writer};
 use crate::target::{Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants};
-use crate::tls::{Blind, TlsWatch};
+use crate::tls::{Blind, Tracker};
 use observer_common::ProcChange;
 
 /// How often the ring buffer is read when the kernel does not wake us (it wakes us itself once
@@ -75,7 +74,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         capture.add_target(pid)?;
         seeded.add(adopt(&mut capture, pid));
     }
-    let mut tls = Tls::new(cfg.tls, &mut capture);
+    let mut tls = Tracker::new(cfg.tls, &mut capture);
     let mut blinds = Vec::new();
     for &pid in &initial {
         tls.scan(&mut capture, pid, &mut blinds);
@@ -457,87 +456,4 @@ fn blind(b: Blind, clock: &Clock, run_id: &str) -> Event {
         },
         b.reason,
     )
-}
-
-/// Keeps the OpenSSL hooks up with the targets: their libraries are looked at when they
-/// appear (fork, cgroup join), when they open connections (at most once a second each), and
-/// every few seconds.
-struct Tls {
-    watch: Option<TlsWatch>,
-    targets: std::collections::HashSet<u32>,
-    last_look: std::collections::HashMap<u32, std::time::Instant>,
-    ticks: u64,
-}
-
-impl Tls {
-    fn new(mode: TlsMode, capture: &mut Capture) -> Self {
-        let mut watch = match (mode, capture.tls_unavailable()) {
-            (TlsMode::Off, _) => None,
-            (_, Some(why)) => {
-                tracing::warn!("HTTPS will not be seen: {why}");
-                None
-            }
-            _ => Some(TlsWatch::default()),
-        };
-        if let (TlsMode::Auto, Some(w)) = (mode, watch.as_mut()) {
-            w.hook_system_libraries(capture);
-        }
-        Self {
-            watch,
-            targets: Default::default(),
-            last_look: Default::default(),
-            ticks: 0,
-        }
-    }
-
-    fn scan(&mut self, capture: &mut Capture, pid: u32, out: &mut Vec<Blind>) {
-        self.targets.insert(pid);
-        self.last_look.insert(pid, std::time::Instant::now());
-        if let Some(w) = self.watch.as_mut() {
-            out.extend(w.scan(capture, pid));
-        }
-    }
-
-    fn follow(
-        &mut self,
-        capture: &mut Capture,
-        changes: &[(ProcChange, u32)],
-        connecting: &[u32],
-        tick: bool,
-        out: &mut Vec<Blind>,
-    ) {
-        if self.watch.is_none() {
-            return;
-        }
-        for &(change, pid) in changes {
-            match change {
-                ProcChange::Fork | ProcChange::Join => self.scan(capture, pid, out),
-                ProcChange::Exit => {
-                    self.targets.remove(&pid);
-                    self.last_look.remove(&pid);
-                    if let Some(w) = self.watch.as_mut() {
-                        w.forget(pid);
-                    }
-                }
-            }
-        }
-        for &pid in connecting {
-            let due = self
-                .last_look
-                .get(&pid)
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if due {
-                self.scan(capture, pid, out);
-            }
-        }
-        if tick {
-            self.ticks += 1;
-            if self.ticks.is_multiple_of(3) {
-                let pids: Vec<u32> = self.targets.iter().copied().collect();
-                for pid in pids {
-                    self.scan(capture, pid, out);
-                }
-            }
-        }
-    }
 }

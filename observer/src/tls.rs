@@ -13,6 +13,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::capture::Capture;
+use crate::config::TlsMode;
+use observer_common::ProcChange;
 
 /// Executables larger than this are not searched for signs of TLS.
 const MAX_SCAN: u64 = 512 << 20;
@@ -240,6 +242,89 @@ impl TlsWatch {
     pub fn forget(&mut self, pid: u32) {
         self.scanned.remove(&pid);
         self.warned.remove(&pid);
+    }
+}
+
+/// Keeps the OpenSSL hooks up with the targets: their libraries are looked at when they
+/// appear (fork, cgroup join), when they open connections (at most once a second each), and
+/// every few seconds.
+pub struct Tracker {
+    watch: Option<TlsWatch>,
+    targets: std::collections::HashSet<u32>,
+    last_look: std::collections::HashMap<u32, std::time::Instant>,
+    ticks: u64,
+}
+
+impl Tracker {
+    pub fn new(mode: TlsMode, capture: &mut Capture) -> Self {
+        let mut watch = match (mode, capture.tls_unavailable()) {
+            (TlsMode::Off, _) => None,
+            (_, Some(why)) => {
+                tracing::warn!("HTTPS will not be seen: {why}");
+                None
+            }
+            _ => Some(TlsWatch::default()),
+        };
+        if let (TlsMode::Auto, Some(w)) = (mode, watch.as_mut()) {
+            w.hook_system_libraries(capture);
+        }
+        Self {
+            watch,
+            targets: Default::default(),
+            last_look: Default::default(),
+            ticks: 0,
+        }
+    }
+
+    pub fn scan(&mut self, capture: &mut Capture, pid: u32, out: &mut Vec<Blind>) {
+        self.targets.insert(pid);
+        self.last_look.insert(pid, std::time::Instant::now());
+        if let Some(w) = self.watch.as_mut() {
+            out.extend(w.scan(capture, pid));
+        }
+    }
+
+    pub fn follow(
+        &mut self,
+        capture: &mut Capture,
+        changes: &[(ProcChange, u32)],
+        connecting: &[u32],
+        tick: bool,
+        out: &mut Vec<Blind>,
+    ) {
+        if self.watch.is_none() {
+            return;
+        }
+        for &(change, pid) in changes {
+            match change {
+                ProcChange::Fork | ProcChange::Join => self.scan(capture, pid, out),
+                ProcChange::Exit => {
+                    self.targets.remove(&pid);
+                    self.last_look.remove(&pid);
+                    if let Some(w) = self.watch.as_mut() {
+                        w.forget(pid);
+                    }
+                }
+            }
+        }
+        for &pid in connecting {
+            let due = self
+                .last_look
+                .get(&pid)
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+            if due {
+                self.scan(capture, pid, out);
+            }
+        }
+        if tick {
+            self.ticks += 1;
+            if self.ticks.is_multiple_of(3) {
+                let pids: Vec<u32> = self.targets.iter().copied().collect();
+                for pid in pids {
+                    self.scan(capture, pid, out);
+                }
+            }
+        }
     }
 }
 
