@@ -90,31 +90,37 @@ fn traffic() -> impl Strategy<Value = Traffic> {
         .prop_map(
             |(method, path, query, host, agent, (name, value, status, reason), secret)| {
                 let secret = format!("S3cr3t{secret}").into_bytes();
-                let mut request = method;
-                request.extend_from_slice(b" /");
-                request.extend_from_slice(&path);
-                request.push(b'?');
-                request.extend_from_slice(&query);
-                request.extend_from_slice(b"&token=");
-                request.extend_from_slice(&secret);
-                request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-                request.extend_from_slice(&host);
-                request.extend_from_slice(b"\r\nUser-Agent: ");
-                request.extend_from_slice(&agent);
-                request.extend_from_slice(b"\r\nAuthorization: Bearer ");
-                request.extend_from_slice(&secret);
-                request.extend_from_slice(b"\r\nCookie: session=");
-                request.extend_from_slice(&secret);
-                request.extend_from_slice(b"\r\nX-");
-                request.extend_from_slice(&name);
-                request.extend_from_slice(b": ");
-                request.extend_from_slice(&value);
-                request.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
-                let mut response = format!("HTTP/1.1 {status} ").into_bytes();
-                response.extend_from_slice(&reason);
-                response.extend_from_slice(b"\r\nSet-Cookie: session=");
-                response.extend_from_slice(&secret);
-                response.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+                let request = [
+                    &method[..],
+                    b" /",
+                    &path,
+                    b"?",
+                    &query,
+                    b"&token=",
+                    &secret,
+                    b" HTTP/1.1\r\nHost: ",
+                    &host,
+                    b"\r\nUser-Agent: ",
+                    &agent,
+                    b"\r\nAuthorization: Bearer ",
+                    &secret,
+                    b"\r\nCookie: session=",
+                    &secret,
+                    b"\r\nX-",
+                    &name,
+                    b": ",
+                    &value,
+                    b"\r\nContent-Length: 0\r\n\r\n",
+                ]
+                .concat();
+                let response = [
+                    format!("HTTP/1.1 {status} ").as_bytes(),
+                    &reason,
+                    b"\r\nSet-Cookie: session=",
+                    &secret,
+                    b"\r\nContent-Length: 0\r\n\r\n",
+                ]
+                .concat();
                 Traffic {
                     request,
                     response,
