@@ -24,6 +24,7 @@ const TAG_KERNEL: u8 = 1;
 const TAG_ENDPOINTS: u8 = 2;
 const TAG_PROCESS: u8 = 3;
 const TAG_TICK: u8 = 4;
+const TAG_BLIND: u8 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -59,6 +60,33 @@ pub enum Entry {
     Endpoints(Option<Endpoints>),
     Process(ProcessInfo),
     Tick(Tick),
+    Blind(Blind),
+}
+
+/// A target whose TLS observer could not hook, as found live: replayed as the same
+/// `sys_monitor_disabled` event at the same place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blind {
+    pub now_ns: u64,
+    pub pid: u32,
+    pub name: Option<String>,
+    pub executable: Option<String>,
+    pub reason: String,
+}
+
+impl Blind {
+    pub fn event(&self, clock: &crate::event::Clock, run_id: &str) -> crate::event::Event {
+        crate::event::blind_event(
+            clock.wall(self.now_ns),
+            run_id,
+            crate::event::BlindProcess {
+                pid: self.pid,
+                name: self.name.clone(),
+                executable: self.executable.clone(),
+            },
+            self.reason.clone(),
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +138,9 @@ impl Writer {
             ),
             Entry::Tick(x) => {
                 self.entry(TAG_TICK, &serde_json::to_vec(x).map_err(io::Error::other)?)
+            }
+            Entry::Blind(x) => {
+                self.entry(TAG_BLIND, &serde_json::to_vec(x).map_err(io::Error::other)?)
             }
         }
     }
@@ -185,6 +216,9 @@ impl<R: Read> Reader<R> {
                 Entry::Process(serde_json::from_slice(&payload).map_err(|e| json("process", e))?)
             }
             TAG_TICK => Entry::Tick(serde_json::from_slice(&payload).map_err(|e| json("tick", e))?),
+            TAG_BLIND => {
+                Entry::Blind(serde_json::from_slice(&payload).map_err(|e| json("blind", e))?)
+            }
             t => return Err(RecordError::Damaged(format!("unknown entry tag {t}"))),
         }))
     }
@@ -301,6 +335,13 @@ mod tests {
                 now_ns: 9,
                 losses: vec![("ring_full".into(), 2)],
                 heartbeat: None,
+            }),
+            Entry::Blind(Blind {
+                now_ns: 10,
+                pid: 7,
+                name: Some("server".into()),
+                executable: None,
+                reason: "Go's crypto/tls".into(),
             }),
         ];
         let mut w = Writer::create(&path, &header).unwrap();

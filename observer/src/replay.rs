@@ -81,6 +81,11 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
                 }
                 match other {
                     Some(Entry::Kernel(b)) => pending = Some(b),
+                    Some(Entry::Blind(b)) => {
+                        last_ns = last_ns.max(b.now_ns);
+                        let ev = b.event(pipeline.clock(), pipeline.run_id());
+                        events.push(pipeline.stamp(ev));
+                    }
                     Some(Entry::Tick(t)) => {
                         last_ns = last_ns.max(t.now_ns);
                         pipeline.maintain(t.now_ns, &t.losses, &mut events);

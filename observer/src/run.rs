@@ -128,9 +128,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     writer.send_waiting(startup)?;
     let mut events: Vec<Event> = Vec::new();
-    for b in blinds.drain(..) {
-        events.push(pipeline.stamp(blind(b, &clock, pipeline.run_id())));
-    }
+    report_blind(&mut blinds, &mut pipeline, recorder.as_mut(), &mut events)?;
 
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -163,8 +161,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         });
         apply(&mut capture, &mut pipeline, &changes, &cfg.pids);
         tls.follow(&mut capture, &changes, &connecting, maintain, &mut blinds);
-        for b in blinds.drain(..) {
-            events.push(pipeline.stamp(blind(b, &clock, pipeline.run_id())));
+        if let Err(e) = report_blind(&mut blinds, &mut pipeline, recorder.as_mut(), &mut events) {
+            failed = Some(e);
         }
         if maintain {
             let now_ns = Clock::mono_now();
@@ -438,22 +436,37 @@ fn opens_connection(rec: &[u8]) -> Option<u32> {
         .then_some(tgid)
 }
 
-fn blind(b: Blind, clock: &Clock, run_id: &str) -> Event {
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", b.pid))
-        .ok()
-        .map(|s| s.trim_end().to_string());
-    let exe = std::fs::read_link(format!("/proc/{}/exe", b.pid))
-        .ok()
-        .map(|p| p.display().to_string());
-    tracing::warn!(pid = b.pid, name = ?comm, "{}", b.reason);
-    crate::event::blind_event(
-        clock.wall(Clock::mono_now()),
-        run_id,
-        crate::event::BlindProcess {
+/// Warns about and reports targets whose TLS cannot be seen (recorded for replay).
+fn report_blind(
+    blinds: &mut Vec<Blind>,
+    pipeline: &mut Pipeline<RecordingHost<LiveHost>>,
+    recorder: Option<&mut record::Writer>,
+    events: &mut Vec<Event>,
+) -> std::io::Result<()> {
+    let mut found = Vec::new();
+    for b in blinds.drain(..) {
+        let name = std::fs::read_to_string(format!("/proc/{}/comm", b.pid))
+            .ok()
+            .map(|s| s.trim_end().to_string());
+        let executable = std::fs::read_link(format!("/proc/{}/exe", b.pid))
+            .ok()
+            .map(|p| p.display().to_string());
+        tracing::warn!(pid = b.pid, name = ?name, "{}", b.reason);
+        let rec = record::Blind {
+            now_ns: Clock::mono_now(),
             pid: b.pid,
-            name: comm,
-            executable: exe,
-        },
-        b.reason,
-    )
+            name,
+            executable,
+            reason: b.reason,
+        };
+        let ev = rec.event(pipeline.clock(), pipeline.run_id());
+        events.push(pipeline.stamp(ev));
+        found.push(rec);
+    }
+    if let Some(w) = recorder {
+        for rec in found {
+            w.write(&record::Entry::Blind(rec))?;
+        }
+    }
+    Ok(())
 }
