@@ -542,6 +542,13 @@ fn conn_exit(ctx: &TracePointContext) -> u32 {
         None => return 0,
     };
     let _ = INFLIGHT_CONN.remove(pid_tgid);
+    // Taken whatever the outcome: a failed connect must not lend its address to the thread's
+    // next one.
+    // SAFETY: copied out before the entry is removed.
+    let local = unsafe { CONNECT_LOCAL.get(pid_tgid) }.copied();
+    if local.is_some() {
+        let _ = CONNECT_LOCAL.remove(pid_tgid);
+    }
     if args.nr != syscall_nr(ctx) {
         return 0;
     }
@@ -581,14 +588,10 @@ fn conn_exit(ctx: &TracePointContext) -> u32 {
     ev.hdr = header(kind, pid_tgid, fd);
     ev.ret = ret;
     ev.listen_fd = if accept { args.fd } else { -1 };
-    ev.local = LocalAddr::default();
-    if !accept {
-        // SAFETY: copied out before the entry is removed.
-        if let Some(local) = unsafe { CONNECT_LOCAL.get(pid_tgid) } {
-            ev.local = *local;
-            let _ = CONNECT_LOCAL.remove(pid_tgid);
-        }
-    }
+    ev.local = match local {
+        Some(local) if !accept => local,
+        _ => LocalAddr::default(),
+    };
     let len = if accept {
         if args.addr_len == 0 {
             0
@@ -761,6 +764,18 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 pub fn process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is not kept past this call.
+    if unsafe { TARGETS.get(tgid).is_none() } {
+        return 0;
+    }
+    // A thread that dies inside a call never reaches its return (an SSL_read blocked when the
+    // process is killed): its in-flight entries would hold their slots until the thread id is
+    // reused, and lend stale arguments to that thread's first call.
+    let _ = INFLIGHT_IO.remove(pid_tgid);
+    let _ = INFLIGHT_CONN.remove(pid_tgid);
+    let _ = CONNECT_LOCAL.remove(pid_tgid);
+    let _ = TLS_INFLIGHT.remove(pid_tgid);
+    let _ = LAST_READ.remove(pid_tgid);
     // SAFETY: offset inside the sched_process_exit record.
     let group_dead =
         unsafe { core::ptr::read_volatile(ctx.as_ptr().add(EXIT_GROUP_DEAD) as *const u8) } != 0;
