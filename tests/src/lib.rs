@@ -523,6 +523,71 @@ impl Drop for TempDir {
     }
 }
 
+/// A recording (`run --record`) and the fingerprint key it was made with, in a directory of
+/// its own.
+pub struct Recording {
+    pub dir: TempDir,
+    pub rec: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Recording {
+    pub fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let (rec, key) = (dir.path.join("capture.rec"), dir.path.join("secret.key"));
+        Self { dir, rec, key }
+    }
+
+    /// observer's arguments to capture `pid` into this recording.
+    pub fn run_args(&self, pid: u32) -> Vec<String> {
+        vec![
+            "--pid".into(),
+            pid.to_string(),
+            "--record".into(),
+            self.rec.display().to_string(),
+            "--key-file".into(),
+            self.key.display().to_string(),
+        ]
+    }
+
+    /// Panics unless `observer replay` of the recording (run through `wrapper`, such as
+    /// setpriv, when one is given) prints the events of the live run: all of them, in order,
+    /// but sys_shutdown, whose counters describe the run that prints it.
+    pub fn assert_replay_matches(&self, wrapper: &[&str], live: &Finished) {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(observer_bin());
+                c
+            }
+            None => Command::new(observer_bin()),
+        };
+        let out = cmd
+            .arg("replay")
+            .arg(&self.rec)
+            .arg("--key-file")
+            .arg(&self.key)
+            .output()
+            .expect("running observer replay");
+        assert!(
+            out.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let not_shutdown = |e: &&Value| e["event"]["action"] != "sys_shutdown";
+        let a: Vec<&Value> = live.events.iter().filter(not_shutdown).collect();
+        let b: Vec<&Value> = replayed.iter().filter(not_shutdown).collect();
+        assert_eq!(a.len(), b.len(), "same number of events");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "same event");
+        }
+    }
+}
+
 /// A self-signed certificate for 127.0.0.1 and localhost, made with openssl.
 pub struct Cert {
     _dir: TempDir,

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use observer_tests::{
-    Cert, Cgroup, Observer, Server, Transfer, curl_paths as transfers, require_root,
+    Cert, Cgroup, Observer, Recording, Server, Transfer, curl_paths as transfers, require_root,
 };
 use serde_json::Value;
 
@@ -225,16 +225,8 @@ fn a_target_whose_tls_cannot_be_hooked_is_reported() {
     require_root();
     let cert = Cert::new();
     let server = Server::static_tls(&cert);
-    let dir = observer_tests::TempDir::new("blind");
-    let (rec, key) = (dir.path.join("capture.rec"), dir.path.join("k"));
-    let obs = Observer::start(&[
-        "--pid".into(),
-        server.pid().to_string(),
-        "--record".into(),
-        rec.display().to_string(),
-        "--key-file".into(),
-        key.display().to_string(),
-    ]);
+    let recording = Recording::new("blind");
+    let obs = Observer::start(&recording.run_args(server.pid()));
     let sent = transfers(&server, &[(&[], "/a"), (&[], "/b")]);
     assert!(sent.iter().all(|t| t.status == 200));
     let f = obs.stop();
@@ -251,24 +243,5 @@ fn a_target_whose_tls_cannot_be_hooked_is_reported() {
     // Its ciphertext is never taken for HTTP.
     assert!(f.exchanges().is_empty(), "{}", f.lines.join("\n"));
     // A replay of the recording says the same.
-    let out = Command::new(observer_tests::observer_bin())
-        .arg("replay")
-        .arg(&rec)
-        .arg("--key-file")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let not_shutdown = |e: &&Value| e["event"]["action"] != "sys_shutdown";
-    let live: Vec<&Value> = f.events.iter().filter(not_shutdown).collect();
-    let again: Vec<&Value> = replayed.iter().filter(not_shutdown).collect();
-    assert_eq!(live, again);
+    recording.assert_replay_matches(&[], &f);
 }
