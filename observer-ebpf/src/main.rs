@@ -111,6 +111,15 @@ fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
     unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset) as *const u64) }
 }
 
+/// Copies out and removes a thread's entry: the state of a call that has returned.
+#[inline(always)]
+fn take<V: Copy>(map: &HashMap<u64, V>, pid_tgid: u64) -> Option<V> {
+    // SAFETY: copied out before the entry is removed.
+    let value = unsafe { map.get(pid_tgid) }.copied()?;
+    let _ = map.remove(pid_tgid);
+    Some(value)
+}
+
 #[inline(always)]
 fn count_loss(counter: LossCounter) {
     if let Some(v) = LOSSES.get_ptr_mut(counter as u32) {
@@ -278,12 +287,9 @@ fn io_enter_with(ctx: &TracePointContext, syscall: Syscall, buffers: Buffers) ->
 #[inline(always)]
 fn io_exit(ctx: &TracePointContext, direction: Direction) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before the entry is removed.
-    let args = match unsafe { INFLIGHT_IO.get(pid_tgid) } {
-        Some(args) => *args,
-        None => return 0,
+    let Some(args) = take(&INFLIGHT_IO, pid_tgid) else {
+        return 0;
     };
-    let _ = INFLIGHT_IO.remove(pid_tgid);
     // An entry userspace made for a call that already returned belongs to another syscall.
     if args.nr != syscall_nr(ctx) {
         return 0;
@@ -536,19 +542,12 @@ fn conn_enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
 #[inline(always)]
 fn conn_exit(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before the entry is removed.
-    let args = match unsafe { INFLIGHT_CONN.get(pid_tgid) } {
-        Some(args) => *args,
-        None => return 0,
+    let Some(args) = take(&INFLIGHT_CONN, pid_tgid) else {
+        return 0;
     };
-    let _ = INFLIGHT_CONN.remove(pid_tgid);
     // Taken whatever the outcome: a failed connect must not lend its address to the thread's
     // next one.
-    // SAFETY: copied out before the entry is removed.
-    let local = unsafe { CONNECT_LOCAL.get(pid_tgid) }.copied();
-    if local.is_some() {
-        let _ = CONNECT_LOCAL.remove(pid_tgid);
-    }
+    let local = take(&CONNECT_LOCAL, pid_tgid);
     if args.nr != syscall_nr(ctx) {
         return 0;
     }
@@ -821,12 +820,9 @@ fn tls_enter(ctx: &ProbeContext, syscall: Syscall, ex: bool) -> u32 {
 #[inline(always)]
 fn tls_exit(ctx: &RetProbeContext, direction: Direction) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before the entry is removed.
-    let args = match unsafe { TLS_INFLIGHT.get(pid_tgid) } {
-        Some(a) => *a,
-        None => return 0,
+    let Some(args) = take(&TLS_INFLIGHT, pid_tgid) else {
+        return 0;
     };
-    let _ = TLS_INFLIGHT.remove(pid_tgid);
     let ret = ctx.ret::<u64>() as i32;
     let n = if args.out_len != 0 {
         if ret != 1 {
