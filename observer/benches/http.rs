@@ -37,6 +37,32 @@ fn bench(c: &mut Criterion) {
             out
         })
     });
+    // The floor: httparse alone on the same heads, nothing kept. The ratio of the two is what
+    // reassembly adds (head search, framing, the fields an event needs, the credential).
+    g.bench_function("httparse_only", |b| {
+        b.iter(|| {
+            let (rl, sl) = (reqs.len() / n, resps.len() / n);
+            let mut statuses = 0u32;
+            for i in 0..n {
+                let mut h = [httparse::EMPTY_HEADER; 32];
+                let mut req = httparse::Request::new(&mut h);
+                assert!(
+                    req.parse(&reqs[i * rl..(i + 1) * rl])
+                        .unwrap()
+                        .is_complete()
+                );
+                let mut h = [httparse::EMPTY_HEADER; 32];
+                let mut resp = httparse::Response::new(&mut h);
+                assert!(
+                    resp.parse(&resps[i * sl..(i + 1) * sl])
+                        .unwrap()
+                        .is_complete()
+                );
+                statuses += u32::from(resp.code.unwrap_or(0));
+            }
+            statuses
+        })
+    });
     g.finish();
 }
 

@@ -451,8 +451,7 @@ impl Event {
 }
 
 fn cap(s: &str) -> String {
-    let t = Text::from_bytes(s.as_bytes());
-    t.value
+    Text::from_checked(s).value
 }
 
 /// Splits a request target into path and query, replacing the values of sensitive query keys.
