@@ -129,6 +129,12 @@ pub struct RunArgs {
     /// `targets` only in what targets have mapped; `off` captures plaintext sockets only.
     #[arg(long, value_enum, default_value_t = TlsMode::Auto)]
     pub tls: TlsMode,
+    /// How syscalls are hooked: `auto` uses the raw sys_enter/sys_exit tracepoints where
+    /// observer knows the architecture (x86_64), which cost every other process on the host
+    /// least, and the per-syscall tracepoints elsewhere or when the raw ones cannot be loaded;
+    /// `raw` and `tracepoints` insist on one.
+    #[arg(long, value_enum, default_value_t = SyscallHook::Auto)]
+    pub syscall_hook: SyscallHook,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -144,6 +150,14 @@ pub enum TlsMode {
     Auto,
     Targets,
     Off,
+}
+
+/// How the syscalls that move socket data are hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallHook {
+    Auto,
+    Raw,
+    Tracepoints,
 }
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
@@ -385,6 +399,7 @@ pub struct RunConfig {
     pub ring_bytes: u32,
     pub metrics: Option<std::net::SocketAddr>,
     pub tls: TlsMode,
+    pub syscall_hook: SyscallHook,
     pub format: crate::sink::Format,
     pub detection: crate::detect::rules::DetectConfig,
     pub credential_names: crate::identity::CredentialNames,
@@ -487,6 +502,7 @@ impl RunArgs {
             ring_bytes: ring,
             metrics: self.metrics,
             tls: self.tls,
+            syscall_hook: self.syscall_hook,
             format: self.format,
             integrity_key: match &self.integrity_key {
                 Some(p) => {
@@ -526,6 +542,7 @@ mod tests {
             ring_buffer_size: observer_common::RING_BYTES,
             metrics: None,
             tls: TlsMode::Auto,
+            syscall_hook: SyscallHook::Auto,
             format: crate::sink::Format::Json,
         }
     }

@@ -53,7 +53,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut capture = Capture::load(cfg.ring_bytes)?;
+    let mut capture = Capture::load(cfg.ring_bytes, cfg.syscall_hook)?;
     let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();
     capture.set_cgroups(&cgroup_ids)?;
     for &pid in &cfg.pids {

@@ -6,8 +6,9 @@ mod tracefs;
 
 pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
 
+use crate::config::SyscallHook;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope};
+use aya::programs::{ProgramError, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use observer_common::{
     CgroupTarget, ConnArgs, Counter, IoArgs, LossCounter, MAX_CGROUPS, socket_key,
@@ -18,11 +19,17 @@ use tokio::io::unix::AsyncFd;
 /// The eBPF object built by build.rs from observer-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
 
-/// Each program and the tracepoints (category, name) it attaches to. Process lifecycle comes
-/// first so that no child forked while the rest attach is missed.
-const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
+/// Programs on tracepoints other than the syscalls', whichever way syscalls are hooked, with
+/// the tracepoints (category, name) each attaches to. Process lifecycle comes first so that no
+/// child forked while the rest attach is missed.
+const LIFECYCLE: &[(&str, &[(&str, &str)])] = &[
     ("task_newtask", &[("task", "task_newtask")]),
     ("process_exit", &[("sched", "sched_process_exit")]),
+    ("tcp_state", &[("sock", "inet_sock_set_state")]),
+];
+
+/// One program per syscall tracepoint, and the tracepoints each attaches to.
+const SYSCALL_TRACEPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("enter_read", &[("syscalls", "sys_enter_read")]),
     ("exit_read", &[("syscalls", "sys_exit_read")]),
     ("enter_write", &[("syscalls", "sys_enter_write")]),
@@ -56,10 +63,13 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     ("enter_connect", &[("syscalls", "sys_enter_connect")]),
-    ("tcp_state", &[("sock", "inet_sock_set_state")]),
     ("exit_connect", &[("syscalls", "sys_exit_connect")]),
     ("enter_close", &[("syscalls", "sys_enter_close")]),
 ];
+
+/// The raw tracepoints that replace [`SYSCALL_TRACEPOINTS`] on x86_64 (each program is named
+/// after its tracepoint). Exits first: an entry must never wait for an exit nobody watches.
+const RAW_SYSCALLS: &[&str] = &["sys_exit", "sys_enter"];
 
 /// OpenSSL functions hooked: (symbol, entry program, return program).
 const TLS_PROBES: &[(&str, &str, &str)] = &[
@@ -101,6 +111,10 @@ pub enum CaptureError {
         tracepoint: String,
         reason: String,
     },
+    #[error(
+        "--syscall-hook raw is only built for x86_64; use --syscall-hook tracepoints (or auto)"
+    )]
+    RawUnsupported,
     #[error("updating eBPF map {map} failed: {source}")]
     Map {
         map: &'static str,
@@ -109,6 +123,39 @@ pub enum CaptureError {
     },
     #[error("cannot watch the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
+}
+
+/// The raw syscall programs know this architecture's syscall numbers and registers only.
+const RAW_ARCH: bool = cfg!(target_arch = "x86_64");
+
+fn load_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), CaptureError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?
+        .try_into()
+        .map_err(|_| CaptureError::Missing(format!("tracepoint program {name}")))?;
+    prog.load().map_err(|e| program_load(name, &e))
+}
+
+fn load_raw(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    for name in RAW_SYSCALLS {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?
+            .try_into()
+            .map_err(|_| CaptureError::Missing(format!("raw tracepoint program {name}")))?;
+        prog.load().map_err(|e| program_load(name, &e))?;
+    }
+    Ok(())
+}
+
+fn program_load(name: &str, e: &ProgramError) -> CaptureError {
+    let (reason, verifier) = describe(e);
+    CaptureError::ProgramLoad {
+        program: name.to_string(),
+        reason,
+        verifier,
+    }
 }
 
 fn describe(e: &ProgramError) -> (String, String) {
@@ -154,6 +201,8 @@ pub type Losses = [u64; LossCounter::COUNT as usize];
 pub struct Capture {
     /// Dropping it detaches every program.
     ebpf: Option<Ebpf>,
+    /// Syscalls are hooked by the raw sys_enter/sys_exit tracepoints, not one tracepoint each.
+    raw: bool,
     ring: AsyncFd<RingBuf<MapData>>,
     losses: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
@@ -170,7 +219,7 @@ impl Capture {
     /// Loads the programs and prepares the maps; nothing is attached yet.
     /// Loads the programs with a ring buffer of `ring_bytes` (a power of two, a multiple of
     /// the page size).
-    pub fn load(ring_bytes: u32) -> Result<Self, CaptureError> {
+    pub fn load(ring_bytes: u32, hook: SyscallHook) -> Result<Self, CaptureError> {
         tracefs::ensure_mounted()?;
         if EBPF_OBJECT.is_empty() {
             return Err(CaptureError::NoObject);
@@ -181,20 +230,29 @@ impl Capture {
             .map_max_entries("EVENTS", ring_bytes)
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .load(EBPF_OBJECT)?;
-        for (name, _) in PROGRAMS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?
-                .try_into()
-                .map_err(|_| CaptureError::Missing(format!("tracepoint program {name}")))?;
-            prog.load().map_err(|e| {
-                let (reason, verifier) = describe(&e);
-                CaptureError::ProgramLoad {
-                    program: (*name).to_string(),
-                    reason,
-                    verifier,
-                }
-            })?;
+        for (name, _) in LIFECYCLE {
+            load_tracepoint(&mut ebpf, name)?;
+        }
+        let raw = match hook {
+            SyscallHook::Tracepoints => false,
+            SyscallHook::Raw if !RAW_ARCH => return Err(CaptureError::RawUnsupported),
+            SyscallHook::Raw => {
+                load_raw(&mut ebpf)?;
+                true
+            }
+            SyscallHook::Auto => {
+                RAW_ARCH
+                    && load_raw(&mut ebpf)
+                        .inspect_err(|e| {
+                            tracing::warn!("{e}; hooking each syscall's tracepoint instead");
+                        })
+                        .is_ok()
+            }
+        };
+        if !raw {
+            for (name, _) in SYSCALL_TRACEPOINTS {
+                load_tracepoint(&mut ebpf, name)?;
+            }
         }
         // TLS is a bonus: plaintext capture works without uprobes.
         let mut tls_unavailable = None;
@@ -226,6 +284,7 @@ impl Capture {
             .map_err(|e| CaptureError::Poll(e.into()))?;
         Ok(Self {
             ebpf: Some(ebpf),
+            raw,
             ring,
             losses,
             counters,
@@ -310,7 +369,12 @@ impl Capture {
 
     pub fn attach(&mut self) -> Result<(), CaptureError> {
         let ebpf = self.ebpf.as_mut().expect("attached before detach");
-        for (name, tracepoints) in PROGRAMS {
+        let tracepoints = if self.raw {
+            LIFECYCLE
+        } else {
+            &[LIFECYCLE, SYSCALL_TRACEPOINTS].concat()
+        };
+        for (name, tracepoints) in tracepoints {
             let prog: &mut TracePoint = ebpf
                 .program_mut(name)
                 .and_then(|p| p.try_into().ok())
@@ -324,6 +388,27 @@ impl Capture {
                     })?;
             }
         }
+        if self.raw {
+            for name in RAW_SYSCALLS {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut(name)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?;
+                prog.attach(name).map_err(|e| CaptureError::Attach {
+                    program: (*name).to_string(),
+                    tracepoint: format!("raw_syscalls/{name}"),
+                    reason: describe(&e).0,
+                })?;
+            }
+        }
+        tracing::info!(
+            "syscalls hooked by {}",
+            if self.raw {
+                "the raw tracepoints sys_enter and sys_exit"
+            } else {
+                "one tracepoint each"
+            }
+        );
         Ok(())
     }
 
