@@ -30,6 +30,14 @@ const PATHS: &[(&str, &str)] = &[
     ("/64k.bin", "64 KiB"),
 ];
 const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2", "S0", "S2"];
+/// The per-syscall cost: no observer, then observer (targeting an idle process) with each
+/// `--syscall-hook`.
+const SYSCALL_CONDITIONS: &[(&str, Option<&str>)] = &[
+    ("none", None),
+    ("raw sys_enter/sys_exit", Some("raw")),
+    ("one tracepoint per syscall", Some("tracepoints")),
+];
+const SYSCALL_CALLS: u32 = 1_000_000;
 /// Fixed rate: each of these connections waits this long between requests.
 const PACED_CONNECTIONS: u32 = 10;
 const PACE_MS: u32 = 1;
@@ -182,6 +190,15 @@ struct Observer {
 }
 
 fn start_observer(bin: &Path, dir: &Path, pid: u32) -> anyhow::Result<Observer> {
+    start_observer_with(bin, dir, pid, &[])
+}
+
+fn start_observer_with(
+    bin: &Path,
+    dir: &Path,
+    pid: u32,
+    extra: &[&str],
+) -> anyhow::Result<Observer> {
     let events = dir.join(format!("events-{pid}.jsonl"));
     let _ = std::fs::remove_file(&events);
     // Only what the target has mapped. wrk uses the same libssl file as nginx, so in S2 its
@@ -199,6 +216,7 @@ fn start_observer(bin: &Path, dir: &Path, pid: u32) -> anyhow::Result<Observer> 
         .arg(&events)
         .arg("--key-file")
         .arg(dir.join("bench.key"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -214,6 +232,18 @@ fn start_observer(bin: &Path, dir: &Path, pid: u32) -> anyhow::Result<Observer> 
         proc: Proc(child),
         events,
     })
+}
+
+/// Nanoseconds per 1-byte read of /dev/null, over [`SYSCALL_CALLS`] calls.
+fn read_ns() -> anyhow::Result<f64> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    let mut b = [0u8; 1];
+    let t = Instant::now();
+    for _ in 0..SYSCALL_CALLS {
+        f.read(&mut b).context("reading /dev/null")?;
+    }
+    Ok(t.elapsed().as_nanos() as f64 / f64::from(SYSCALL_CALLS))
 }
 
 /// CPU seconds and peak RSS (KiB) of a process so far.
@@ -534,6 +564,25 @@ pub fn bench() -> anyhow::Result<()> {
             paced.entry(cond.to_string()).or_default().push(w);
         }
     }
+    // What observer costs every other process: one syscall it hooks, made by a process it
+    // does not target, with each way of hooking syscalls.
+    let mut syscall_ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 1..=ROUNDS {
+        for (cond, hook) in SYSCALL_CONDITIONS {
+            step(&format!("syscall cost, round {round}/{ROUNDS}: {cond}"));
+            let obs = match hook {
+                Some(h) => Some(start_observer_with(
+                    &bin,
+                    &dir,
+                    idle.0.id(),
+                    &["--syscall-hook", h],
+                )?),
+                None => None,
+            };
+            syscall_ns.entry(cond).or_default().push(read_ns()?);
+            drop(obs);
+        }
+    }
     drop((plain, logged, idle, tls));
     let parser = parser_throughput()?;
 
@@ -684,6 +733,34 @@ pub fn bench() -> anyhow::Result<()> {
             runs("T2"),
             per("S2"),
             runs("S2")
+        )?;
+    }
+    writeln!(
+        md,
+        "\n## Cost to every other process\n\nA process observer does not target reads 1 byte \
+         from /dev/null {SYSCALL_CALLS} times (a syscall observer hooks); ns per call, medians \
+         of {ROUNDS} interleaved rounds.\n"
+    )?;
+    writeln!(md, "| syscall hook | ns per read | added ns | ÷ none |")?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    let none = median(
+        syscall_ns
+            .get_mut("none")
+            .map(|v| &mut v[..])
+            .unwrap_or(&mut []),
+    );
+    for (cond, _) in SYSCALL_CONDITIONS {
+        let ns = median(
+            syscall_ns
+                .get_mut(cond)
+                .map(|v| &mut v[..])
+                .unwrap_or(&mut []),
+        );
+        writeln!(
+            md,
+            "| {cond} | {ns:.0} | {:.0} | {:.2} |",
+            ns - none,
+            ns / none
         )?;
     }
     let (heads, floor) = (parser["heads"], parser["httparse_only"]);
