@@ -839,6 +839,8 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     ) {
         return 0;
     }
+    // Non-targets leave before the register copy; the handlers look the target up again,
+    // a second hash hit paid only by targets.
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
         return 0;
