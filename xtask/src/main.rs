@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod setup;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,19 @@ enum Cmd {
         /// Only this target (http_reassembly, capture_decode, pipeline_events).
         #[arg(long)]
         target: Option<String>,
+    },
+    /// Boot a Debian 12 kernel (6.1, 6.1-rt, 6.12, or all) in QEMU with the host's file system
+    /// and run a bash command there as root; exits with its status.
+    Vm {
+        /// 6.1, 6.1-rt, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Seconds before QEMU is killed, per kernel.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// One argument is a bash script; several are a command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -182,6 +196,15 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::Demo => demo::demo()?,
         Cmd::Bench => bench::bench()?,
         Cmd::Fuzz { seconds, target } => fuzz(seconds, target)?,
+        Cmd::Vm {
+            kernel,
+            timeout,
+            command,
+        } => std::process::exit(vm::vm_command(
+            &kernel,
+            Duration::from_secs(timeout),
+            &command,
+        )?),
     }
     Ok(())
 }

@@ -184,3 +184,53 @@ fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
+
+/// `apt-get update`, at most once per run (shared with `apt_install`): kernel packages are
+/// resolved against fresh lists.
+pub fn apt_update_once() -> anyhow::Result<()> {
+    let mut update_result = Ok(());
+    APT_UPDATED.call_once(|| {
+        step("apt-get update");
+        update_result = run(Command::new("apt-get").args(["update", "-qq"]));
+    });
+    update_result
+}
+
+/// The virtme-ng release `cargo xtask vm` is verified with.
+const VIRTME_NG_VERSION: &str = "1.42";
+
+/// QEMU and virtme-ng, which boot Debian's kernel packages with the host's file system
+/// (`cargo xtask vm`): virtme-ng builds its initramfs with busybox, runs depmod on unpacked
+/// packages, and reads kernel versions with file.
+pub fn vm_tools() -> anyhow::Result<()> {
+    apt_install(&["qemu-system-x86", "kmod", "busybox-static", "file"])?;
+    let installed = output(Command::new("python3").args([
+        "-c",
+        "from virtme_ng.version import VERSION; print(VERSION)",
+    ]));
+    if installed.trim() != VIRTME_NG_VERSION {
+        step(&format!(
+            "installing virtme-ng {VIRTME_NG_VERSION} from PyPI (boots kernels in QEMU with the \
+             host's file system)"
+        ));
+        let pip = |extra: &[&str]| {
+            run(Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--root-user-action=ignore",
+                ])
+                .args(extra)
+                .arg(format!("virtme-ng=={VIRTME_NG_VERSION}")))
+        };
+        if pip(&[]).is_err() {
+            // Debian's own python3 refuses pip installs outside a virtualenv (PEP 668).
+            step("pip refused; trying again with --break-system-packages");
+            pip(&["--break-system-packages"])?;
+        }
+    }
+    Ok(())
+}

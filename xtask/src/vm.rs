@@ -1,0 +1,586 @@
+//! Boots Debian 12's own kernel packages under QEMU with the host's root file system, runs a
+//! bash script in the guest as root and brings back its output and exit status: the kernel
+//! matrix observer is checked against (6.1, 6.1 PREEMPT_RT, 6.12 LTS).
+//!
+//! How: the kernel package is fetched with `apt-get download` and unpacked with `dpkg-deb -x`
+//! into `target/kernels/<package>/`, which gives `boot/vmlinuz-<release>` and
+//! `lib/modules/<release>/`. virtme-ng (`vng --run <vmlinuz>`) finds the modules by walking up
+//! from the image to the directory holding `lib/modules`, puts the virtio and 9p ones in its
+//! initramfs, and mounts the host's `/` read-only over 9p, with tmpfs overlays on `/tmp`, `/etc`,
+//! `/var`... so the guest can write there without touching the host. It also mounts cgroup2,
+//! tracefs and debugfs. Nested KVM hangs on this kind of machine, so QEMU emulates the CPU (TCG,
+//! `-cpu max`): the guest kernel reaches the script 6 to 14 s after it starts, and a run
+//! takes about 10 s more than that plus the script itself.
+//!
+//! virtme-ng's virtio-serial channel for the script's output is not found without udev, so it
+//! falls back to the serial console, where kernel messages mix in. The script's stdout, stderr
+//! and exit status therefore go to files in a host directory shared read-write with the guest
+//! (`target/vm/<kernel>/`), and the console is kept only as a log for when a boot fails.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::{setup, step, workspace_root};
+
+/// One kernel of the matrix: a Debian 12 meta-package that names the newest kernel of a series.
+pub struct Kernel {
+    /// What `--kernel` takes: "6.1", "6.1-rt", "6.12".
+    pub name: &'static str,
+    /// The meta-package whose dependency is the versioned kernel package.
+    pub meta_package: &'static str,
+    /// The versioned package the meta-package must resolve to is `<prefix><abi><suffix>`, with
+    /// no '-' in `<abi>` (so the generic flavour cannot resolve to the RT one, nor 6.1 to 6.12).
+    package_prefix: &'static str,
+    package_suffix: &'static str,
+}
+
+/// Debian 12's kernels: its own 6.1 (generic flavour, not `cloud`, which has no 9p), the same
+/// 6.1 with PREEMPT_RT, and the 6.12 LTS that bookworm carries too.
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        name: "6.1",
+        meta_package: "linux-image-amd64",
+        package_prefix: "linux-image-6.1.0-",
+        package_suffix: "-amd64",
+    },
+    Kernel {
+        name: "6.1-rt",
+        meta_package: "linux-image-rt-amd64",
+        package_prefix: "linux-image-6.1.0-",
+        package_suffix: "-rt-amd64",
+    },
+    Kernel {
+        name: "6.12",
+        meta_package: "linux-image-6.12-amd64",
+        package_prefix: "linux-image-6.12.",
+        package_suffix: "-amd64",
+    },
+];
+
+/// The guest's size: the machine has 2 cores; TCG uses one host thread per vCPU.
+const GUEST_CPUS: &str = "2";
+const GUEST_MEMORY: &str = "2G";
+
+pub fn kernel(name: &str) -> anyhow::Result<&'static Kernel> {
+    KERNELS.iter().find(|k| k.name == name).with_context(|| {
+        format!(
+            "unknown kernel {name}; known: {}, all",
+            KERNELS
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+impl Kernel {
+    fn matches(&self, package: &str) -> bool {
+        package
+            .strip_prefix(self.package_prefix)
+            .and_then(|rest| rest.strip_suffix(self.package_suffix))
+            .is_some_and(|abi| !abi.is_empty() && !abi.contains('-'))
+    }
+
+    /// The versioned package the meta-package depends on, in the current apt lists.
+    fn resolve(&self) -> anyhow::Result<String> {
+        let out = Command::new("apt-cache")
+            .args([
+                "depends",
+                "--no-recommends",
+                "--no-suggests",
+                "--no-conflicts",
+                "--no-breaks",
+                "--no-replaces",
+                "--no-enhances",
+                self.meta_package,
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot run apt-cache")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .filter(|p| self.matches(p))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one.to_string()),
+            [] => bail!(
+                "apt-cache finds no {}<abi>{} among the dependencies of {} (apt lists without \
+                 Debian 12's main and security suites?):\n{text}",
+                self.package_prefix,
+                self.package_suffix,
+                self.meta_package
+            ),
+            many => bail!(
+                "{} depends on several kernels: {}",
+                self.meta_package,
+                many.join(" ")
+            ),
+        }
+    }
+}
+
+/// A kernel package unpacked under `target/kernels/<package>/`.
+pub struct KernelImage {
+    pub kernel: &'static Kernel,
+    /// The versioned Debian package, e.g. `linux-image-6.1.0-57-amd64`.
+    pub package: String,
+    /// Its Debian version, e.g. `6.1.192-3`.
+    pub package_version: String,
+    /// What `uname -r` says in the guest, e.g. `6.1.0-57-amd64`.
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    pub modules: PathBuf,
+}
+
+/// Written last into an unpacked package's directory: "<package version> <release>".
+const COMPLETE_MARK: &str = ".observer-kernel";
+
+pub fn kernels_dir() -> PathBuf {
+    workspace_root().join("target/kernels")
+}
+
+/// Resolves the kernel's meta-package after a fresh `apt-get update` (once per run), then
+/// downloads and unpacks that package unless it is unpacked already.
+pub fn fetch(kernel: &'static Kernel) -> anyhow::Result<KernelImage> {
+    if crate::is_root() {
+        setup::apt_update_once()?;
+    }
+    let package = kernel.resolve()?;
+    let dir = kernels_dir().join(&package);
+    if let Some(image) = cached(kernel, &package, &dir) {
+        return Ok(image);
+    }
+    let partial = kernels_dir().join(format!("{package}.partial"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot remove {}", partial.display()))?;
+    }
+    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    step(&format!(
+        "downloading Debian's {package} for the {} kernel (about 70 MB, once)",
+        kernel.name
+    ));
+    run_in(
+        Command::new("apt-get")
+            .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
+            .arg(&package),
+        &partial,
+    )?;
+    let deb = find_deb(&partial, &package)?;
+    let version = String::from_utf8_lossy(
+        &Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg("Version")
+            .output()
+            .context("cannot run dpkg-deb")?
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    step(&format!("unpacking {package} {version}"));
+    run_in(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial),
+        &partial,
+    )?;
+    fs::remove_file(&deb)?;
+    let release = only_release(&partial)?;
+    step(&format!("depmod for {release}"));
+    run_in(
+        Command::new("depmod")
+            .arg("-a")
+            .arg("-b")
+            .arg(&partial)
+            .arg(&release),
+        &partial,
+    )?;
+    fs::write(
+        partial.join(COMPLETE_MARK),
+        format!("{version} {release}\n"),
+    )?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::rename(&partial, &dir)
+        .with_context(|| format!("cannot move {} to {}", partial.display(), dir.display()))?;
+    cached(kernel, &package, &dir).context("the unpacked kernel is incomplete")
+}
+
+fn cached(kernel: &'static Kernel, package: &str, dir: &Path) -> Option<KernelImage> {
+    let mark = fs::read_to_string(dir.join(COMPLETE_MARK)).ok()?;
+    let (version, release) = mark.trim().split_once(' ')?;
+    let vmlinuz = dir.join("boot").join(format!("vmlinuz-{release}"));
+    let modules = [
+        dir.join("lib/modules").join(release),
+        dir.join("usr/lib/modules").join(release),
+    ]
+    .into_iter()
+    .find(|m| m.join("modules.dep").is_file())?;
+    vmlinuz.is_file().then(|| KernelImage {
+        kernel,
+        package: package.to_string(),
+        package_version: version.to_string(),
+        release: release.to_string(),
+        vmlinuz,
+        modules,
+    })
+}
+
+/// apt-get download names the file `<package>_<version>_amd64.deb`.
+fn find_deb(dir: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with(&format!("{package}_")) && name.ends_with(".deb") {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "apt-get download left no {package}_*.deb in {}",
+        dir.display()
+    )
+}
+
+/// Runs a command in `dir`, failing with its name when it fails.
+fn run_in(cmd: &mut Command, dir: &Path) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn only_release(root: &Path) -> anyhow::Result<String> {
+    for modules in [root.join("lib/modules"), root.join("usr/lib/modules")] {
+        if let Ok(entries) = fs::read_dir(&modules) {
+            let names: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            if let [one] = names.as_slice() {
+                return Ok(one.clone());
+            }
+            bail!("{} holds {names:?}, not one release", modules.display());
+        }
+    }
+    bail!("the package has no lib/modules/<release>")
+}
+
+/// What a script run in the guest left.
+pub struct GuestOutput {
+    pub stdout: String,
+    pub stderr: String,
+    /// The script's exit status, as bash reported it in the guest (128+N for signal N).
+    pub status: i32,
+    /// The host directory shared read-write with the guest; the script sees it as `$VM_SHARED`
+    /// (same path) and can leave result files there.
+    pub shared: PathBuf,
+    /// QEMU's serial console: boot messages, kernel warnings, virtme-ng's init.
+    pub console: PathBuf,
+    /// From starting QEMU to its exit.
+    pub elapsed: Duration,
+    /// The guest's uptime when the script started: the boot time.
+    pub boot: Option<Duration>,
+}
+
+/// Boots `image` with the host's file system (read-only, writable overlays on /tmp, /etc, /var,
+/// /home...), runs `script` there with bash as root from the workspace root, and returns its
+/// output and status. Fails if the guest does not report a status, e.g. a kernel panic, and
+/// kills QEMU if the whole run takes longer than `timeout`. Runs on the same kernel are
+/// serialized (they share `target/vm/<kernel>/`).
+pub fn run_in_guest(
+    image: &KernelImage,
+    script: &str,
+    timeout: Duration,
+) -> anyhow::Result<GuestOutput> {
+    setup::vm_tools()?;
+    let vm_dir = workspace_root().join("target/vm");
+    fs::create_dir_all(&vm_dir)?;
+    let lock = File::create(vm_dir.join(format!("{}.lock", image.kernel.name)))?;
+    lock.lock()
+        .context("cannot lock the kernel's shared directory")?;
+    let shared = vm_dir.join(image.kernel.name);
+    if shared.exists() {
+        fs::remove_dir_all(&shared)?;
+    }
+    fs::create_dir_all(&shared)?;
+    fs::write(shared.join("script.sh"), script)?;
+    let wrapper = shared.join("run.sh");
+    fs::write(&wrapper, wrapper_script(&shared))?;
+    let console_path = shared.join("console.log");
+    let console = File::create(&console_path)?;
+
+    let vng = vng_path();
+    let mut cmd = Command::new(&vng.0);
+    cmd.env("PATH", &vng.1)
+        .arg("--run")
+        .arg(&image.vmlinuz)
+        .args([
+            // No virtiofsd here: don't wait for one to start.
+            "--force-9p",
+            // TCG; virtme-ng then passes `-machine q35 -cpu max`.
+            "--disable-kvm",
+            "--cpus",
+            GUEST_CPUS,
+            "--memory",
+            GUEST_MEMORY,
+            "--user",
+            "root",
+            "--verbose",
+        ])
+        .arg("--rwdir")
+        .arg(&shared)
+        .arg("--cwd")
+        .arg(workspace_root())
+        .arg("--exec")
+        .arg(format!("bash {}", quote(&wrapper.to_string_lossy())))
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(console.try_clone()?)
+        .stderr(console);
+    step(&format!(
+        "booting {} ({}, Debian {}) under QEMU without KVM, {GUEST_CPUS} vCPUs, {GUEST_MEMORY} of memory",
+        image.kernel.name, image.release, image.package_version
+    ));
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", vng.0.display()))?;
+    let mut guard = Tree(Some(child));
+    let exit = loop {
+        let child = guard
+            .0
+            .as_mut()
+            .expect("the child is there until it is waited for");
+        if let Some(status) = child.try_wait()? {
+            guard.0 = None;
+            break status;
+        }
+        if started.elapsed() > timeout {
+            drop(guard);
+            bail!(
+                "the {} guest did not finish within {} s; QEMU was killed. Console ({}):\n{}",
+                image.kernel.name,
+                timeout.as_secs(),
+                console_path.display(),
+                tail(&console_path, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let elapsed = started.elapsed();
+    let status = fs::read_to_string(shared.join("status"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let Some(status) = status else {
+        bail!(
+            "the {} guest stopped ({exit}, after {:.0} s) without reporting the script's status: \
+             boot failure, kernel panic or a script that powered the guest off. Console ({}):\n{}",
+            image.kernel.name,
+            elapsed.as_secs_f64(),
+            console_path.display(),
+            tail(&console_path, 40)
+        );
+    };
+    let boot = fs::read_to_string(shared.join("started"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
+    let read = |name: &str| {
+        fs::read(shared.join(name))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    Ok(GuestOutput {
+        stdout: read("stdout"),
+        stderr: read("stderr"),
+        status,
+        shared,
+        console: console_path,
+        elapsed,
+        boot,
+    })
+}
+
+/// What virtme-ng's init runs: sets up what the guest lacks, runs the script with its output in
+/// the shared directory, and writes the status there last (through a rename, so a status file
+/// is always whole).
+fn wrapper_script(shared: &Path) -> String {
+    let d = quote(&shared.to_string_lossy());
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"# Runs as root in the guest, started by virtme-ng's init.
+d={d}
+cat /proc/uptime > "$d/started"
+ip link set lo up 2>/dev/null
+mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+export VM_SHARED="$d"
+bash "$d/script.sh" </dev/null >"$d/stdout" 2>"$d/stderr"
+echo $? > "$d/status.part"
+mv "$d/status.part" "$d/status"
+sync
+"#
+    );
+    s
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The `vng` that pip installed for `python3`, with its scripts directory first on PATH
+/// (vng starts `virtme-run` through the shell).
+fn vng_path() -> (PathBuf, std::ffi::OsString) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|d| d.join("vng").is_file());
+    match scripts {
+        Some(dir) => {
+            let mut dirs = vec![dir.clone()];
+            dirs.extend(std::env::split_paths(&path));
+            (dir.join("vng"), std::env::join_paths(dirs).unwrap_or(path))
+        }
+        None => (PathBuf::from("vng"), path),
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// vng and what it started (a shell, virtme-run, which execs QEMU): killed together when
+/// dropped while still running.
+struct Tree(Option<std::process::Child>);
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        let pids = descendants(child.id());
+        for sig in [rustix::process::Signal::TERM, rustix::process::Signal::KILL] {
+            for &pid in &pids {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, sig);
+                }
+            }
+            if sig == rustix::process::Signal::TERM {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `pid` and every process below it, from the parent ids in /proc/*/stat.
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((p, ppid));
+            }
+        }
+    }
+    let mut found = vec![pid as i32];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for &(p, pp) in &parent_of {
+            if pp == parent && !found.contains(&p) {
+                found.push(p);
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// `cargo xtask vm --kernel K -- command...`: boots each chosen kernel, runs the command, prints
+/// its output, and returns the exit status to leave with (the first non-zero one).
+pub fn vm_command(kernel_name: &str, timeout: Duration, command: &[String]) -> anyhow::Result<i32> {
+    setup::vm_tools()?;
+    let kernels: Vec<&'static Kernel> = if kernel_name == "all" {
+        KERNELS.iter().collect()
+    } else {
+        vec![kernel(kernel_name)?]
+    };
+    // One argument is a script as it stands; several are a command whose words are quoted.
+    let script = match command {
+        [one] => one.clone(),
+        words => words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "),
+    };
+    let mut result = 0;
+    for k in kernels {
+        let out = fetch(k).and_then(|image| Ok((run_in_guest(&image, &script, timeout)?, image)));
+        let (out, image) = match out {
+            Ok(o) => o,
+            Err(e) => {
+                step(&format!("{}: {e:#}", k.name));
+                if result == 0 {
+                    result = 1;
+                }
+                continue;
+            }
+        };
+        print!("{}", out.stdout);
+        eprint!("{}", out.stderr);
+        step(&format!(
+            "{}: {} {} (uname -r {}; modules {}): exit status {}; boot {}, whole run {:.1} s; \
+             console {}, files in {}",
+            k.name,
+            image.package,
+            image.package_version,
+            image.release,
+            image.modules.display(),
+            out.status,
+            out.boot
+                .map(|b| format!("{:.1} s", b.as_secs_f64()))
+                .unwrap_or_else(|| "?".into()),
+            out.elapsed.as_secs_f64(),
+            out.console.display(),
+            out.shared.display()
+        ));
+        if result == 0 {
+            result = out.status;
+        }
+    }
+    Ok(result)
+}
