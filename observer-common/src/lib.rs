@@ -324,6 +324,54 @@ impl LossCounter {
     }
 }
 
+/// Where the programs find the fields of tracepoint records and kernel structures that moved
+/// between kernel versions. Userspace fills it at load time from the tracepoints' `format`
+/// files in tracefs and from the kernel's BTF, so one binary reads each kernel's own layout.
+/// An offset of [`Layout::ABSENT`] means the kernel has no such field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// task/task_newtask: `pid` (the child) and `clone_flags`.
+    pub newtask_pid: u32,
+    pub newtask_flags: u32,
+    /// sched/sched_process_exit: `group_dead` (added in Linux 6.16; absent before).
+    pub exit_group_dead: u32,
+    /// Without `group_dead`: `task_struct.signal` and `signal_struct.live` from BTF, so the
+    /// exit program reads the count of live threads the kernel has just decremented.
+    pub task_signal: u32,
+    pub signal_live: u32,
+    /// sock/inet_sock_set_state.
+    pub sock_oldstate: u32,
+    pub sock_newstate: u32,
+    pub sock_sport: u32,
+    pub sock_family: u32,
+    pub sock_saddr: u32,
+    pub sock_saddr_v6: u32,
+    /// syscalls/sys_{enter,exit}_*: `__syscall_nr` (8, or 12 on PREEMPT_RT kernels).
+    pub syscall_nr: u32,
+}
+
+impl Layout {
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// The layout of the kernels this was first written for (6.18), before userspace reads
+    /// the running kernel's.
+    pub const DEFAULT: Layout = Layout {
+        newtask_pid: 8,
+        newtask_flags: 32,
+        exit_group_dead: 32,
+        task_signal: Self::ABSENT,
+        signal_live: Self::ABSENT,
+        sock_oldstate: 16,
+        sock_newstate: 20,
+        sock_sport: 24,
+        sock_family: 28,
+        sock_saddr: 32,
+        sock_saddr_v6: 40,
+        syscall_nr: 8,
+    };
+}
+
 /// Key of the tracked-socket table: `(tgid << 32) | fd`.
 pub const fn socket_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
@@ -337,6 +385,8 @@ mod user {
     unsafe impl aya::Pod for super::IoArgs {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnArgs {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Layout {}
 }
 
 #[cfg(test)]
@@ -355,5 +405,6 @@ mod tests {
         assert_eq!(size_of::<IoArgs>(), 32);
         assert_eq!(size_of::<ConnArgs>(), 32);
         assert_eq!(size_of::<TlsArgs>(), 32);
+        assert_eq!(size_of::<Layout>(), 48);
     }
 }

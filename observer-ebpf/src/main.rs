@@ -7,12 +7,14 @@
 //! and counts what it could not deliver.
 #![no_std]
 #![no_main]
+// Inline assembly pins the bounds the verifier needs where LLVM would optimise them away.
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_user},
     },
     macros::{map, raw_tracepoint, tracepoint, uprobe, uretprobe},
@@ -20,9 +22,10 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 use observer_common::{
-    CgroupTarget, ConnArgs, ConnEvent, Counter, DataEvent, Direction, EventHeader, EventKind,
-    IoArgs, LocalAddr, LossCounter, MAX_CGROUPS, MAX_DATA, MAX_IOV, MAX_SOCKADDR, ProcChange,
-    ProcEvent, RING_BYTES, SOCKET_TLS, Syscall, TlsArgs, WAKEUP_THRESHOLD, socket_key,
+    CgroupTarget, ConnArgs, ConnEvent, Counter, DATA_BUF, DataEvent, Direction, EventHeader,
+    EventKind, IoArgs, Layout, LocalAddr, LossCounter, MAX_CGROUPS, MAX_DATA, MAX_IOV,
+    MAX_SOCKADDR, ProcChange, ProcEvent, RING_BYTES, SOCKET_TLS, Syscall, TlsArgs,
+    WAKEUP_THRESHOLD, socket_key,
 };
 
 /// Records for userspace. Userspace may set another size at load time.
@@ -33,6 +36,37 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// quarter of the ring's size.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = WAKEUP_THRESHOLD;
+
+/// Offsets of the record fields and kernel structures that differ between kernels, set at load
+/// time from the running kernel's tracefs formats and BTF.
+#[unsafe(no_mangle)]
+static LAYOUT: Layout = Layout::DEFAULT;
+
+/// The layout in force: volatile so the compiler does not fold in the default.
+#[inline(always)]
+fn layout() -> Layout {
+    // SAFETY: a read of a global that userspace sets before load.
+    unsafe { core::ptr::read_volatile(&LAYOUT) }
+}
+
+/// A field of the tracepoint record at an offset only known at load time. Read through the
+/// helper: the verifier accepts only constant offsets for direct context reads, and an offset
+/// past the record's end then reads as an error instead of refusing the program.
+#[inline(always)]
+fn record_field<T: Copy>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    if offset == Layout::ABSENT || offset > 4096 {
+        return None;
+    }
+    // SAFETY: the helper checks the kernel pointer.
+    unsafe { bpf_probe_read_kernel(ctx.as_ptr().add(offset as usize) as *const T) }.ok()
+}
+
+/// 1 when the kernel has `bpf_get_current_ancestor_cgroup_id` (Linux 5.6): processes entering
+/// a target cgroup are then found here on their first syscall. 0 leaves it to userspace, which
+/// scans the target cgroups' process lists instead; the helper call is then dead code the
+/// verifier never reaches (the value is read-only and known to it).
+#[unsafe(no_mangle)]
+static CGROUP_HELPER: u32 = 1;
 
 /// Target processes (tgid → unused flags), written by userspace.
 #[map]
@@ -90,8 +124,8 @@ static SCRATCH_DATA: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0
 static SCRATCH_CONN: PerCpuArray<ConnEvent> = PerCpuArray::with_max_entries(1, 0);
 
 // Offsets in the syscall tracepoints' records (see events/syscalls/*/format): every argument
-// takes 8 bytes after the 8-byte common header and the 4-byte syscall number.
-const NR: usize = 8;
+// takes 8 bytes from offset 16, after the common fields and the syscall number (userspace
+// checks this against the format files before it loads these programs).
 const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG2: usize = 32;
@@ -145,10 +179,11 @@ impl Call {
     }
 }
 
+/// `__syscall_nr`: at offset 8 of enter and exit records, but PREEMPT_RT kernels put one more
+/// common field before it, so its place comes from the format files.
 #[inline(always)]
 fn tp_nr(ctx: &TracePointContext) -> i64 {
-    // SAFETY: as in `tp_field`; `__syscall_nr` is an int at offset 8 of enter and exit records.
-    unsafe { core::ptr::read_volatile(ctx.as_ptr().add(NR) as *const i32) as i64 }
+    record_field::<i32>(ctx, layout().syscall_nr).map_or(-1, i64::from)
 }
 
 #[inline(always)]
@@ -156,6 +191,37 @@ fn tp_field(ctx: &TracePointContext, offset: usize) -> u64 {
     // SAFETY: the offsets are inside every syscall tracepoint record; tracepoint programs may
     // read their context directly.
     unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset) as *const u64) }
+}
+
+/// `x & MASK`, computed where the verifier sees it, in the register the next instruction
+/// uses. The mask changes no value it is given here (each caller's value is already within it);
+/// it is there for the verifier. LLVM drops a mask it can prove is a no-op, and older verifiers
+/// (6.1) lose the range they learned from a comparison once the value has passed through the
+/// stack, which a large inlined function makes LLVM do: then the copy's length or offset looks
+/// unbounded to them and the program is refused.
+#[inline(always)]
+fn verifier_mask<const MASK: u64>(mut x: u64) -> u64 {
+    // SAFETY: one ALU instruction on a register; no memory is touched.
+    unsafe { core::arch::asm!("{0} &= {1}", inout(reg) x, const MASK) };
+    x
+}
+
+/// A length in `1..=MAX`, for a value already known to be in that range (MAX a power of
+/// two): `((x - 1) & (MAX - 1)) + 1`, in the register the next instruction uses (see
+/// [`verifier_mask`]).
+#[inline(always)]
+fn verifier_len<const MAX: u64>(mut x: u64) -> u64 {
+    // SAFETY: three ALU instructions on a register; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "{0} += -1",
+            "{0} &= {1}",
+            "{0} += 1",
+            inout(reg) x,
+            const MAX - 1,
+        )
+    };
+    x
 }
 
 /// Copies out and removes a thread's entry: the state of a call that has returned.
@@ -196,6 +262,10 @@ fn is_target(tgid: u32, pid_tgid: u64) -> bool {
 /// target, so this runs once per process there and only non-targets pay it again.
 #[inline(always)]
 fn in_target_cgroup(tgid: u32, pid_tgid: u64) -> bool {
+    // SAFETY: a read of a global that userspace sets before load.
+    if unsafe { core::ptr::read_volatile(&CGROUP_HELPER) } == 0 {
+        return false;
+    }
     for i in 0..MAX_CGROUPS {
         let Some(t) = CGROUPS.get(i) else {
             return false;
@@ -383,11 +453,13 @@ fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
     let len = if args.syscall == Syscall::SendFile as u32 || args.buf == 0 {
         0
     } else if args.iovcnt == 0 {
-        // SAFETY: `want` is at most MAX_DATA, within `data`; the helper checks the user pointer.
+        // `want` ≤ MAX_DATA already; the mask to the data area's size is the verifier's.
+        let size = verifier_mask::<{ DATA_BUF as u64 - 1 }>(want);
+        // SAFETY: `size` is below DATA_BUF, within `data`; the helper checks the user pointer.
         let rc = unsafe {
             bpf_probe_read_user(
                 ev.data.as_mut_ptr().cast(),
-                want as u32,
+                size as u32,
                 args.buf as *const core::ffi::c_void,
             )
         };
@@ -445,11 +517,11 @@ fn copy_iovecs(ev: &mut DataEvent, iov: u64, iovcnt: u32, want: u64) -> u32 {
         if len == 0 {
             continue;
         }
-        let at = off & (MAX_DATA as u64 * 2 - 1);
-        if at > MAX_DATA as u64 {
-            break;
-        }
-        // SAFETY: `at` ≤ MAX_DATA and `len` ≤ MAX_DATA, so the write stays inside the
+        // `off` < MAX_DATA (the loop's condition) and 1 ≤ `len` ≤ MAX_DATA: the masks keep
+        // both values and show the verifier those bounds.
+        let at = verifier_mask::<{ MAX_DATA as u64 - 1 }>(off);
+        let len = verifier_len::<{ MAX_DATA as u64 }>(len);
+        // SAFETY: `at` < MAX_DATA and `len` ≤ MAX_DATA, so the write stays inside the
         // 2×MAX_DATA `data`; the helper checks the user pointer.
         let rc = unsafe {
             bpf_probe_read_user(
@@ -720,8 +792,6 @@ fn close_enter(call: &Call) -> u32 {
     0
 }
 
-// sock/inet_sock_set_state: newstate at 20, sport at 24 (host order), family at 28,
-// saddr at 32, saddr_v6 at 40.
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 
@@ -734,14 +804,14 @@ pub fn tcp_state(ctx: TracePointContext) -> u32 {
     if unsafe { INFLIGHT_CONN.get(pid_tgid).is_none() } {
         return 0;
     }
-    // SAFETY: offsets inside the inet_sock_set_state record.
-    let (oldstate, newstate, sport, family) = unsafe {
-        (
-            core::ptr::read_volatile(ctx.as_ptr().add(16) as *const i32),
-            core::ptr::read_volatile(ctx.as_ptr().add(20) as *const i32),
-            core::ptr::read_volatile(ctx.as_ptr().add(24) as *const u16),
-            core::ptr::read_volatile(ctx.as_ptr().add(28) as *const u16),
-        )
+    let l = layout();
+    let (Some(oldstate), Some(newstate), Some(sport), Some(family)) = (
+        record_field::<i32>(&ctx, l.sock_oldstate),
+        record_field::<i32>(&ctx, l.sock_newstate),
+        record_field::<u16>(&ctx, l.sock_sport),
+        record_field::<u16>(&ctx, l.sock_family),
+    ) else {
+        return 0;
     };
     // SYN_SENT is set before the kernel picks the source port; over loopback the handshake
     // completes inside the connect call, and ESTABLISHED then carries it.
@@ -762,14 +832,10 @@ pub fn tcp_state(ctx: TracePointContext) -> u32 {
         _pad: 0,
         addr: [0; 16],
     };
-    // SAFETY: as above.
-    unsafe {
-        if family == 10 {
-            local.addr = core::ptr::read_volatile(ctx.as_ptr().add(40) as *const [u8; 16]);
-        } else {
-            let v4 = core::ptr::read_volatile(ctx.as_ptr().add(32) as *const [u8; 4]);
-            local.addr[..4].copy_from_slice(&v4);
-        }
+    if family == 10 {
+        local.addr = record_field::<[u8; 16]>(&ctx, l.sock_saddr_v6).unwrap_or_default();
+    } else if let Some(v4) = record_field::<[u8; 4]>(&ctx, l.sock_saddr) {
+        local.addr[..4].copy_from_slice(&v4);
     }
     let _ = CONNECT_LOCAL.insert(pid_tgid, local, BPF_ANY as u64);
     0
@@ -897,11 +963,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 // process lifecycle
 
 const CLONE_THREAD: u64 = 0x0001_0000;
-// task/task_newtask: pid_t pid at 8, u64 clone_flags at 32.
-const NEWTASK_PID: usize = 8;
-const NEWTASK_FLAGS: usize = 32;
-// sched/sched_process_exit: bool group_dead at 32.
-const EXIT_GROUP_DEAD: usize = 32;
 
 /// A target's new process (not a new thread) is a target from its first instruction: this
 /// tracepoint fires in the parent before the child runs.
@@ -913,12 +974,12 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if unsafe { TARGETS.get(tgid).is_none() } {
         return 0;
     }
-    // SAFETY: offsets inside the task_newtask record.
-    let (child, flags) = unsafe {
-        (
-            core::ptr::read_volatile(ctx.as_ptr().add(NEWTASK_PID) as *const i32),
-            core::ptr::read_volatile(ctx.as_ptr().add(NEWTASK_FLAGS) as *const u64),
-        )
+    let l = layout();
+    let (Some(child), Some(flags)) = (
+        record_field::<i32>(&ctx, l.newtask_pid),
+        record_field::<u64>(&ctx, l.newtask_flags),
+    ) else {
+        return 0;
     };
     if flags & CLONE_THREAD != 0 || child <= 0 {
         return 0;
@@ -927,6 +988,34 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         emit_proc(pid_tgid, ProcChange::Fork, child as u32);
     }
     0
+}
+
+/// Whether the exiting thread is its process's last. Kernels from 6.16 say so in the record;
+/// before, the kernel has already decremented `signal->live` when the tracepoint fires, so a
+/// count of zero says the same. Without BTF for those offsets, the group leader's exit stands
+/// for the process's (userspace says so at start).
+#[inline(always)]
+fn group_dead(ctx: &TracePointContext, pid_tgid: u64) -> bool {
+    let l = layout();
+    if l.exit_group_dead != Layout::ABSENT {
+        return record_field::<u8>(ctx, l.exit_group_dead).is_some_and(|v| v != 0);
+    }
+    if l.task_signal != Layout::ABSENT && l.signal_live != Layout::ABSENT {
+        // SAFETY: plain helper call.
+        let task = unsafe { bpf_get_current_task() };
+        // SAFETY (both reads): the helper checks the kernel pointers.
+        let signal =
+            unsafe { bpf_probe_read_kernel((task + u64::from(l.task_signal)) as *const u64) };
+        if let Ok(signal) = signal
+            && signal != 0
+            && let Ok(live) =
+                unsafe { bpf_probe_read_kernel((signal + u64::from(l.signal_live)) as *const i32) }
+        {
+            return live == 0;
+        }
+        return false;
+    }
+    (pid_tgid >> 32) as u32 == pid_tgid as u32
 }
 
 #[tracepoint]
@@ -945,10 +1034,9 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     let _ = CONNECT_LOCAL.remove(pid_tgid);
     let _ = TLS_INFLIGHT.remove(pid_tgid);
     let _ = LAST_READ.remove(pid_tgid);
-    // SAFETY: offset inside the sched_process_exit record.
-    let group_dead =
-        unsafe { core::ptr::read_volatile(ctx.as_ptr().add(EXIT_GROUP_DEAD) as *const u8) } != 0;
-    if !group_dead || TARGETS.remove(tgid).is_err() {
+    // Two threads exiting together may both see the group dead: only the one that removes the
+    // target reports it.
+    if !group_dead(&ctx, pid_tgid) || TARGETS.remove(tgid).is_err() {
         return 0;
     }
     emit_proc(pid_tgid, ProcChange::Exit, tgid);

@@ -313,6 +313,9 @@ pub struct ObserverLifecycle {
     /// SHA-256 of the effective configuration (at startup).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// How capture runs on this kernel (at startup): hooks, fallbacks, refused features.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<serde_json::Value>,
     /// Totals at shutdown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<serde_json::Value>,
@@ -733,6 +736,7 @@ pub fn lifecycle_event(
             version: env!("CARGO_PKG_VERSION"),
             targets,
             config_hash: None,
+            capture: None,
             stats,
         },
     }))

@@ -125,6 +125,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut startup = pipeline.stamp(startup);
     if let Event::Lifecycle(l) = &mut startup {
         l.observer.config_hash = Some(config_hash.clone());
+        l.observer.capture = serde_json::to_value(capture.report()).ok();
     }
     writer.send_waiting(startup)?;
     let mut events: Vec<Event> = Vec::new();
@@ -159,6 +160,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 failed = Some(e);
             }
         });
+        if maintain && !capture.cgroups_in_kernel() {
+            for rec in join_cgroups(&mut capture, &cfg.cgroups) {
+                changes.extend(pipeline.handle_raw(&rec, &mut events));
+                if let Some(w) = recorder.as_mut()
+                    && let Err(e) = record_one(w, &rec, pipeline.host_mut())
+                {
+                    failed = Some(e);
+                }
+            }
+        }
         apply(&mut capture, &mut pipeline, &changes, &cfg.pids);
         tls.follow(&mut capture, &changes, &connecting, maintain, &mut blinds);
         if let Err(e) = report_blind(&mut blinds, &mut pipeline, recorder.as_mut(), &mut events) {
@@ -338,6 +349,37 @@ fn adopt(capture: &mut Capture, tgid: u32) -> Adopted {
         }
     }
     found
+}
+
+/// Where the kernel cannot tell a process's cgroup (no `bpf_get_current_ancestor_cgroup_id`),
+/// processes that entered a target cgroup since the last scan become targets here, announced
+/// by the record the kernel would have written, so the pipeline and recordings see a `Join`.
+fn join_cgroups(capture: &mut Capture, cgroups: &[crate::target::CgroupSpec]) -> Vec<Vec<u8>> {
+    let me = std::process::id();
+    let mut records = Vec::new();
+    for c in cgroups {
+        for pid in cgroup_processes(&c.path) {
+            if pid == me || capture.is_target(pid) {
+                continue;
+            }
+            if let Err(e) = capture.add_target(pid) {
+                tracing::warn!("cannot watch PID {pid} of cgroup {}: {e}", c.path.display());
+                continue;
+            }
+            let meta = crate::capture::Meta {
+                ts_ns: Clock::mono_now(),
+                tgid: pid,
+                tid: pid,
+                fd: -1,
+            };
+            records.push(crate::capture::encode::process(
+                &meta,
+                ProcChange::Join,
+                pid,
+            ));
+        }
+    }
+    records
 }
 
 /// Applies process changes and the port filter's verdicts to the kernel side.

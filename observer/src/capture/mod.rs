@@ -1,8 +1,13 @@
 //! Kernel capture: loads and attaches the eBPF programs, tells them which processes to watch,
 //! and reads their ring buffer. The only module that touches aya.
 
+mod btf;
 mod decode;
+mod kernel;
+mod layout;
 mod tracefs;
+
+pub use kernel::CaptureReport;
 
 pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
 
@@ -88,33 +93,41 @@ pub enum CaptureError {
          rebuild it with `cargo xtask run` or `cargo build --release`"
     )]
     NoObject,
-    #[error("loading the eBPF object failed: {0}; run observer as root on Linux 5.8 or newer")]
-    Load(#[from] EbpfError),
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    #[error(transparent)]
+    Layout(#[from] layout::LayoutError),
+    #[error("loading the eBPF object's maps on Linux {kernel} failed: {source}; {advice}")]
+    Load {
+        kernel: String,
+        advice: String,
+        #[source]
+        source: EbpfError,
+    },
     #[error("the eBPF object lacks {0}; the binary is damaged, rebuild it")]
     Missing(String),
-    #[error(
-        "the kernel refused eBPF program `{program}`: {reason}; run observer as root (it needs \
-         CAP_BPF and CAP_PERFMON) on a kernel with BPF syscall tracepoints{verifier}"
-    )]
+    #[error("Linux {kernel} refused eBPF program `{program}`: {reason}{verifier}")]
     ProgramLoad {
+        kernel: String,
         program: String,
         reason: String,
         verifier: String,
     },
     #[error(
-        "attaching eBPF program `{program}` to tracepoint {tracepoint} failed: {reason}; \
-         check that the kernel has CONFIG_FTRACE_SYSCALLS and that \
-         /sys/kernel/tracing/events/{tracepoint} exists"
+        "attaching eBPF program `{program}` to tracepoint {tracepoint} on Linux {kernel} failed: \
+         {reason}"
     )]
     Attach {
+        kernel: String,
         program: String,
         tracepoint: String,
         reason: String,
     },
     #[error(
-        "--syscall-hook raw is only built for x86_64; use --syscall-hook tracepoints (or auto)"
+        "--syscall-hook raw was asked for, but raw tracepoints cannot be used here: {0}; use \
+         --syscall-hook tracepoints (or auto)"
     )]
-    RawUnsupported,
+    RawRefused(String),
     #[error("updating eBPF map {map} failed: {source}")]
     Map {
         map: &'static str,
@@ -152,35 +165,98 @@ fn load_raw(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
 fn program_load(name: &str, e: &ProgramError) -> CaptureError {
     let (reason, verifier) = describe(e);
     CaptureError::ProgramLoad {
+        kernel: kernel::release(),
         program: name.to_string(),
         reason,
         verifier,
     }
 }
 
+/// Says why a program load failed, from its errno and the verifier's log: a refusal by the
+/// verifier is a kernel this build cannot run on, not a missing privilege.
 fn describe(e: &ProgramError) -> (String, String) {
     match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
         } => {
-            let errno = io_error
-                .raw_os_error()
-                .map(|n| format!(" (errno {n})"))
-                .unwrap_or_default();
+            let errno = io_error.raw_os_error().unwrap_or(0);
             let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .filter(|l| !l.trim().is_empty())
+                .take(8)
+                .collect();
             let verifier = if tail.is_empty() {
                 String::new()
             } else {
                 format!(
-                    ". Verifier log (last lines):\n{}",
+                    ". The verifier's last lines:\n{}",
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 )
             };
-            (format!("{io_error}{errno}"), verifier)
+            let why = match errno {
+                libc::EPERM if !is_root() => {
+                    "observer is not root: run it as root (it needs CAP_BPF and CAP_PERFMON)"
+                        .to_string()
+                }
+                libc::EPERM if log.trim().is_empty() => {
+                    "refused without a verifier log although observer is root: a security \
+                     module (lockdown, SELinux) or kernel.unprivileged_bpf_disabled-style policy \
+                     forbids it"
+                        .to_string()
+                }
+                libc::E2BIG => "the program is too large for this kernel's verifier".to_string(),
+                libc::EINVAL if log.trim().is_empty() => format!(
+                    "{io_error}: the kernel does not know this program type or one of its flags"
+                ),
+                _ if !log.trim().is_empty() => format!(
+                    "its verifier rejected the program ({io_error}); this kernel's verifier \
+                     cannot follow a bound the program relies on, so observer does not support \
+                     this kernel yet: report it with the lines below"
+                ),
+                _ => io_error.to_string(),
+            };
+            (why, verifier)
         }
         other => (other.to_string(), String::new()),
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Says why attaching to `category/name` failed.
+fn attach_error(program: &str, category: &str, name: &str, e: &ProgramError) -> CaptureError {
+    let dir = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .map(|r| {
+            std::path::Path::new(r)
+                .join("events")
+                .join(category)
+                .join(name)
+        })
+        .find(|p| p.is_dir());
+    let reason = describe(e).0;
+    let reason = match (category, dir) {
+        ("raw_syscalls", _) => reason,
+        (_, None) => format!(
+            "{reason}; this kernel has no tracepoint {category}/{name} (is it built without \
+             CONFIG_FTRACE_SYSCALLS, or is the tracepoint renamed?)"
+        ),
+        (_, Some(_)) if matches!(e, ProgramError::SyscallError(_)) => format!(
+            "{reason}; the tracepoint exists, so the kernel refused the program for it: it reads \
+             a record field this kernel's record does not have"
+        ),
+        (_, Some(_)) => reason,
+    };
+    CaptureError::Attach {
+        kernel: kernel::release(),
+        program: program.to_string(),
+        tracepoint: format!("{category}/{name}"),
+        reason,
     }
 }
 
@@ -199,6 +275,8 @@ where
 pub type Losses = [u64; LossCounter::COUNT as usize];
 
 pub struct Capture {
+    /// What was chosen for this kernel, for `sys_startup`.
+    report: CaptureReport,
     /// Dropping it detaches every program.
     ebpf: Option<Ebpf>,
     /// Syscalls are hooked by the raw sys_enter/sys_exit tracepoints, not one tracepoint each.
@@ -220,37 +298,92 @@ impl Capture {
     /// Loads the programs with a ring buffer of `ring_bytes` (a power of two, a multiple of
     /// the page size).
     pub fn load(ring_bytes: u32, hook: SyscallHook) -> Result<Self, CaptureError> {
-        tracefs::ensure_mounted()?;
+        let refused = kernel::refused_features();
+        let root = tracefs::ensure_mounted()?;
         if EBPF_OBJECT.is_empty() {
             return Err(CaptureError::NoObject);
+        }
+        let features = kernel::probe_features(&refused)?;
+        let tracefs = layout::Tracefs {
+            root: &root,
+            refused: &refused,
+        };
+        let (layout, exit) = layout::read_layout(&tracefs)?;
+        let mut fallbacks = Vec::new();
+        let cgroup_helper = u32::from(features.ancestor_cgroup.is_ok());
+        if let Err(why) = &features.ancestor_cgroup {
+            fallbacks.push(format!(
+                "bpf_get_current_ancestor_cgroup_id unavailable ({why}): processes entering a \
+                 target cgroup are found by scanning its cgroup.procs every second"
+            ));
+        }
+        if exit != layout::ExitDetection::RecordField {
+            fallbacks.push(format!(
+                "sched_process_exit has no group_dead: a process's exit is told by {}",
+                exit.describe()
+            ));
         }
         // Userspace is woken early once a quarter of the ring is in use, whatever its size.
         let wakeup = u64::from(ring_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", ring_bytes)
             .override_global("WAKEUP_BYTES", &wakeup, true)
-            .load(EBPF_OBJECT)?;
+            .override_global("LAYOUT", &layout, true)
+            .override_global("CGROUP_HELPER", &cgroup_helper, true)
+            .load(EBPF_OBJECT)
+            .map_err(|source| CaptureError::Load {
+                kernel: kernel::release(),
+                advice: if is_root() {
+                    "the kernel refused a map observer needs (ring buffer, hash, LRU or per-CPU \
+                     array); see the error above"
+                        .into()
+                } else {
+                    "run observer as root (it needs CAP_BPF and CAP_PERFMON)".into()
+                },
+                source,
+            })?;
         for (name, _) in LIFECYCLE {
             load_tracepoint(&mut ebpf, name)?;
         }
+        let raw_usable = if RAW_ARCH {
+            features.raw_tracepoint.clone()
+        } else {
+            Err("the raw syscall programs are built for x86_64 only".to_string())
+        };
         let raw = match hook {
             SyscallHook::Tracepoints => false,
-            SyscallHook::Raw if !RAW_ARCH => return Err(CaptureError::RawUnsupported),
-            SyscallHook::Raw => {
-                load_raw(&mut ebpf)?;
-                true
-            }
+            SyscallHook::Raw => match raw_usable {
+                Err(why) => return Err(CaptureError::RawRefused(why)),
+                Ok(()) => {
+                    load_raw(&mut ebpf)?;
+                    true
+                }
+            },
             SyscallHook::Auto => {
-                RAW_ARCH
-                    && load_raw(&mut ebpf)
-                        .inspect_err(|e| {
-                            tracing::warn!("{e}; hooking each syscall's tracepoint instead");
-                        })
-                        .is_ok()
+                match raw_usable
+                    .map_err(|why| format!("raw tracepoints are unavailable: {why}"))
+                    .and_then(|()| load_raw(&mut ebpf).map_err(|e| e.to_string()))
+                {
+                    Ok(()) => true,
+                    Err(why) => {
+                        tracing::warn!("{why}; hooking each syscall's tracepoint instead");
+                        fallbacks.push(format!("syscall tracepoints instead of raw ones: {why}"));
+                        false
+                    }
+                }
             }
         };
         if !raw {
-            for (name, _) in SYSCALL_TRACEPOINTS {
+            for (name, tracepoints) in SYSCALL_TRACEPOINTS {
+                // Entries read three arguments, close one, exits the return value.
+                let values = if name.starts_with("exit_") || *name == "enter_close" {
+                    1
+                } else {
+                    3
+                };
+                for (_, tp) in *tracepoints {
+                    layout::check_syscall_format(&tracefs, tp, values, layout.syscall_nr)?;
+                }
                 load_tracepoint(&mut ebpf, name)?;
             }
         }
@@ -282,7 +415,28 @@ impl Capture {
         // SAFETY: the ring buffer owns its fd, which stays open as long as the AsyncFd owns it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into()))?;
+        let report = CaptureReport {
+            kernel: kernel::release(),
+            syscall_hook: if raw {
+                "raw_tracepoints"
+            } else {
+                "syscall_tracepoints"
+            },
+            process_exit: exit.describe(),
+            cgroup_targets: if cgroup_helper == 1 {
+                "kernel"
+            } else {
+                "userspace_scan"
+            },
+            tls: match &tls_unavailable {
+                None => "uprobes".into(),
+                Some(why) => why.clone(),
+            },
+            fallbacks,
+            refused,
+        };
         Ok(Self {
+            report,
             ebpf: Some(ebpf),
             raw,
             ring,
@@ -348,6 +502,11 @@ impl Capture {
         let _ = self.inflight_conn.remove(&key);
     }
 
+    /// Whether the kernel side watches `tgid`.
+    pub fn is_target(&self, tgid: u32) -> bool {
+        self.targets.get(&tgid, 0).is_ok()
+    }
+
     pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
         self.targets
             .insert(tgid, 0, 0)
@@ -381,11 +540,7 @@ impl Capture {
                 .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?;
             for (category, tp) in *tracepoints {
                 prog.attach(category, tp)
-                    .map_err(|e| CaptureError::Attach {
-                        program: (*name).to_string(),
-                        tracepoint: format!("{category}/{tp}"),
-                        reason: describe(&e).0,
-                    })?;
+                    .map_err(|e| attach_error(name, category, tp, &e))?;
             }
         }
         if self.raw {
@@ -394,11 +549,8 @@ impl Capture {
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
                     .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?;
-                prog.attach(name).map_err(|e| CaptureError::Attach {
-                    program: (*name).to_string(),
-                    tracepoint: format!("raw_syscalls/{name}"),
-                    reason: describe(&e).0,
-                })?;
+                prog.attach(name)
+                    .map_err(|e| attach_error(name, "raw_syscalls", name, &e))?;
             }
         }
         tracing::info!(
@@ -410,6 +562,17 @@ impl Capture {
             }
         );
         Ok(())
+    }
+
+    /// How capture runs on this kernel: hooks, fallbacks, refused features.
+    pub fn report(&self) -> &CaptureReport {
+        &self.report
+    }
+
+    /// Whether the kernel finds processes entering target cgroups itself; when not, userspace
+    /// must add them (see [`CaptureReport::cgroup_targets`]).
+    pub fn cgroups_in_kernel(&self) -> bool {
+        self.report.cgroup_targets == "kernel"
     }
 
     /// Why TLS cannot be captured on this host, if it cannot.

@@ -1,7 +1,7 @@
 //! tracefs must be mounted for tracepoints to attach; many hosts do not mount it by default.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::mount::{MountFlags, mount};
 
@@ -26,8 +26,9 @@ fn populated(dir: &str) -> bool {
     fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
-/// Mounts tracefs at /sys/kernel/tracing unless it (or the debugfs copy) is already there.
-pub fn ensure_mounted() -> Result<(), TracefsError> {
+/// Mounts tracefs at /sys/kernel/tracing unless it (or the debugfs copy) is already there;
+/// returns where it is.
+pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     let ready = if populated(TRACEFS) {
         TRACEFS
     } else if populated(DEBUGFS_TRACING) {
@@ -41,5 +42,5 @@ pub fn ensure_mounted() -> Result<(), TracefsError> {
     if !Path::new(ready).join("events/syscalls").is_dir() {
         return Err(TracefsError::NoSyscallEvents);
     }
-    Ok(())
+    Ok(PathBuf::from(ready))
 }
