@@ -2,11 +2,20 @@
 //! and reads their ring buffer. The only module that touches aya.
 
 mod decode;
+pub mod target;
+pub mod tls;
 mod tracefs;
 
 pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
 
-use crate::config::SyscallHook;
+/// How the syscalls that move socket data are hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallHook {
+    Auto,
+    Raw,
+    Tracepoints,
+}
+
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfError, EbpfLoader};

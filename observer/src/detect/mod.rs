@@ -3,6 +3,7 @@
 //! Classification is stateless: one exchange in, its OWASP Logging Vocabulary action, ECS
 //! category/type and outcome out. The windowed rules in [`rules`] are stateful.
 
+pub mod identity;
 pub mod rules;
 
 /// How one exchange is reported.

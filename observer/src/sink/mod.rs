@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use crate::event::{Clock, Event, Unwritten};
 
+pub mod integrity;
+pub mod metrics;
 mod queue;
-use crate::integrity::Chain;
+use integrity::Chain;
 pub use queue::{QUEUE_EVENTS, SinkStats, Writer};
 
 #[derive(Debug, thiserror::Error)]
@@ -666,12 +668,12 @@ mod tests {
         fn verify(
             &self,
             name: &str,
-        ) -> Result<crate::integrity::Summary, crate::integrity::Problem> {
+        ) -> Result<crate::sink::integrity::Summary, crate::sink::integrity::Problem> {
             let dir = std::env::temp_dir().join(format!("observer-{name}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join("log");
             std::fs::write(&path, self.buf.lock().unwrap().as_slice()).unwrap();
-            let r = crate::integrity::verify(std::slice::from_ref(&path), None);
+            let r = crate::sink::integrity::verify(std::slice::from_ref(&path), None);
             std::fs::remove_dir_all(&dir).unwrap();
             r
         }

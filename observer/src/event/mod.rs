@@ -7,10 +7,9 @@
 
 use serde::Serialize;
 
-use crate::capture::SockAddr;
-use crate::conn::{Endpoints, Role};
+use crate::addr::{Endpoints, Role, SockAddr};
+use crate::conn::host::ProcessInfo;
 use crate::detect::classify;
-use crate::host::ProcessInfo;
 use crate::http::{Exchange, Text};
 
 pub const REDACTED: &str = "REDACTED";
@@ -622,7 +621,7 @@ pub fn alert_event(a: &crate::detect::rules::Alert, clock: &Clock, run_id: &str)
 
 pub fn exchange_event(
     x: &Exchange,
-    credential: Option<&crate::identity::Credential>,
+    credential: Option<&crate::detect::identity::Credential>,
     ctx: &ExchangeContext<'_>,
 ) -> Event {
     let class = classify(x.response.status);

@@ -7,18 +7,20 @@ use observer_common::LossCounter;
 use serde_json::{Map, Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::capture::target::{
+    Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants,
+};
+use crate::capture::tls::{Blind, Tracker};
 use crate::capture::{Capture, Losses};
-use crate::config::RunConfig;
+use crate::cli::RunConfig;
+use crate::conn::host::{LiveHost, socket_fds};
+use crate::detect::identity::Fingerprinter;
 use crate::event::{Clock, Event, lifecycle_event, new_run_id};
-use crate::host::{LiveHost, socket_fds};
-use crate::identity::Fingerprinter;
-use crate::integrity::Chain;
-use crate::metrics;
 use crate::pipeline::Pipeline;
-use crate::record::{self, RecordingHost};
+use crate::recording::record::{self, RecordingHost};
+use crate::sink::integrity::Chain;
+use crate::sink::metrics;
 use crate::sink::{Sink, SinkError, Writer};
-use crate::target::{Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants};
-use crate::tls::{Blind, Tracker};
 use observer_common::ProcChange;
 
 /// How often the ring buffer is read when the kernel does not wake us (it wakes us itself once

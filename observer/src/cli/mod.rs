@@ -1,8 +1,13 @@
 //! Command line, validated before anything touches the kernel.
 
+pub mod fingerprint;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use crate::capture::SyscallHook;
+pub use crate::capture::tls::TlsMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,7 +73,7 @@ pub struct FingerprintArgs {
     #[arg(long = "type", value_name = "basic|bearer|api_key|cookie")]
     pub kind: Option<String>,
     /// The host key observer fingerprints with.
-    #[arg(long, value_name = "PATH", default_value = crate::identity::DEFAULT_KEY_FILE)]
+    #[arg(long, value_name = "PATH", default_value = crate::detect::identity::DEFAULT_KEY_FILE)]
     pub key_file: PathBuf,
 }
 
@@ -142,22 +147,6 @@ pub struct RunArgs {
     /// Overrides `identity.key_file` of the config file.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
-}
-
-/// Where OpenSSL is hooked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TlsMode {
-    Auto,
-    Targets,
-    Off,
-}
-
-/// How the syscalls that move socket data are hooked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SyscallHook {
-    Auto,
-    Raw,
-    Tracepoints,
 }
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
@@ -345,9 +334,9 @@ impl FileConfig {
         Ok(c)
     }
 
-    pub fn credential_names(&self) -> Result<crate::identity::CredentialNames, ConfigError> {
-        let d = crate::identity::CredentialNames::default();
-        Ok(crate::identity::CredentialNames {
+    pub fn credential_names(&self) -> Result<crate::http::CredentialNames, ConfigError> {
+        let d = crate::http::CredentialNames::default();
+        Ok(crate::http::CredentialNames {
             api_key_headers: names(
                 "identity.api_key_headers",
                 &self.identity.api_key_headers,
@@ -379,14 +368,14 @@ pub enum ConfigError {
     #[error("config key {key} {reason}")]
     Invalid { key: String, reason: String },
     #[error(transparent)]
-    Target(#[from] crate::target::TargetError),
+    Target(#[from] crate::capture::target::TargetError),
 }
 
 /// A validated run configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     pub pids: Vec<u32>,
-    pub cgroups: Vec<crate::target::CgroupSpec>,
+    pub cgroups: Vec<crate::capture::target::CgroupSpec>,
     pub ports: Vec<u16>,
     /// `None` for standard output.
     pub output: Option<PathBuf>,
@@ -402,7 +391,7 @@ pub struct RunConfig {
     pub syscall_hook: SyscallHook,
     pub format: crate::sink::Format,
     pub detection: crate::detect::rules::DetectConfig,
-    pub credential_names: crate::identity::CredentialNames,
+    pub credential_names: crate::http::CredentialNames,
 }
 
 impl RunConfig {
@@ -438,11 +427,11 @@ impl RunArgs {
             }
         }
         if self.cgroups.len() > observer_common::MAX_CGROUPS as usize {
-            return Err(crate::target::TargetError::TooManyCgroups.into());
+            return Err(crate::capture::target::TargetError::TooManyCgroups.into());
         }
         let mut cgroups = Vec::new();
         for path in &self.cgroups {
-            let spec = crate::target::resolve_cgroup(path)?;
+            let spec = crate::capture::target::resolve_cgroup(path)?;
             if !cgroups.contains(&spec) {
                 cgroups.push(spec);
             }
@@ -462,7 +451,7 @@ impl RunArgs {
             .key_file
             .clone()
             .or_else(|| file.identity.key_file.clone())
-            .unwrap_or_else(|| crate::identity::DEFAULT_KEY_FILE.into());
+            .unwrap_or_else(|| crate::detect::identity::DEFAULT_KEY_FILE.into());
         let rotation = match self.rotate_size {
             None => None,
             Some(n) if n < 4096 => {
@@ -507,7 +496,7 @@ impl RunArgs {
             integrity_key: match &self.integrity_key {
                 Some(p) => {
                     Some(
-                        crate::integrity::load_key(p).map_err(|e| ConfigError::Invalid {
+                        crate::sink::integrity::load_key(p).map_err(|e| ConfigError::Invalid {
                             key: "--integrity-key".into(),
                             reason: format!("{e:#}"),
                         })?,

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use observer_common::{Direction, ProcChange};
 use serde_json::json;
 
-use crate::capture::{CaptureEvent, Meta, SockAddr};
-use crate::conn::{Conn, ConnKey, ConnTable, Endpoints, Role};
+use crate::addr::{Endpoints, Role, SockAddr};
+use crate::capture::{CaptureEvent, Meta};
+use crate::conn::host::{Host, ProcessInfo};
+use crate::conn::{Conn, ConnKey, ConnTable};
+use crate::detect::identity::Fingerprinter;
 use crate::detect::rules::{DetectConfig, Detector, Facts};
 use crate::event::{Clock, ConnView, Event, ExchangeContext, alert_event, exchange_event};
-use crate::host::{Host, ProcessInfo};
-use crate::http::{HttpCounters, Side, looks_like_start};
-use crate::identity::{CredentialNames, Fingerprinter};
+use crate::http::{CredentialNames, HttpCounters, Side, looks_like_start};
 
 /// Processes and listening sockets whose details are cached.
 const MAX_CACHED: usize = 4096;
@@ -25,6 +26,9 @@ pub struct Pipeline<H: Host> {
     clock: Clock,
     run_id: std::sync::Arc<str>,
     conns: ConnTable,
+    /// What every exchange of a connection shares, made at its first exchange and kept for the
+    /// rest, by connection id; dropped with the connection.
+    views: HashMap<u64, Box<ConnView>>,
     processes: HashMap<u32, ProcessInfo>,
     /// Local address of listening sockets, for accepted connections whose fd was already gone
     /// when its addresses were looked up.
@@ -86,6 +90,7 @@ impl<H: Host> Pipeline<H> {
             clock,
             run_id: run_id.into(),
             conns: ConnTable::new(),
+            views: HashMap::new(),
             processes: HashMap::new(),
             listeners: HashMap::new(),
             http_closed: HttpCounters::default(),
@@ -415,7 +420,9 @@ impl<H: Host> Pipeline<H> {
             fd: meta.fd,
         };
         let keep = self.wanted(&ends);
-        if let Some(old) = self.conns.open(key, meta.tid, Some(role), ends, meta.ts_ns) {
+        let replaced = self.conns.open(key, meta.tid, Some(role), ends, meta.ts_ns);
+        self.forget_evicted();
+        if let Some(old) = replaced {
             self.finish(old, meta.ts_ns, out);
         }
         if keep {
@@ -462,6 +469,7 @@ impl<H: Host> Pipeline<H> {
             let ends = self.host.endpoints(meta.tgid, meta.fd).unwrap_or_default();
             let keep = self.wanted(&ends);
             self.conns.open(key, meta.tid, None, ends, meta.ts_ns);
+            self.forget_evicted();
             self.conns.note_adopted();
             if !keep {
                 self.filter_out(key);
@@ -497,7 +505,7 @@ impl<H: Host> Pipeline<H> {
                 }
             },
         };
-        let side = role.side(direction);
+        let side = crate::conn::side(role, direction);
         let mut done = std::mem::take(&mut self.scratch);
         conn.http
             .on_data(side, bytes, total_len, meta.ts_ns, &mut done);
@@ -511,7 +519,7 @@ impl<H: Host> Pipeline<H> {
         if !done.is_empty() {
             let conn = self.conns.get_mut(&key).expect("still tracked");
             let (id, tls) = (conn.id, conn.tls);
-            let view = match conn.view.take() {
+            let view = match self.views.remove(&id) {
                 Some(v) => v,
                 None => {
                     let ends = conn.endpoints.clone();
@@ -519,8 +527,8 @@ impl<H: Host> Pipeline<H> {
                 }
             };
             self.emit_exchanges(&mut done, role, id, &view, tls, meta.tgid, meta.tid, out);
-            if let Some(c) = self.conns.get_mut(&key) {
-                c.view = Some(view);
+            if self.conns.get_mut(&key).is_some() {
+                self.views.insert(id, view);
             }
         }
         self.scratch = done;
@@ -601,13 +609,21 @@ impl<H: Host> Pipeline<H> {
         self.detector.note_loss(now_ns, n);
     }
 
+    /// Drops the view of the connection the table just evicted, if it did.
+    fn forget_evicted(&mut self) {
+        if let Some(id) = self.conns.take_evicted() {
+            self.views.remove(&id);
+        }
+    }
+
     fn finish(&mut self, mut conn: Conn, ts_ns: u64, out: &mut Vec<Event>) {
+        let cached = self.views.remove(&conn.id);
         let mut done = Vec::new();
         conn.http.on_close(ts_ns, &mut done);
         self.http_closed.add(&conn.http.counters);
         if let (Some(role), false) = (conn.role, done.is_empty()) {
             let (tgid, tid) = (conn.key.tgid, conn.last_tid);
-            let view = match conn.view.take() {
+            let view = match cached {
                 Some(v) => v,
                 None => self.view(role, &conn.endpoints, tgid),
             };
@@ -634,7 +650,7 @@ fn infer_role(direction: Direction, bytes: &[u8]) -> Option<Role> {
 mod tests {
     use super::*;
     use crate::capture::{decode, encode};
-    use crate::host::NoHost;
+    use crate::conn::host::NoHost;
     use std::net::{Ipv4Addr, SocketAddrV4};
 
     fn meta(fd: i32, ts: u64) -> Meta {
