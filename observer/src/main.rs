@@ -1,3 +1,5 @@
+//! The `observer` binary: reads the command line and runs the command through the library.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,5 +1,6 @@
 //! Kernel capture: loads and attaches the eBPF programs, tells them which processes to watch,
 //! and reads their ring buffer. The only module that touches aya.
+//! Of the crate it imports only the leaf `addr`: no other stage.
 
 mod decode;
 pub mod target;

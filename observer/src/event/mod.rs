@@ -4,11 +4,10 @@
 //! escaped by the encoder (CR, LF, NUL, quotes) and one event is always one line. Secrets are
 //! never copied into an event: header values other than the user agent are not kept at all, and
 //! sensitive query parameters are replaced by `REDACTED` ([`redact`]).
-
 //!
 //! [`schema`] holds the types, [`redact`] the redaction, [`encode`] the making of events from
-//! what the pipeline knows, [`clock`] the timestamps. Reads `http` and `detect` results and the
-//! leaf `addr`; must never import `capture` or `sink`.
+//! what the pipeline knows, [`clock`] the timestamps. Reads `http` and `detect` results, `conn`'s
+//! process details and the leaf `addr`; must never import `capture` or `sink`.
 
 pub mod clock;
 pub mod encode;
