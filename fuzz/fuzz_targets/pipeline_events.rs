@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use observer::capture::{Meta, encode};
 use observer::event::Clock;
-use observer::host::NoHost;
+use observer::conn::host::NoHost;
 use observer::pipeline::Pipeline;
 use observer_common::{Direction, Syscall};
 

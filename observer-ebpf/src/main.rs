@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 // Inline assembly pins the bounds the verifier needs where LLVM would optimise them away.
-#![feature(asm_experimental_arch)]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 use aya_ebpf::{
     EbpfContext,

@@ -1,7 +1,9 @@
+//! The `observer` binary: reads the command line and runs the command through the library.
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use observer::config::{Cli, Command};
+use observer::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -18,7 +20,7 @@ fn main() -> ExitCode {
             let key = match args
                 .integrity_key
                 .as_deref()
-                .map(observer::integrity::load_key)
+                .map(observer::sink::integrity::load_key)
             {
                 None => None,
                 Some(Ok(k)) => Some(k),
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match observer::integrity::verify(&args.paths, key.as_deref()) {
+            match observer::sink::integrity::verify(&args.paths, key.as_deref()) {
                 Ok(sum) => {
                     println!("intact: {} lines, {} runs", sum.lines, sum.runs);
                     for run in &sum.unfinished_runs {
@@ -44,14 +46,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay(args) => match observer::replay::replay(&args) {
+        Command::Replay(args) => match observer::recording::replay::replay(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("observer: {e:#}");
                 ExitCode::from(1)
             }
         },
-        Command::Fingerprint(args) => match observer::identity::fingerprint_stdin(&args) {
+        Command::Fingerprint(args) => match observer::cli::fingerprint::fingerprint_stdin(&args) {
             Ok(fp) => {
                 println!("{fp}");
                 ExitCode::SUCCESS

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use observer::capture::{Meta, encode};
+use observer::conn::host::NoHost;
+use observer::detect::identity::Fingerprinter;
 use observer::event::{Clock, lifecycle_event};
-use observer::host::NoHost;
-use observer::identity::Fingerprinter;
-use observer::integrity::{Chain, verify};
 use observer::pipeline::Pipeline;
 use observer::sink::Sink;
+use observer::sink::integrity::{Chain, verify};
 use observer_common::Direction;
 use proptest::prelude::*;
 use serde_json::Value;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod layout;
 mod setup;
 mod vm;
 
@@ -221,6 +222,8 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     }
     step("cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    step("layout: imports down the pipeline, no cycles, no file over 600 lines");
+    layout::check(&workspace_root())?;
     // Lint and unit-test runs need no eBPF object; skipping it saves a nightly build per profile.
     step("clippy: userspace crates (warnings are errors)");
     run(cargo().env("AYA_BUILD_SKIP", "1").args([

@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+pub use crate::addr::SockAddr;
 use observer_common::{
     ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_DATA, MAX_SOCKADDR, ProcChange,
     ProcEvent,
@@ -67,16 +68,6 @@ impl CaptureEvent<'_> {
             | Self::Process { meta, .. } => meta,
         }
     }
-}
-
-/// A socket address as observer reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum SockAddr {
-    Inet(SocketAddr),
-    /// A Unix-domain socket path; abstract names start with `@`.
-    Unix(String),
-    /// A Unix-domain socket without a name.
-    UnixUnnamed,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,17 +1,27 @@
 //! Kernel capture: loads and attaches the eBPF programs, tells them which processes to watch,
 //! and reads their ring buffer. The only module that touches aya.
+//! Of the crate it imports only the leaf `addr`: no other stage.
 
 mod btf;
 mod decode;
 mod kernel;
 mod layout;
+pub mod target;
+pub mod tls;
 mod tracefs;
 
 pub use kernel::CaptureReport;
 
 pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
 
-use crate::config::SyscallHook;
+/// How the syscalls that move socket data are hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallHook {
+    Auto,
+    Raw,
+    Tracepoints,
+}
+
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfError, EbpfLoader};
@@ -102,7 +112,7 @@ pub enum CaptureError {
         kernel: String,
         advice: String,
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     #[error("the eBPF object lacks {0}; the binary is damaged, rebuild it")]
     Missing(String),
@@ -340,7 +350,7 @@ impl Capture {
                 } else {
                     "run observer as root (it needs CAP_BPF and CAP_PERFMON)".into()
                 },
-                source,
+                source: Box::new(source),
             })?;
         for (name, _) in LIFECYCLE {
             load_tracepoint(&mut ebpf, name)?;

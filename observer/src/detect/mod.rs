@@ -1,8 +1,13 @@
 //! Detection: what an exchange means for security.
 //!
 //! Classification is stateless: one exchange in, its OWASP Logging Vocabulary action, ECS
-//! category/type and outcome out. The windowed rules in [`rules`] are stateful.
+//! category/type and outcome out. The windowed rules in [`rules`] are stateful; [`identity`]
+//! fingerprints credentials under the host key.
+//!
+//! Imports only `http` (the raw credentials it fingerprints), never `capture`, `conn`, `event`
+//! or `sink`.
 
+pub mod identity;
 pub mod rules;
 
 /// How one exchange is reported.

@@ -1,15 +1,30 @@
 //! Sinks: where events go, one JSON object per line, in the order the pipeline made them (and
 //! gave them their `event.sequence`).
+//!
+//! Owns the end of the pipeline: the [`queue`] to the writer thread, [`file`] output and
+//! rotation, [`pretty`] lines, the hash chain and its check ([`integrity`]) and the
+//! [`metrics`] endpoint. Reads `event`s only: must never import `detect`, `capture`, `conn` or
+//! `http`.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::event::{Clock, Event, Unwritten};
 
+mod file;
+mod gap;
+pub mod integrity;
+pub mod metrics;
+mod pretty;
 mod queue;
-use crate::integrity::Chain;
+#[cfg(test)]
+mod tests;
+
+pub use file::Rotation;
+use file::{Out, open_private, rotate};
+pub use gap::{Cause, Gap};
+use integrity::Chain;
+use pretty::pretty;
 pub use queue::{QUEUE_EVENTS, SinkStats, Writer};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,39 +49,6 @@ fn write_err(e: io::Error) -> SinkError {
     }
 }
 
-/// Size-based rotation of a file sink: `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2`, ...
-/// and files past `keep` are removed. The hash chain runs on across files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rotation {
-    pub max_bytes: u64,
-    pub keep: u32,
-}
-
-enum Out {
-    Stream(Box<dyn Write + Send>),
-    File {
-        path: PathBuf,
-        file: File,
-        /// Bytes in the file that hold whole, written lines.
-        size: u64,
-        rotation: Option<Rotation>,
-    },
-}
-
-fn open_private(path: &Path) -> Result<(File, u64), SinkError> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| SinkError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    Ok((f, size))
-}
-
 /// How lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -75,62 +57,6 @@ pub enum Format {
     Json,
     /// One short line per event: for people at a terminal (no chain).
     Pretty,
-}
-
-/// Why events did not reach the output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cause {
-    /// The queue to the writer was full: the output is slower than the traffic.
-    QueueFull,
-    /// The output refused the write (disk full, I/O error).
-    WriteFailed,
-}
-
-/// Events, by sequence, that were not written. Runs are contiguous because events are made,
-/// queued and written in sequence order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Gap {
-    pub first: u64,
-    pub last: u64,
-    pub queue_full: u64,
-    pub write_failed: u64,
-}
-
-impl Gap {
-    fn new(seq: u64, cause: Cause) -> Self {
-        let mut g = Gap {
-            first: seq,
-            last: seq,
-            ..Gap::default()
-        };
-        g.count(cause, 1);
-        g
-    }
-
-    fn count(&mut self, cause: Cause, n: u64) {
-        match cause {
-            Cause::QueueFull => self.queue_full += n,
-            Cause::WriteFailed => self.write_failed += n,
-        }
-    }
-
-    /// Adds a run of events next to this one.
-    fn extend(&mut self, other: Gap) {
-        self.first = self.first.min(other.first);
-        self.last = self.last.max(other.last);
-        self.queue_full += other.queue_full;
-        self.write_failed += other.write_failed;
-    }
-
-    /// Adds one more lost event right after the gap.
-    pub fn push(&mut self, seq: u64, cause: Cause) {
-        self.last = self.last.max(seq);
-        self.count(cause, 1);
-    }
-
-    pub fn events(&self) -> u64 {
-        self.queue_full + self.write_failed
-    }
 }
 
 /// Writes events as lines. Lines are collected and written in batches (`flush`); a batch the
@@ -487,363 +413,5 @@ impl Sink {
             let _ = file.sync_data();
         }
         Ok(())
-    }
-}
-
-/// A field for a terminal: control characters and quotes escaped, so traffic cannot move the
-/// cursor, clear the screen or fake another line.
-fn term(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.escape_debug().to_string(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn endpoint(v: &serde_json::Value) -> String {
-    match (v["ip"].as_str(), v["port"].as_u64(), v["address"].as_str()) {
-        (Some(ip), Some(p), _) if ip.contains(':') => format!("[{ip}]:{p}"),
-        (Some(ip), Some(p), _) => format!("{ip}:{p}"),
-        (None, Some(p), _) => format!("*:{p}"),
-        (_, _, Some(a)) => term(&serde_json::Value::String(a.into())),
-        _ => "?".into(),
-    }
-}
-
-/// One human line per event.
-fn pretty(e: &serde_json::Value) -> String {
-    let ts = e["@timestamp"].as_str().unwrap_or_default();
-    let action = term(&e["event"]["action"]);
-    let seq = &e["event"]["sequence"];
-    if e.get("http").is_some() {
-        let ms = e["event"]["duration"].as_u64().unwrap_or(0) as f64 / 1e6;
-        let who = match e["user"]["hash"].as_str() {
-            Some(h) => format!(" user {}", &h[..h.len().min(8)]),
-            None => String::new(),
-        };
-        let query = match e["url"]["query"].as_str() {
-            Some(q) => format!("?{}", q.escape_debug()),
-            None => String::new(),
-        };
-        format!(
-            "{ts} #{seq} {} → {} {} {}{query} {} {action} {}B/{}B {ms:.1}ms {}[{}] {}{who}",
-            endpoint(&e["source"]),
-            endpoint(&e["destination"]),
-            term(&e["http"]["request"]["method"]),
-            term(&e["url"]["path"]),
-            e["http"]["response"]["status_code"],
-            e["http"]["request"]["bytes"],
-            e["http"]["response"]["bytes"],
-            term(&e["process"]["name"]),
-            e["process"]["pid"],
-            term(&e["observer"]["role"]),
-        )
-    } else if e["event"]["kind"] == "alert" {
-        let a = &e["observer"]["alert"];
-        format!(
-            "{ts} #{seq} ALERT {} ({action}) {}={}: {} in {} s, threshold {}{}",
-            term(&e["rule"]["name"]),
-            term(&a["key"]["field"]),
-            term(&a["key"]["value"]),
-            a["count"],
-            a["window_seconds"],
-            a["threshold"],
-            match a["suppressed"].as_u64() {
-                Some(n) => format!(" (summary: {n} more during cooldown)"),
-                None => String::new(),
-            }
-        )
-    } else {
-        let detail = match action.as_str() {
-            "loss" => format!("LOST {}", e["observer"]["loss"]),
-            "heartbeat" => {
-                let m = &e["observer"]["metrics"];
-                format!(
-                    "exchanges {} open connections {} rss {} KiB",
-                    m["exchanges"], m["connections"]["open"], m["process"]["rss_kib"]
-                )
-            }
-            _ => format!("run {}", term(&e["observer"]["run_id"])),
-        };
-        format!("{ts} #{seq} {action} {detail}")
-    }
-}
-
-/// Shifts `path` to `path.1`, `path.1` to `path.2`, ..., dropping what is past `keep`.
-fn rotate(path: &Path, keep: u32) -> Result<(), SinkError> {
-    let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
-    let err = |source| SinkError::Rotate {
-        path: path.to_path_buf(),
-        source,
-    };
-    if keep == 0 {
-        return std::fs::remove_file(path).map_err(err);
-    }
-    let _ = std::fs::remove_file(numbered(keep));
-    for n in (1..keep).rev() {
-        let from = numbered(n);
-        if from.exists() {
-            std::fs::rename(&from, numbered(n + 1)).map_err(err)?;
-        }
-    }
-    std::fs::rename(path, numbered(1)).map_err(err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::lifecycle_event;
-    use std::sync::{Arc, Mutex};
-
-    fn sequences(text: &str) -> Vec<u64> {
-        text.lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["sequence"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn one_line_per_event_in_order() {
-        let buf = Shared::default();
-        let mut sink = Sink::new(Box::new(buf.clone()), Chain::new("r", None));
-        for i in 1..=3 {
-            let mut ev = lifecycle_event("sys_startup", "t".into(), "r", vec![1], None);
-            ev.meta_mut().sequence = i;
-            sink.emit(ev).unwrap();
-        }
-        sink.flush().unwrap();
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let seqs = sequences(&text);
-        assert_eq!(seqs, vec![1, 2, 3]);
-    }
-
-    /// An output that refuses writes while `fail` is set, like a full disk.
-    #[derive(Clone, Default)]
-    struct Flaky {
-        buf: Arc<Mutex<Vec<u8>>>,
-        fail: Arc<std::sync::atomic::AtomicBool>,
-    }
-    impl Write for Flaky {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-            }
-            self.buf.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Flaky {
-        fn set_failing(&self, on: bool) {
-            self.fail.store(on, std::sync::atomic::Ordering::Relaxed);
-        }
-        fn text(&self) -> String {
-            String::from_utf8(self.buf.lock().unwrap().clone()).unwrap()
-        }
-        fn lines(&self) -> Vec<serde_json::Value> {
-            self.text()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        }
-        fn verify(
-            &self,
-            name: &str,
-        ) -> Result<crate::integrity::Summary, crate::integrity::Problem> {
-            let dir = std::env::temp_dir().join(format!("observer-{name}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join("log");
-            std::fs::write(&path, self.buf.lock().unwrap().as_slice()).unwrap();
-            let r = crate::integrity::verify(std::slice::from_ref(&path), None);
-            std::fs::remove_dir_all(&dir).unwrap();
-            r
-        }
-    }
-
-    fn numbered(seq: u64, last: bool) -> Event {
-        let action = match (seq, last) {
-            (1, _) => "sys_startup",
-            (_, true) => "sys_shutdown",
-            _ => "sys_monitor",
-        };
-        let mut ev = lifecycle_event(action, "t".into(), "r", vec![], None);
-        ev.meta_mut().sequence = seq;
-        ev
-    }
-
-    #[test]
-    fn refused_writes_are_counted_and_reported_in_their_place() {
-        let out = Flaky::default();
-        let mut sink = Sink::new(Box::new(out.clone()), Chain::new("r", None));
-        sink.emit(numbered(1, false)).unwrap();
-        sink.emit(numbered(2, false)).unwrap();
-        sink.flush().unwrap();
-        out.set_failing(true);
-        sink.emit(numbered(3, false)).unwrap();
-        sink.emit(numbered(4, false)).unwrap();
-        sink.flush().unwrap();
-        sink.emit(numbered(5, false)).unwrap();
-        sink.flush().unwrap();
-        assert_eq!(sink.unwritten(), 3);
-        assert_eq!(sink.written(), 2);
-        out.set_failing(false);
-        sink.emit(numbered(6, false)).unwrap();
-        sink.emit(numbered(7, true)).unwrap();
-        sink.flush().unwrap();
-        let lines = out.lines();
-        let seqs = sequences(&out.text());
-        assert_eq!(seqs, vec![1, 2, 5, 6, 7]);
-        let loss = &lines[2]["observer"];
-        assert_eq!(lines[2]["event"]["action"], "loss");
-        assert_eq!(loss["loss"]["sink"]["write_failed"], 3);
-        assert_eq!(loss["unwritten"]["first_sequence"], 3);
-        assert_eq!(loss["unwritten"]["last_sequence"], 5);
-        assert_eq!(out.verify("refused").unwrap().lines, 5);
-        // Without the loss line the hole is tampering.
-        let text = out.text();
-        let cut: Vec<&str> = text
-            .lines()
-            .enumerate()
-            .filter(|(i, _)| *i != 2)
-            .map(|(_, l)| l)
-            .collect();
-        *out.buf.lock().unwrap() = (cut.join("\n") + "\n").into_bytes();
-        let e = out.verify("refused-cut").unwrap_err();
-        assert_eq!(e.line, 3, "{e}");
-    }
-
-    #[test]
-    fn drops_before_the_sink_and_refused_writes_make_one_report() {
-        let out = Flaky::default();
-        let mut sink = Sink::new(Box::new(out.clone()), Chain::new("r", None));
-        sink.emit(numbered(1, false)).unwrap();
-        sink.note_gap(Gap::new(2, Cause::QueueFull)).unwrap();
-        sink.note_gap(Gap::new(3, Cause::QueueFull)).unwrap();
-        out.set_failing(true);
-        sink.emit(numbered(4, false)).unwrap();
-        sink.flush().unwrap();
-        sink.note_gap(Gap::new(5, Cause::QueueFull)).unwrap();
-        out.set_failing(false);
-        sink.emit(numbered(6, false)).unwrap();
-        sink.emit(numbered(7, true)).unwrap();
-        sink.flush().unwrap();
-        let lines = out.lines();
-        let seqs = sequences(&out.text());
-        // Event 1 was pending when the output failed, so it is part of the report too.
-        assert_eq!(seqs, vec![5, 6, 7]);
-        let loss = &lines[0]["observer"];
-        assert_eq!(loss["loss"]["sink"]["queue_full"], 3);
-        assert_eq!(loss["loss"]["sink"]["write_failed"], 2);
-        assert_eq!(loss["unwritten"]["first_sequence"], 1);
-        assert_eq!(sink.unwritten(), 5);
-        assert_eq!(out.verify("merged").unwrap().lines, 3);
-    }
-
-    #[test]
-    fn rotation_bounds_files_and_keeps_the_chain() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("observer-rot-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("events.jsonl");
-        let rotation = Rotation {
-            max_bytes: 2000,
-            keep: 3,
-        };
-        let mut sink = Sink::file(&path, Some(rotation), Chain::new("run-x", None)).unwrap();
-        for i in 1..=40 {
-            let action = if i == 1 {
-                "sys_startup"
-            } else {
-                "sys_shutdown"
-            };
-            let mut ev = lifecycle_event(action, "t".into(), "run-x", vec![], None);
-            ev.meta_mut().sequence = i;
-            sink.emit(ev).unwrap();
-        }
-        sink.flush().unwrap();
-        let files: Vec<PathBuf> = (1..=3)
-            .rev()
-            .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
-            .chain([path.clone()])
-            .collect();
-        for f in &files {
-            let m = std::fs::metadata(f).unwrap();
-            assert!(m.len() <= 2000, "{f:?} is {} bytes", m.len());
-            assert_eq!(m.permissions().mode() & 0o777, 0o600);
-        }
-        assert!(!PathBuf::from(format!("{}.4", path.display())).exists());
-        // The kept files verify as one continuous log from wherever they start.
-        let text: String = files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).unwrap())
-            .collect();
-        let seqs = sequences(&text);
-        assert_eq!(*seqs.last().unwrap(), 40);
-        assert!(
-            seqs.windows(2).all(|w| w[1] == w[0] + 1),
-            "nothing lost across rotations"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn pretty_lines_escape_traffic() {
-        let v = serde_json::json!({
-            "@timestamp": "t", "event": {"action": "http_request", "sequence": 7, "duration": 1500000, "kind": "event"},
-            "http": {"request": {"method": "GET", "bytes": 10}, "response": {"status_code": 200, "bytes": 20}},
-            "url": {"path": "/a\r\nFAKE 200\u{1b}[2J"},
-            "source": {"ip": "::1", "port": 5}, "destination": {"port": 80},
-            "process": {"name": "py", "pid": 3}, "observer": {"role": "server"}
-        });
-        let line = pretty(&v);
-        assert!(
-            !line.contains('\n') && !line.contains('\r') && !line.contains('\u{1b}'),
-            "{line}"
-        );
-        assert!(line.contains("[::1]:5 → *:80 GET /a\\r\\nFAKE"), "{line}");
-        assert!(
-            line.contains("200 http_request 10B/20B 1.5ms py[3] server"),
-            "{line}"
-        );
-    }
-
-    #[test]
-    fn file_sink_is_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("observer-sink-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("events.jsonl");
-        let _ = std::fs::remove_file(&path);
-        let mut sink = Sink::file(&path, None, Chain::new("r", None)).unwrap();
-        sink.emit(lifecycle_event(
-            "sys_startup",
-            "t".into(),
-            "r",
-            vec![],
-            None,
-        ))
-        .unwrap();
-        sink.flush().unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,8 +13,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::capture::Capture;
-use crate::config::TlsMode;
 use observer_common::ProcChange;
+
+/// Where OpenSSL is hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    Auto,
+    Targets,
+    Off,
+}
 
 /// Executables larger than this are not searched for signs of TLS.
 const MAX_SCAN: u64 = 512 << 20;

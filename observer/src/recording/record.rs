@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::conn::Endpoints;
-use crate::host::{Host, ProcessInfo};
+use crate::addr::Endpoints;
+use crate::conn::host::{Host, ProcessInfo};
 
 const MAGIC: &[u8] = b"OBSERVER-RECORDING 1\n";
 /// Largest entry accepted when reading: kernel records are under 5 KiB, answers small.
@@ -305,7 +305,7 @@ impl Host for ReplayHost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::SockAddr;
+    use crate::addr::SockAddr;
 
     #[test]
     fn round_trip() {

@@ -3,6 +3,8 @@
 //! Behind a trait so that the pipeline runs the same on a recording, without privileges
 //! ([`NoHost`]), as live ([`LiveHost`]). Everything read here is untrusted and may vanish at any
 //! moment (processes exit, fds close): every lookup may fail and failing is normal.
+//!
+//! Owns the lookups only; imports nothing of the crate but the leaf `addr`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -10,8 +12,7 @@ use std::fs;
 use rustix::net::{SocketAddrAny, SocketAddrUnix};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
-use crate::capture::SockAddr;
-use crate::conn::Endpoints;
+use crate::addr::{Endpoints, SockAddr};
 
 /// Longest process name or path kept from /proc.
 const MAX_PROC_STRING: usize = 4096;

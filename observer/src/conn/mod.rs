@@ -4,15 +4,20 @@
 //! A connection is keyed by process and fd. File descriptors are reused as soon as they close, so
 //! each connection also gets an id of its own (its generation) that is never reused in a run.
 //! Memory is bounded: the table has a cap, and idle connections expire; both are counted.
+//!
+//! Owns the connection table and, in [`host`], the host lookups of endpoints and processes.
+//! Holds each connection's HTTP state, so it may import `http`; it must not import `capture`,
+//! `detect`, `event` or `sink` (addresses come from the leaf `addr`).
+
+pub mod host;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use observer_common::Direction;
 
-use crate::capture::SockAddr;
-use crate::http::{HttpConn, Side};
-use crate::identity::CredentialNames;
+use crate::addr::{Endpoints, Role};
+use crate::http::{CredentialNames, HttpConn, HttpCounters, Side};
 
 /// Connections tracked at once before the least recently used is dropped.
 pub const MAX_CONNS: usize = 16384;
@@ -25,45 +30,11 @@ pub struct ConnKey {
     pub fd: i32,
 }
 
-/// The target's part in the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The target accepted the connection: it serves requests.
-    Server,
-    /// The target connected: it sends requests.
-    Client,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Client => "client",
-        }
-    }
-
-    /// Which half of the conversation bytes moving in `direction` are.
-    pub fn side(self, direction: Direction) -> Side {
-        match (self, direction) {
-            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => Side::Request,
-            _ => Side::Response,
-        }
-    }
-}
-
-/// Both ends of a socket, as far as they are known.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Endpoints {
-    pub local: Option<SockAddr>,
-    pub peer: Option<SockAddr>,
-}
-
-impl Endpoints {
-    /// True when either end has one of `ports`.
-    pub fn has_port(&self, ports: &[u16]) -> bool {
-        [&self.local, &self.peer].into_iter().any(
-            |a| matches!(a, Some(crate::capture::SockAddr::Inet(s)) if ports.contains(&s.port())),
-        )
+/// Which half of the conversation bytes moving in `direction` are, for a target in `role`.
+pub fn side(role: Role, direction: Direction) -> Side {
+    match (role, direction) {
+        (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => Side::Request,
+        _ => Side::Response,
     }
 }
 
@@ -86,8 +57,6 @@ pub struct Conn {
     pub exchanges: u64,
     /// Its plaintext comes from the OpenSSL probes; its syscalls move ciphertext.
     pub tls: bool,
-    /// Made at its first exchange, for the rest.
-    pub view: Option<Box<crate::event::ConnView>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +77,8 @@ pub struct ConnTable {
     conns: HashMap<ConnKey, Conn, foldhash::fast::FixedState>,
     next_id: u64,
     names: Arc<CredentialNames>,
+    /// Id of the connection the last [`ConnTable::open`] evicted to make room, if any.
+    last_evicted: Option<u64>,
     pub counters: ConnCounters,
 }
 
@@ -125,8 +96,8 @@ impl ConnTable {
     }
 
     /// HTTP counters of the open connections, summed.
-    pub fn open_http_counters(&self) -> crate::http::HttpCounters {
-        let mut sum = crate::http::HttpCounters::default();
+    pub fn open_http_counters(&self) -> HttpCounters {
+        let mut sum = HttpCounters::default();
         for c in self.conns.values() {
             sum.add(&c.http.counters);
         }
@@ -152,6 +123,7 @@ impl ConnTable {
         now_ns: u64,
     ) -> Option<Conn> {
         let replaced = self.conns.remove(&key);
+        self.last_evicted = None;
         if replaced.is_none() {
             self.make_room();
         }
@@ -170,10 +142,15 @@ impl ConnTable {
                 ignored: false,
                 exchanges: 0,
                 tls: false,
-                view: None,
             },
         );
         replaced
+    }
+
+    /// The id of the connection the last [`ConnTable::open`] dropped to make room (its state is
+    /// gone, uncounted as closed), for whoever keeps something per connection.
+    pub fn take_evicted(&mut self) -> Option<u64> {
+        self.last_evicted.take()
     }
 
     pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Conn> {
@@ -223,7 +200,7 @@ impl ConnTable {
             .min_by_key(|(_, c)| c.last_ns)
             .map(|(k, _)| *k)
         {
-            self.conns.remove(&oldest);
+            self.last_evicted = self.conns.remove(&oldest).map(|c| c.id);
             self.counters.evicted += 1;
         }
     }
@@ -276,9 +253,9 @@ mod tests {
 
     #[test]
     fn roles_map_directions_to_sides() {
-        assert_eq!(Role::Server.side(Direction::Ingress), Side::Request);
-        assert_eq!(Role::Server.side(Direction::Egress), Side::Response);
-        assert_eq!(Role::Client.side(Direction::Egress), Side::Request);
-        assert_eq!(Role::Client.side(Direction::Ingress), Side::Response);
+        assert_eq!(side(Role::Server, Direction::Ingress), Side::Request);
+        assert_eq!(side(Role::Server, Direction::Egress), Side::Response);
+        assert_eq!(side(Role::Client, Direction::Egress), Side::Request);
+        assert_eq!(side(Role::Client, Direction::Ingress), Side::Response);
     }
 }

@@ -6,11 +6,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::config::{FileConfig, ReplayArgs};
+use super::record::{Entry, Reader, ReplayHost};
+use crate::cli::{FileConfig, ReplayArgs};
+use crate::detect::identity::Fingerprinter;
 use crate::event::{Clock, Event, lifecycle_event};
-use crate::identity::Fingerprinter;
 use crate::pipeline::Pipeline;
-use crate::record::{Entry, Reader, ReplayHost};
 use crate::sink::Sink;
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
@@ -37,10 +37,10 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         pipeline = pipeline.with_fingerprinter(Fingerprinter::load(k, false)?);
     }
     let key = match &args.integrity_key {
-        Some(k) => Some(crate::integrity::load_key(k)?),
+        Some(k) => Some(crate::sink::integrity::load_key(k)?),
         None => None,
     };
-    let chain = crate::integrity::Chain::new(&reader.header.run_id, key);
+    let chain = crate::sink::integrity::Chain::new(&reader.header.run_id, key);
     let mut sink = if args.output.as_os_str() == "-" {
         Sink::stdout(chain)
     } else {

@@ -1,0 +1,210 @@
+//! The `--config` file (TOML): detection thresholds and credential names over the defaults,
+//! validated, every key named in its error.
+
+use std::path::PathBuf;
+
+use super::ConfigError;
+use crate::detect::rules::{DetectConfig, Threshold};
+use crate::http::CredentialNames;
+
+/// The `--config` file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub identity: IdentityFile,
+    #[serde(default)]
+    pub detection: DetectionFile,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    pub key_file: Option<PathBuf>,
+    pub api_key_headers: Option<Vec<String>>,
+    pub session_cookies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionFile {
+    pub cooldown_seconds: Option<u64>,
+    pub max_keys: Option<usize>,
+    pub brute_force: Option<ThresholdFile>,
+    pub credential_stuffing: Option<ThresholdFile>,
+    pub distributed_brute_force: Option<ThresholdFile>,
+    pub authz_probing: Option<ThresholdFile>,
+    pub excess_404: Option<ThresholdFile>,
+    pub error_spike: Option<ErrorSpikeFile>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdFile {
+    pub enabled: Option<bool>,
+    pub threshold: Option<u64>,
+    pub window_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorSpikeFile {
+    pub enabled: Option<bool>,
+    pub ratio: Option<f64>,
+    pub min_requests: Option<u64>,
+    pub window_seconds: Option<u64>,
+    pub consecutive: Option<u64>,
+}
+
+pub(super) const SEC: u64 = 1_000_000_000;
+/// Longest window a rule may have (a day): keeps nanosecond arithmetic far from overflow.
+const MAX_WINDOW_SECONDS: u64 = 86_400;
+
+fn bad(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn seconds(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 || v > MAX_WINDOW_SECONDS {
+        return Err(bad(key, "must be from 1 to 86400 seconds"));
+    }
+    Ok(v * SEC)
+}
+
+fn apply_threshold(
+    base: &mut Threshold,
+    f: &Option<ThresholdFile>,
+    rule: &str,
+) -> Result<(), ConfigError> {
+    let Some(f) = f else { return Ok(()) };
+    if let Some(e) = f.enabled {
+        base.enabled = e;
+    }
+    if let Some(t) = f.threshold {
+        if t == 0 {
+            return Err(bad(
+                &format!("detection.{rule}.threshold"),
+                "must be at least 1",
+            ));
+        }
+        base.threshold = t;
+    }
+    if let Some(w) = f.window_seconds {
+        base.window_ns = seconds(&format!("detection.{rule}.window_seconds"), w)?;
+    }
+    Ok(())
+}
+
+fn names(
+    key: &str,
+    v: &Option<Vec<String>>,
+    default: Vec<String>,
+) -> Result<Vec<String>, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(list) => {
+            if list.iter().any(|s| s.trim().is_empty() || !s.is_ascii()) {
+                return Err(bad(key, "names must be non-empty ASCII"));
+            }
+            Ok(list.iter().map(|s| s.trim().to_ascii_lowercase()).collect())
+        }
+    }
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key: format!("{}: {key}", path.display()),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    }
+
+    /// Detection settings: the defaults with this file's values over them, validated.
+    pub fn detection(&self) -> Result<DetectConfig, ConfigError> {
+        let mut c = DetectConfig::default();
+        let d = &self.detection;
+        if let Some(s) = d.cooldown_seconds {
+            c.cooldown_ns = seconds("detection.cooldown_seconds", s)?;
+        }
+        if let Some(m) = d.max_keys {
+            if m == 0 || m > 1_000_000 {
+                return Err(bad("detection.max_keys", "must be from 1 to 1000000"));
+            }
+            c.max_keys = m;
+        }
+        apply_threshold(&mut c.brute_force, &d.brute_force, "brute_force")?;
+        apply_threshold(
+            &mut c.credential_stuffing,
+            &d.credential_stuffing,
+            "credential_stuffing",
+        )?;
+        apply_threshold(
+            &mut c.distributed_brute_force,
+            &d.distributed_brute_force,
+            "distributed_brute_force",
+        )?;
+        apply_threshold(&mut c.authz_probing, &d.authz_probing, "authz_probing")?;
+        apply_threshold(&mut c.excess_404, &d.excess_404, "excess_404")?;
+        if let Some(e) = &d.error_spike {
+            let s = &mut c.error_spike;
+            if let Some(v) = e.enabled {
+                s.enabled = v;
+            }
+            if let Some(r) = e.ratio {
+                if !(r > 0.0 && r <= 1.0) {
+                    return Err(bad(
+                        "detection.error_spike.ratio",
+                        "must be above 0 and at most 1",
+                    ));
+                }
+                s.ratio = r;
+            }
+            if let Some(m) = e.min_requests {
+                if m == 0 {
+                    return Err(bad(
+                        "detection.error_spike.min_requests",
+                        "must be at least 1",
+                    ));
+                }
+                s.min_requests = m;
+            }
+            if let Some(w) = e.window_seconds {
+                s.window_ns = seconds("detection.error_spike.window_seconds", w)?;
+            }
+            if let Some(n) = e.consecutive {
+                s.consecutive = n;
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn credential_names(&self) -> Result<CredentialNames, ConfigError> {
+        let d = CredentialNames::default();
+        Ok(CredentialNames {
+            api_key_headers: names(
+                "identity.api_key_headers",
+                &self.identity.api_key_headers,
+                d.api_key_headers,
+            )?,
+            session_cookies: names(
+                "identity.session_cookies",
+                &self.identity.session_cookies,
+                d.session_cookies,
+            )?,
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! The command line: the subcommands and their arguments, the `--config` file ([`file`]), and
+//! their validation into a run configuration ([`validate`]), all before anything touches the
+//! kernel; and the stdin side of `observer fingerprint` ([`fingerprint`]).
+//!
+//! The top of the program with `run` and `recording`: may read the settings types of every
+//! stage; no stage imports it (`recording::replay` reads its arguments).
+
+pub mod file;
+pub mod fingerprint;
+#[cfg(test)]
+mod tests;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use crate::capture::SyscallHook;
+pub use crate::capture::tls::TlsMode;
+pub use file::{DetectionFile, ErrorSpikeFile, FileConfig, IdentityFile, ThresholdFile};
+pub use validate::RunConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "observer",
+    version,
+    about = "Watch the HTTP traffic of running processes with eBPF and report authentication \
+             failures, denied access and errors as JSON events"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture the traffic of target processes and stream events (needs root).
+    Run(RunArgs),
+    /// Run the userspace pipeline on a recording (`run --record`); needs no privileges.
+    Replay(ReplayArgs),
+    /// Check a log's hash chain: exits 0 when intact, 1 naming the first bad line.
+    Verify(VerifyArgs),
+    /// Print the fingerprint a credential (read from standard input) has in the log, to find
+    /// every request a leaked key made.
+    Fingerprint(FingerprintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording.
+    pub recording: PathBuf,
+    /// Where events go: `-` for standard output (the default) or a file.
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    pub output: PathBuf,
+    /// The key the recorded run fingerprinted credentials with; without it, credentials are
+    /// left out of the events.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Detection settings, as for `run`.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Only connections with this port, as for `run`.
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Key the chain as the recorded run did (`run --integrity-key`).
+    #[arg(long, value_name = "PATH")]
+    pub integrity_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Log files, oldest first (rotated files before the current one).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The key the log was written with (`run --integrity-key`).
+    #[arg(long, value_name = "PATH")]
+    pub integrity_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FingerprintArgs {
+    /// What the credential is. Without it, input starting with `Basic ` or `Bearer ` is read as
+    /// an Authorization header value.
+    #[arg(long = "type", value_name = "basic|bearer|api_key|cookie")]
+    pub kind: Option<String>,
+    /// The host key observer fingerprints with.
+    #[arg(long, value_name = "PATH", default_value = crate::detect::identity::DEFAULT_KEY_FILE)]
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A process to watch: every thread of it, its children now and later (repeatable).
+    #[arg(long = "pid", value_name = "PID", required_unless_present = "cgroups")]
+    pub pids: Vec<u32>,
+    /// A cgroup to watch, with every cgroup below it, processes started later included
+    /// (repeatable): absolute, or relative to the cgroup2 mount.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// Only connections with this local or remote port (repeatable). Unix-domain sockets have
+    /// no port and are left out when this is given.
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Where events go: `-` for standard output (the default) or a file, appended to and
+    /// created readable by its owner only.
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    pub output: PathBuf,
+    /// Also write the raw capture stream here (created 0600; it holds the traffic itself,
+    /// secrets included) for `observer replay`.
+    #[arg(long, value_name = "PATH")]
+    pub record: Option<PathBuf>,
+    /// Rotate the output file when it would grow past this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub rotate_size: Option<u64>,
+    /// Rotated files kept (PATH.1 newest ... PATH.N oldest).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub rotate_keep: u32,
+    /// Key the hash chain (HMAC-SHA256) with this file's bytes, so that only its holders can
+    /// write lines that verify. Keep it off the host the log is stored on.
+    #[arg(long, value_name = "PATH")]
+    pub integrity_key: Option<PathBuf>,
+    /// `json` (the default: one JSON object per line, hash-chained) or `pretty` (one short line
+    /// per event for a terminal).
+    #[arg(long, value_enum, default_value_t = crate::sink::Format::Json)]
+    pub format: crate::sink::Format,
+    /// Seconds between heartbeat events (counters, queue and table sizes, RSS, CPU).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_seconds: u64,
+    /// Events that may wait for a slow output before new ones are dropped (and counted, and
+    /// reported in the output): capture never waits for the output.
+    #[arg(long, value_name = "N", default_value_t = crate::sink::QUEUE_EVENTS as u64,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub queue_events: u64,
+    /// Size of the kernel's ring buffer for captured bytes: a power of two from 64 KiB to
+    /// 1 GiB. A larger ring rides out longer bursts; what overflows it is counted and reported.
+    #[arg(long, value_name = "BYTES", default_value_t = observer_common::RING_BYTES)]
+    pub ring_buffer_size: u32,
+    /// Serve the heartbeat's counters in Prometheus' text format at http://ADDR/metrics
+    /// (e.g. 127.0.0.1:9464), refreshed every second.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// HTTPS: `auto` hooks OpenSSL in the libraries and executables targets use and in the
+    /// system's default libssl (so programs started later are seen from their first call);
+    /// `targets` only in what targets have mapped; `off` captures plaintext sockets only.
+    #[arg(long, value_enum, default_value_t = TlsMode::Auto)]
+    pub tls: TlsMode,
+    /// How syscalls are hooked: `auto` uses the raw sys_enter/sys_exit tracepoints where
+    /// observer knows the architecture (x86_64), which cost every other process on the host
+    /// least, and the per-syscall tracepoints elsewhere or when the raw ones cannot be loaded;
+    /// `raw` and `tracepoints` insist on one.
+    #[arg(long, value_enum, default_value_t = SyscallHook::Auto)]
+    pub syscall_hook: SyscallHook,
+    /// A TOML file with detection thresholds and credential names (see README).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The host key credentials are fingerprinted with; created (0600) when missing.
+    /// Overrides `identity.key_file` of the config file.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("no process with PID {0}: check the PID (`ps -p {0}`)")]
+    NoSuchProcess(u32),
+    #[error("PID {0} is observer itself; it never captures its own traffic")]
+    SelfTarget(u32),
+    #[error("PID 0 is not a process")]
+    PidZero,
+    #[error("port 0 is not a port")]
+    PortZero,
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file rejected: {0}")]
+    Syntax(String),
+    #[error("config key {key} {reason}")]
+    Invalid { key: String, reason: String },
+    #[error(transparent)]
+    Target(#[from] crate::capture::target::TargetError),
+}

@@ -1,0 +1,122 @@
+//! Validation of arguments and of the config file, and the configuration hash.
+
+use super::file::SEC;
+use super::*;
+
+fn args(pids: &[u32]) -> RunArgs {
+    RunArgs {
+        pids: pids.to_vec(),
+        cgroups: Vec::new(),
+        ports: Vec::new(),
+        output: "-".into(),
+        config: None,
+        key_file: None,
+        record: None,
+        rotate_size: None,
+        rotate_keep: 5,
+        integrity_key: None,
+        heartbeat_seconds: 10,
+        queue_events: crate::sink::QUEUE_EVENTS as u64,
+        ring_buffer_size: observer_common::RING_BYTES,
+        metrics: None,
+        tls: TlsMode::Auto,
+        syscall_hook: SyscallHook::Auto,
+        format: crate::sink::Format::Json,
+    }
+}
+
+#[test]
+fn config_hash_follows_the_effective_configuration() {
+    let parent = std::os::unix::process::parent_id();
+    let a = args(&[parent]).validate().unwrap();
+    assert_eq!(
+        a.config_hash(),
+        args(&[parent]).validate().unwrap().config_hash()
+    );
+    assert_eq!(a.config_hash().len(), 64);
+    let mut b = args(&[parent]);
+    b.heartbeat_seconds = 11;
+    assert_ne!(a.config_hash(), b.validate().unwrap().config_hash());
+    let mut c = a.clone();
+    c.detection.brute_force.threshold += 1;
+    assert_ne!(a.config_hash(), c.config_hash());
+    // The integrity key's bytes do not leak into the hash, only its use.
+    let (mut k1, mut k2) = (a.clone(), a.clone());
+    k1.integrity_key = Some(b"one key of sixteen bytes".to_vec());
+    k2.integrity_key = Some(b"another key, also long".to_vec());
+    assert_eq!(k1.config_hash(), k2.config_hash());
+    assert_ne!(k1.config_hash(), a.config_hash());
+}
+
+#[test]
+fn config_file_overrides_and_validates() {
+    let f = FileConfig::parse(
+        "[detection.brute_force]\nthreshold = 3\nwindow_seconds = 60\n\
+         [detection.error_spike]\nratio = 0.5\n\
+         [identity]\napi_key_headers = [\"X-Key\"]\n",
+    )
+    .unwrap();
+    let d = f.detection().unwrap();
+    assert_eq!(d.brute_force.threshold, 3);
+    assert_eq!(d.brute_force.window_ns, 60 * SEC);
+    assert_eq!(d.error_spike.ratio, 0.5);
+    assert_eq!(d.credential_stuffing.threshold, 10, "defaults stay");
+    assert_eq!(f.credential_names().unwrap().api_key_headers, vec!["x-key"]);
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let e = FileConfig::parse("[detection.brute_force]\nthresold = 3\n").unwrap_err();
+    assert!(e.to_string().contains("thresold"), "{e}");
+    let e = FileConfig::parse("[detection.brute_force]\nthreshold = 0\n")
+        .unwrap()
+        .detection()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("detection.brute_force.threshold"),
+        "{e}"
+    );
+    let e = FileConfig::parse("[detection.error_spike]\nratio = 1.5\n")
+        .unwrap()
+        .detection()
+        .unwrap_err();
+    assert!(e.to_string().contains("ratio"), "{e}");
+    let e = FileConfig::parse("[detection.excess_404]\nwindow_seconds = 0\n")
+        .unwrap()
+        .detection()
+        .unwrap_err();
+    assert!(e.to_string().contains("excess_404.window_seconds"), "{e}");
+    assert!(FileConfig::parse("detection = 3").is_err());
+    assert!(FileConfig::parse("[detection]\nthreshold = \"x\"").is_err());
+}
+
+#[test]
+fn rejects_bad_cgroups_and_ports() {
+    let mut a = args(&[1]);
+    a.cgroups = vec!["/definitely/not/a/cgroup".into()];
+    assert!(matches!(a.validate(), Err(ConfigError::Target(_))));
+    let mut a = args(&[1]);
+    a.ports = vec![80, 0];
+    assert_eq!(a.validate(), Err(ConfigError::PortZero));
+    let mut a = args(&[1]);
+    a.cgroups = vec!["/".into(); 9];
+    assert!(a.validate().is_err());
+}
+
+#[test]
+fn rejects_bad_pids() {
+    assert_eq!(args(&[0]).validate(), Err(ConfigError::PidZero));
+    let me = std::process::id();
+    assert_eq!(args(&[me]).validate(), Err(ConfigError::SelfTarget(me)));
+    assert_eq!(
+        args(&[u32::MAX - 1]).validate(),
+        Err(ConfigError::NoSuchProcess(u32::MAX - 1))
+    );
+}
+
+#[test]
+fn dedups_and_maps_stdout() {
+    let cfg = args(&[1, 1]).validate().unwrap();
+    assert_eq!(cfg.pids, vec![1]);
+    assert_eq!(cfg.output, None);
+}

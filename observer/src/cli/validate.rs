@@ -1,0 +1,150 @@
+//! `observer run`'s arguments validated into a [`RunConfig`] before anything touches the
+//! kernel: PIDs, cgroups, ports, output and rotation, keys, the config file.
+
+use std::path::PathBuf;
+
+use super::{ConfigError, FileConfig, RunArgs, SyscallHook, TlsMode};
+use crate::capture::target::{CgroupSpec, TargetError, resolve_cgroup};
+use crate::detect::identity::DEFAULT_KEY_FILE;
+use crate::detect::rules::DetectConfig;
+use crate::http::CredentialNames;
+use crate::sink::Rotation;
+
+/// A validated run configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    pub pids: Vec<u32>,
+    pub cgroups: Vec<CgroupSpec>,
+    pub ports: Vec<u16>,
+    /// `None` for standard output.
+    pub output: Option<PathBuf>,
+    pub key_file: PathBuf,
+    pub record: Option<PathBuf>,
+    pub rotation: Option<Rotation>,
+    pub integrity_key: Option<Vec<u8>>,
+    pub heartbeat_seconds: u64,
+    pub queue_events: usize,
+    pub ring_bytes: u32,
+    pub metrics: Option<std::net::SocketAddr>,
+    pub tls: TlsMode,
+    pub syscall_hook: SyscallHook,
+    pub format: crate::sink::Format,
+    pub detection: DetectConfig,
+    pub credential_names: CredentialNames,
+}
+
+impl RunConfig {
+    /// SHA-256 of the effective configuration (flags and config file after defaults and
+    /// validation), for `sys_startup`: a change of thresholds or targets between runs shows in
+    /// the log. The integrity key's bytes are not part of it, only whether one is used.
+    pub fn config_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut c = self.clone();
+        if c.integrity_key.is_some() {
+            c.integrity_key = Some(Vec::new());
+        }
+        hex::encode(Sha256::digest(format!("{c:?}").as_bytes()))
+    }
+}
+
+impl RunArgs {
+    pub fn validate(&self) -> Result<RunConfig, ConfigError> {
+        let me = std::process::id();
+        let mut pids = Vec::new();
+        for &pid in &self.pids {
+            if pid == 0 {
+                return Err(ConfigError::PidZero);
+            }
+            if pid == me {
+                return Err(ConfigError::SelfTarget(pid));
+            }
+            if !std::path::Path::new(&format!("/proc/{pid}")).is_dir() {
+                return Err(ConfigError::NoSuchProcess(pid));
+            }
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        if self.cgroups.len() > observer_common::MAX_CGROUPS as usize {
+            return Err(TargetError::TooManyCgroups.into());
+        }
+        let mut cgroups = Vec::new();
+        for path in &self.cgroups {
+            let spec = resolve_cgroup(path)?;
+            if !cgroups.contains(&spec) {
+                cgroups.push(spec);
+            }
+        }
+        if self.ports.contains(&0) {
+            return Err(ConfigError::PortZero);
+        }
+        let mut ports = self.ports.clone();
+        ports.sort_unstable();
+        ports.dedup();
+        let output = (self.output.as_os_str() != "-").then(|| self.output.clone());
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let key_file = self
+            .key_file
+            .clone()
+            .or_else(|| file.identity.key_file.clone())
+            .unwrap_or_else(|| DEFAULT_KEY_FILE.into());
+        let rotation = match self.rotate_size {
+            None => None,
+            Some(n) if n < 4096 => {
+                return Err(ConfigError::Invalid {
+                    key: "--rotate-size".into(),
+                    reason: "must be at least 4096 bytes".into(),
+                });
+            }
+            Some(_) if output.is_none() => {
+                return Err(ConfigError::Invalid {
+                    key: "--rotate-size".into(),
+                    reason: "needs --output PATH".into(),
+                });
+            }
+            Some(max_bytes) => Some(Rotation {
+                max_bytes,
+                keep: self.rotate_keep,
+            }),
+        };
+        let ring = self.ring_buffer_size;
+        if !ring.is_power_of_two() || !(64 << 10..=1 << 30).contains(&ring) {
+            return Err(ConfigError::Invalid {
+                key: "--ring-buffer-size".into(),
+                reason: format!("{ring} is not a power of two from 65536 to 1073741824"),
+            });
+        }
+        Ok(RunConfig {
+            pids,
+            cgroups,
+            ports,
+            output,
+            key_file,
+            record: self.record.clone(),
+            rotation,
+            heartbeat_seconds: self.heartbeat_seconds,
+            queue_events: self.queue_events as usize,
+            ring_bytes: ring,
+            metrics: self.metrics,
+            tls: self.tls,
+            syscall_hook: self.syscall_hook,
+            format: self.format,
+            integrity_key: match &self.integrity_key {
+                Some(p) => {
+                    Some(
+                        crate::sink::integrity::load_key(p).map_err(|e| ConfigError::Invalid {
+                            key: "--integrity-key".into(),
+                            reason: format!("{e:#}"),
+                        })?,
+                    )
+                }
+                None => None,
+            },
+            detection: file.detection()?,
+            credential_names: file.credential_names()?,
+        })
+    }
+}

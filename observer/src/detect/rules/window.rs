@@ -1,0 +1,78 @@
+//! The state each rule keeps per key: hits in a window, distinct items, error-spike windows,
+//! cooldowns, and the bounded tables they live in (least recently seen key evicted first).
+
+use std::collections::{HashMap, VecDeque};
+
+#[derive(Debug, Default)]
+pub(super) struct Hits {
+    /// (time, sequence), oldest first, at most `threshold` long.
+    pub(super) hits: VecDeque<(u64, u64)>,
+    pub(super) last_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Distinct {
+    /// item → (last time, its sequence)
+    pub(super) items: HashMap<String, (u64, u64)>,
+    pub(super) last_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Spike {
+    /// (time, sequence, is 5xx)
+    pub(super) window: VecDeque<(u64, u64, bool)>,
+    pub(super) errors: u64,
+    pub(super) consecutive: u64,
+    pub(super) last_ns: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Cooldown {
+    pub(super) until_ns: u64,
+    pub(super) suppressed: u64,
+    pub(super) first_ns: u64,
+    pub(super) last_ns: u64,
+    pub(super) threshold: u64,
+    pub(super) window_ns: u64,
+}
+
+pub(super) trait LastSeen {
+    fn last_ns(&self) -> u64;
+}
+impl LastSeen for Hits {
+    fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
+}
+impl LastSeen for Distinct {
+    fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
+}
+impl LastSeen for Spike {
+    fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
+}
+
+/// Gets `key`'s state, making room by evicting the least recently seen key when full.
+pub(super) fn slot<'m, T: Default + LastSeen>(
+    map: &'m mut HashMap<String, T>,
+    key: &str,
+    max: usize,
+    evicted: &mut u64,
+) -> &'m mut T {
+    if !map.contains_key(key) {
+        if map.len() >= max
+            && let Some(old) = map
+                .iter()
+                .min_by_key(|(_, v)| v.last_ns())
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&old);
+            *evicted += 1;
+        }
+        map.insert(key.to_string(), T::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}

@@ -1,0 +1,302 @@
+//! Encoding: what the pipeline knows of an exchange, an alert, the run's lifecycle, losses and
+//! heartbeats, made into [`Event`]s. Reads `http` exchanges and `detect` results; must not
+//! import `capture` or `sink`.
+
+use super::clock::Clock;
+use super::redact::split_target;
+use super::schema::*;
+use crate::addr::{Endpoints, Role};
+use crate::conn::host::ProcessInfo;
+use crate::detect::classify;
+use crate::detect::identity::Credential;
+use crate::detect::rules::{Alert, Rule};
+use crate::http::Exchange;
+
+pub fn blind_event(now: String, run_id: &str, process: BlindProcess, reason: String) -> Event {
+    Event::Blind(Box::new(BlindEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "event",
+            category: &["process"],
+            kind_type: &["info"],
+            action: "sys_monitor_disabled",
+            outcome: Some("unknown"),
+            sequence: 0,
+            duration: None,
+        },
+        process,
+        observer: ObserverBlind {
+            run_id: run_id.to_string(),
+            reason,
+        },
+    }))
+}
+
+/// Who is who in a connection, given the target's role.
+pub fn source_destination(role: Role, ends: &Endpoints) -> (Option<Endpoint>, Option<Endpoint>) {
+    let local = ends.local.as_ref().map(Endpoint::from_addr);
+    let peer = ends.peer.as_ref().map(Endpoint::from_addr);
+    match role {
+        Role::Server => (peer, local),
+        Role::Client => (local, peer),
+    }
+}
+
+/// What every exchange of one connection shares: worked out once per connection, not once per
+/// exchange (addresses formatted as text, the service key of error-rate detection).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnView {
+    pub source: Option<Endpoint>,
+    pub destination: Option<Endpoint>,
+    /// The service whose error rate counts: the process and the server end it answers on.
+    pub service: String,
+}
+
+impl ConnView {
+    pub fn new(role: Role, ends: &Endpoints, process_name: Option<&str>) -> Self {
+        let (source, destination) = source_destination(role, ends);
+        let server = match destination.as_ref() {
+            Some(Endpoint {
+                ip: Some(ip),
+                port: Some(port),
+                ..
+            }) => format!("{ip}:{port}"),
+            Some(Endpoint {
+                ip: None,
+                port: Some(port),
+                ..
+            }) => format!("*:{port}"),
+            Some(Endpoint {
+                address: Some(a), ..
+            }) => a.clone(),
+            _ => "?".into(),
+        };
+        Self {
+            service: format!("{}@{server}", process_name.unwrap_or("?")),
+            source,
+            destination,
+        }
+    }
+}
+
+/// What the pipeline knows of an exchange's connection and process.
+pub struct ExchangeContext<'a> {
+    pub role: Role,
+    pub connection_id: u64,
+    pub view: &'a ConnView,
+    /// The bytes were TLS plaintext.
+    pub tls: bool,
+    pub tgid: u32,
+    pub tid: u32,
+    pub process: &'a ProcessInfo,
+    pub run_id: &'a std::sync::Arc<str>,
+    pub clock: &'a Clock,
+}
+
+pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
+    let field = a.rule.key_field();
+    let source = (field == "source.ip").then(|| Endpoint {
+        ip: Some(a.key.clone()),
+        ..Endpoint::default()
+    });
+    let credential = (a.rule == Rule::DistributedBruteForce).then(|| AlertCredential {
+        fingerprint: a.key.clone(),
+    });
+    Event::Alert(Box::new(AlertEvent {
+        timestamp: clock.wall(a.last_ns),
+        event: EventMeta {
+            kind: "alert",
+            category: &["intrusion_detection"],
+            kind_type: &["indicator"],
+            action: a.rule.action(),
+            outcome: None,
+            sequence: 0,
+            duration: None,
+        },
+        rule: RuleOut {
+            name: a.rule.name(),
+            description: a.rule.description(),
+        },
+        source,
+        observer: ObserverAlert {
+            alert: AlertBody {
+                key: AlertKey {
+                    field,
+                    value: a.key.clone(),
+                },
+                count: a.count,
+                threshold: a.threshold,
+                window_seconds: a.window_ns / 1_000_000_000,
+                first_seen: clock.wall(a.first_ns),
+                last_seen: clock.wall(a.last_ns),
+                samples: a.samples.clone(),
+                losses_in_window: a.losses,
+                suppressed: a.suppressed,
+            },
+            credential,
+            run_id: run_id.to_string(),
+        },
+    }))
+}
+
+pub fn exchange_event(
+    x: &Exchange,
+    credential: Option<&Credential>,
+    ctx: &ExchangeContext<'_>,
+) -> Event {
+    let class = classify(x.response.status);
+    let (path, query) = split_target(&x.request.target.value);
+    let (source, destination) = (ctx.view.source.clone(), ctx.view.destination.clone());
+    let truncated = x.request.head_truncated
+        || x.request.method.altered
+        || x.request.target.altered
+        || x.request.user_agent.as_ref().is_some_and(|t| t.altered)
+        || x.request.host.as_ref().is_some_and(|t| t.altered);
+    Event::Exchange(Box::new(ExchangeEvent {
+        timestamp: ctx.clock.wall(x.request.start_ns),
+        event: EventMeta {
+            kind: "event",
+            category: class.category,
+            kind_type: class.kind,
+            action: class.action,
+            outcome: Some(class.outcome.as_str()),
+            sequence: 0,
+            duration: Some(x.duration_ns()),
+        },
+        http: Http {
+            version: format!("1.{}", x.request.version),
+            request: HttpRequest {
+                method: x.request.method.value.clone(),
+                bytes: x.request.sizes.total(),
+                body: Body {
+                    bytes: x.request.sizes.body,
+                },
+            },
+            response: HttpResponse {
+                status_code: x.response.status,
+                bytes: x.response.sizes.total(),
+                body: Body {
+                    bytes: x.response.sizes.body,
+                },
+            },
+        },
+        url: Url {
+            path,
+            query,
+            domain: x.request.host.as_ref().map(|h| {
+                // Host may carry a port; url.domain is the name only.
+                let v = &h.value;
+                match v.rsplit_once(':') {
+                    Some((name, port)) if port.bytes().all(|c| c.is_ascii_digit()) => {
+                        name.to_string()
+                    }
+                    _ => v.clone(),
+                }
+            }),
+        },
+        source,
+        destination,
+        user_agent: x.request.user_agent.as_ref().map(|u| UserAgent {
+            original: u.value.clone(),
+        }),
+        user: credential
+            .and_then(|c| c.user_hash.clone())
+            .map(|hash| User { hash }),
+        tls: ctx.tls.then_some(Tls { established: true }),
+        process: Process {
+            pid: ctx.tgid,
+            name: ctx.process.name.clone(),
+            executable: ctx.process.executable.clone(),
+            thread: Thread { id: ctx.tid },
+        },
+        observer: ObserverExchange {
+            role: ctx.role.as_str(),
+            credential: credential.map(|c| CredentialOut {
+                kind: c.kind.as_str(),
+                fingerprint: c.fingerprint.clone(),
+            }),
+            connection_id: ctx.connection_id,
+            truncated,
+            partial_capture: x.request.incomplete_copy,
+            incomplete: x.response.incomplete,
+            run_id: ctx.run_id.clone(),
+        },
+    }))
+}
+
+pub fn lifecycle_event(
+    action: &'static str,
+    now: String,
+    run_id: &str,
+    targets: Vec<u32>,
+    stats: Option<serde_json::Value>,
+) -> Event {
+    let kind_type: &'static [&'static str] = if action == "sys_startup" {
+        &["start"]
+    } else {
+        &["end"]
+    };
+    Event::Lifecycle(Box::new(LifecycleEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "event",
+            category: &["process"],
+            kind_type,
+            action,
+            outcome: Some("success"),
+            sequence: 0,
+            duration: None,
+        },
+        observer: ObserverLifecycle {
+            run_id: run_id.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+            targets,
+            config_hash: None,
+            capture: None,
+            stats,
+        },
+    }))
+}
+
+pub fn loss_event(
+    now: String,
+    run_id: &str,
+    loss: serde_json::Map<String, serde_json::Value>,
+) -> Event {
+    Event::Loss(Box::new(LossEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "metric",
+            category: &["process"],
+            kind_type: &["info"],
+            action: "loss",
+            outcome: None,
+            sequence: 0,
+            duration: None,
+        },
+        observer: ObserverLoss {
+            run_id: run_id.to_string(),
+            loss,
+            unwritten: None,
+        },
+    }))
+}
+
+pub fn heartbeat_event(now: String, run_id: &str, metrics: serde_json::Value) -> Event {
+    Event::Heartbeat(Box::new(HeartbeatEvent {
+        timestamp: now,
+        event: EventMeta {
+            kind: "metric",
+            category: &["process"],
+            kind_type: &["info"],
+            action: "heartbeat",
+            outcome: None,
+            sequence: 0,
+            duration: None,
+        },
+        observer: ObserverHeartbeat {
+            run_id: run_id.to_string(),
+            metrics,
+        },
+    }))
+}

@@ -1,0 +1,353 @@
+//! The event schema: one typed struct per JSON object, with ECS field names, serialised by
+//! serde_json (so every string from traffic is escaped and one event is one line).
+//! Imports only the leaf `addr` and [`super::redact`].
+
+use serde::Serialize;
+
+use super::redact::cap;
+use crate::addr::SockAddr;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventMeta {
+    pub kind: &'static str,
+    pub category: &'static [&'static str],
+    #[serde(rename = "type")]
+    pub kind_type: &'static [&'static str],
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// Gap-free per run; set by the sink in output order.
+    pub sequence: u64,
+    /// Nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Body {
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HttpRequest {
+    pub method: String,
+    pub bytes: u64,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HttpResponse {
+    pub status_code: u16,
+    pub bytes: u64,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Http {
+    pub version: String,
+    pub request: HttpRequest,
+    pub response: HttpResponse,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Url {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// `source` or `destination`: an IP and port, or a Unix socket path in `address`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Endpoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl Endpoint {
+    pub(super) fn from_addr(a: &SockAddr) -> Self {
+        match a {
+            // A socket bound to a wildcard address says which port, not which address.
+            SockAddr::Inet(s) => Endpoint {
+                ip: (!s.ip().is_unspecified()).then(|| s.ip().to_string()),
+                port: Some(s.port()),
+                address: None,
+            },
+            SockAddr::Unix(path) => Endpoint {
+                address: Some(cap(path)),
+                ..Default::default()
+            },
+            SockAddr::UnixUnnamed => Endpoint {
+                address: Some("unix:unnamed".into()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UserAgent {
+    pub original: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Thread {
+    pub id: u32,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Process {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<std::sync::Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<std::sync::Arc<str>>,
+    pub thread: Thread,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct User {
+    /// Keyed hash of the user name (Basic auth) or of an unverified JWT `sub`.
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CredentialOut {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// HMAC-SHA256 of the credential under the host key; `observer fingerprint` computes it.
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverExchange {
+    pub role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialOut>,
+    /// Unique within the run, so exchanges of one connection can be grouped.
+    pub connection_id: u64,
+    /// Some traffic-derived string was cut to length or had invalid UTF-8 replaced.
+    pub truncated: bool,
+    /// Body bytes were counted from lengths the kernel reported, not seen.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial_capture: bool,
+    /// The connection closed before the response body was complete.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
+    pub run_id: std::sync::Arc<str>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ExchangeEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub http: Http,
+    pub url: Url,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<UserAgent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// Present when the exchange travelled inside TLS (ECS `tls.established`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    pub process: Process,
+    pub observer: ObserverExchange,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Tls {
+    pub established: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RuleOut {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertKey {
+    /// The field whose value the rule counted by.
+    pub field: &'static str,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertBody {
+    pub key: AlertKey,
+    pub count: u64,
+    pub threshold: u64,
+    pub window_seconds: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// `event.sequence` of some of the exchanges counted.
+    pub samples: Vec<u64>,
+    /// Records observer lost within the window: when not 0 the count may be low.
+    pub losses_in_window: u64,
+    /// Present on the summary sent when a cooldown ends: hits not alerted on during it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverAlert {
+    pub alert: AlertBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<AlertCredential>,
+    pub run_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertCredential {
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub rule: RuleOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    pub observer: ObserverAlert,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverLifecycle {
+    pub run_id: String,
+    pub version: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<u32>,
+    /// SHA-256 of the effective configuration (at startup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// How capture runs on this kernel (at startup): hooks, fallbacks, refused features.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<serde_json::Value>,
+    /// Totals at shutdown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LifecycleEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub observer: ObserverLifecycle,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverLoss {
+    pub run_id: String,
+    /// What was lost since the previous loss event, by stage and cause.
+    pub loss: serde_json::Map<String, serde_json::Value>,
+    /// Events the sink could not write: this line takes the place of all of them, so the
+    /// sequence runs on without a hole that `observer verify` would take for tampering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwritten: Option<Unwritten>,
+}
+
+/// A run of events, by `event.sequence`, that never reached the output.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Unwritten {
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LossEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub observer: ObserverLoss,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverHeartbeat {
+    pub run_id: String,
+    /// Counters so far, the observer's own resource use, and the state of its tables.
+    pub metrics: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HeartbeatEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub observer: ObserverHeartbeat,
+}
+
+/// Everything observer writes to its sink.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Event {
+    Exchange(Box<ExchangeEvent>),
+    Alert(Box<AlertEvent>),
+    Lifecycle(Box<LifecycleEvent>),
+    Loss(Box<LossEvent>),
+    Heartbeat(Box<HeartbeatEvent>),
+    Blind(Box<BlindEvent>),
+}
+
+/// `sys_monitor_disabled`: a target whose traffic observer cannot see (TLS it cannot hook),
+/// so that silence is never taken for "no traffic".
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BlindEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventMeta,
+    pub process: BlindProcess,
+    pub observer: ObserverBlind,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BlindProcess {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObserverBlind {
+    pub run_id: String,
+    /// What was found and why it cannot be seen.
+    pub reason: String,
+}
+
+impl Event {
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            Event::Exchange(e) => &e.event,
+            Event::Alert(e) => &e.event,
+            Event::Lifecycle(e) => &e.event,
+            Event::Loss(e) => &e.event,
+            Event::Heartbeat(e) => &e.event,
+            Event::Blind(e) => &e.event,
+        }
+    }
+
+    pub fn meta_mut(&mut self) -> &mut EventMeta {
+        match self {
+            Event::Exchange(e) => &mut e.event,
+            Event::Alert(e) => &mut e.event,
+            Event::Lifecycle(e) => &mut e.event,
+            Event::Loss(e) => &mut e.event,
+            Event::Heartbeat(e) => &mut e.event,
+            Event::Blind(e) => &mut e.event,
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! HTTP/1.x reassembly: turns the two byte streams of one connection into request/response
+//! exchanges. This file owns the per-connection state machine; [`head`] parses message heads and
+//! [`body`] follows body framing.
+//!
+//! Bytes come from the kernel in syscall-sized pieces, each possibly cut short (the kernel copies
+//! a bounded prefix and reports the true length). Bodies are counted, never buffered; only message
+//! heads are held, up to a cap. Anything that is not HTTP, or that loses framing, puts the stream
+//! into resynchronisation: it waits for a piece that starts like a new message. Every such event
+//! is counted, never guessed at.
+
+mod body;
+mod head;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use crate::http::credential::CredentialNames;
+use crate::http::message::{
+    Exchange, HttpCounters, MAX_FIELD, Request, Response, Side, Sizes, Text,
+};
+use body::{Chunk, MAX_CHUNK_LINE};
+pub use head::{MAX_HEAD, looks_like_start};
+
+/// Requests waiting for their response (pipelining) before the oldest is given up.
+pub const MAX_PENDING: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Framing {
+    /// Waiting for or reading a message head.
+    Head,
+    /// `n` body bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// The body ends when the connection closes.
+    UntilClose,
+    /// Framing lost: skip until a piece starts like a new message.
+    Resync,
+    /// The connection switched protocols; nothing more is parsed.
+    Tunnel,
+}
+
+/// A message whose head is parsed and whose body is being counted.
+#[derive(Clone, Debug)]
+enum Partial {
+    Request(Request),
+    Response(Response),
+}
+
+#[derive(Debug)]
+struct HalfStream {
+    framing: Framing,
+    head: Vec<u8>,
+    head_start_ns: u64,
+    /// Bytes of a chunk-size or trailer line.
+    line: Vec<u8>,
+    current: Option<Partial>,
+}
+
+impl HalfStream {
+    fn new() -> Self {
+        Self {
+            framing: Framing::Head,
+            head: Vec::new(),
+            head_start_ns: 0,
+            line: Vec::new(),
+            current: None,
+        }
+    }
+
+    fn resync(&mut self, counters: &mut HttpCounters) {
+        self.framing = Framing::Resync;
+        self.head.clear();
+        self.line.clear();
+        self.current = None;
+        counters.resyncs += 1;
+    }
+
+    fn sizes_mut(&mut self) -> Option<&mut Sizes> {
+        match self.current.as_mut()? {
+            Partial::Request(r) => Some(&mut r.sizes),
+            Partial::Response(r) => Some(&mut r.sizes),
+        }
+    }
+
+    fn add_body(&mut self, wire: u64, payload: u64) {
+        if let Some(s) = self.sizes_mut() {
+            s.body_wire += wire;
+            s.body += payload;
+        }
+    }
+}
+
+/// Reassembly state of one connection.
+#[derive(Debug)]
+pub struct HttpConn {
+    req: HalfStream,
+    resp: HalfStream,
+    pending: VecDeque<Request>,
+    /// A request asked to switch protocols; its response decides.
+    upgrade_asked: bool,
+    names: Arc<CredentialNames>,
+    pub counters: HttpCounters,
+}
+
+impl Default for HttpConn {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn default_names() -> Arc<CredentialNames> {
+    static NAMES: OnceLock<Arc<CredentialNames>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| Arc::new(CredentialNames::default()))
+        .clone()
+}
+
+impl HttpConn {
+    pub fn new() -> Self {
+        Self::with_names(default_names())
+    }
+
+    /// Reassembly that takes credentials from the headers and cookies `names` lists.
+    pub fn with_names(names: Arc<CredentialNames>) -> Self {
+        Self {
+            req: HalfStream::new(),
+            resp: HalfStream::new(),
+            pending: VecDeque::new(),
+            upgrade_asked: false,
+            names,
+            counters: HttpCounters::default(),
+        }
+    }
+
+    /// Bytes this connection holds (heads and lines being collected, requests waiting for
+    /// their response): bounded whatever bytes arrive.
+    pub fn held_bytes(&self) -> usize {
+        let text = |t: &Option<Text>| t.as_ref().map_or(0, |t| t.value.len());
+        self.req.head.len()
+            + self.resp.head.len()
+            + self.req.line.len()
+            + self.resp.line.len()
+            + self
+                .pending
+                .iter()
+                .map(|r| {
+                    r.method.value.len()
+                        + r.target.value.len()
+                        + text(&r.host)
+                        + text(&r.user_agent)
+                })
+                .sum::<usize>()
+    }
+
+    /// Requests waiting for their response.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The most [`HttpConn::held_bytes`] can be.
+    pub const MAX_HELD: usize = 2 * MAX_HEAD + 2 * MAX_CHUNK_LINE + MAX_PENDING * 4 * MAX_FIELD;
+
+    /// True once the connection switched to another protocol.
+    pub fn is_tunnel(&self) -> bool {
+        self.req.framing == Framing::Tunnel
+    }
+
+    /// Feeds one syscall's worth of bytes: `bytes` were copied, `total_len` were moved.
+    pub fn on_data(
+        &mut self,
+        side: Side,
+        bytes: &[u8],
+        total_len: u64,
+        ts_ns: u64,
+        out: &mut Vec<Exchange>,
+    ) {
+        let gap = total_len.saturating_sub(bytes.len() as u64);
+        let half = match side {
+            Side::Request => &mut self.req,
+            Side::Response => &mut self.resp,
+        };
+        match half.framing {
+            Framing::Tunnel => return,
+            Framing::Resync => {
+                if !bytes.is_empty() && looks_like_start(side, bytes) {
+                    half.framing = Framing::Head;
+                } else {
+                    self.counters.skipped_pieces += 1;
+                    return;
+                }
+            }
+            _ => {}
+        }
+        let mut input = bytes;
+        while !input.is_empty() {
+            let used = self.step(side, input, ts_ns, out);
+            input = &input[used..];
+            let half = self.half(side);
+            if matches!(half.framing, Framing::Resync | Framing::Tunnel) {
+                break;
+            }
+        }
+        if gap > 0 {
+            self.skip(side, gap, ts_ns, out);
+        }
+    }
+
+    /// The connection turned out to carry TLS: what was parsed so far was the handshake's
+    /// ciphertext. Starts over, for the plaintext.
+    pub fn restart_for_tls(&mut self) {
+        self.req = HalfStream::new();
+        self.resp = HalfStream::new();
+        self.pending.clear();
+        self.upgrade_asked = false;
+        self.counters.skipped_pieces = 0;
+    }
+
+    /// Records of this connection were lost before the next piece (the kernel's ring buffer was
+    /// full): a hole of unknown size, in either direction. Half-read messages and requests
+    /// waiting for an answer can no longer be paired safely, so they are dropped (and counted)
+    /// and both directions start again at the next piece that begins a message: a wrong
+    /// pairing would report a status the request never got.
+    pub fn on_lost(&mut self) {
+        if self.is_tunnel() {
+            return;
+        }
+        self.counters.capture_holes += 1;
+        self.counters.dropped_at_holes += self.pending.len() as u64
+            + u64::from(matches!(self.req.current, Some(Partial::Request(_))));
+        self.pending.clear();
+        self.upgrade_asked = false;
+        self.req.resync(&mut self.counters);
+        self.resp.resync(&mut self.counters);
+    }
+
+    /// The connection closed: a body delimited by close ends here; a response cut short is
+    /// still reported (its head went through), flagged incomplete.
+    pub fn on_close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
+        for side in [Side::Request, Side::Response] {
+            let half = self.half(side);
+            match half.framing {
+                Framing::UntilClose => self.finish_message(side, ts_ns, out),
+                Framing::Length(_) | Framing::Chunked(_) => {
+                    if let Some(Partial::Response(r)) = half.current.as_mut() {
+                        r.incomplete = true;
+                        self.finish_message(side, ts_ns, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.counters.unanswered += self.pending.len() as u64;
+        self.pending.clear();
+    }
+
+    fn resync(&mut self, side: Side) {
+        let half = match side {
+            Side::Request => &mut self.req,
+            Side::Response => &mut self.resp,
+        };
+        half.resync(&mut self.counters);
+    }
+
+    fn half(&mut self, side: Side) -> &mut HalfStream {
+        match side {
+            Side::Request => &mut self.req,
+            Side::Response => &mut self.resp,
+        }
+    }
+
+    /// Consumes a prefix of `input`; returns how many bytes.
+    fn step(&mut self, side: Side, input: &[u8], ts_ns: u64, out: &mut Vec<Exchange>) -> usize {
+        let framing = self.half(side).framing.clone();
+        match framing {
+            Framing::Head => self.step_head(side, input, ts_ns, out),
+            Framing::Length(remaining) => {
+                let n = remaining.min(input.len() as u64);
+                let half = self.half(side);
+                half.add_body(n, n);
+                if n == remaining {
+                    self.finish_message(side, ts_ns, out);
+                } else {
+                    half.framing = Framing::Length(remaining - n);
+                }
+                n as usize
+            }
+            Framing::Chunked(state) => self.step_chunked(side, state, input, ts_ns, out),
+            Framing::UntilClose => {
+                let n = input.len() as u64;
+                let half = self.half(side);
+                half.add_body(n, n);
+                if let Some(Partial::Response(r)) = half.current.as_mut() {
+                    r.end_ns = ts_ns;
+                }
+                input.len()
+            }
+            Framing::Resync | Framing::Tunnel => input.len(),
+        }
+    }
+
+    /// Queues a request for its response; the oldest is given up (and counted) when too many
+    /// wait.
+    fn push_pending(&mut self, r: Request) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            self.counters.pending_overflow += 1;
+        }
+        self.pending.push_back(r);
+    }
+
+    fn finish_message(&mut self, side: Side, ts_ns: u64, out: &mut Vec<Exchange>) {
+        let half = self.half(side);
+        half.framing = if half.framing == Framing::Tunnel {
+            Framing::Tunnel
+        } else {
+            Framing::Head
+        };
+        let Some(msg) = half.current.take() else {
+            return;
+        };
+        match msg {
+            Partial::Request(mut r) => {
+                r.end_ns = ts_ns;
+                self.push_pending(r);
+            }
+            Partial::Response(mut r) => {
+                r.end_ns = r.end_ns.max(ts_ns);
+                match self.pending.pop_front() {
+                    Some(request) => out.push(Exchange {
+                        request,
+                        response: r,
+                    }),
+                    None => self.counters.orphan_responses += 1,
+                }
+            }
+        }
+    }
+}

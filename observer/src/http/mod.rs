@@ -1,0 +1,20 @@
+//! HTTP: the two byte streams of a connection in, request/response exchanges out.
+//!
+//! [`message`] holds what every version yields (requests, responses, exchanges, counters),
+//! [`credential`] what a request's headers carry as credentials, and [`h1`] the HTTP/1.x
+//! reassembly (head parsing, body framing, the per-connection state machine). An `h2` module
+//! (frames, HPACK) would sit next to `h1` and yield the same messages.
+//!
+//! Stateful but self-contained: imports nothing of the crate outside `http`, and never
+//! `capture`, `detect`, `event` or `sink`.
+
+pub mod credential;
+pub mod h1;
+pub mod message;
+
+pub use credential::{
+    CredentialKind, CredentialNames, DEFAULT_API_KEY_HEADERS, DEFAULT_SESSION_COOKIES,
+    RawCredential, parse_authorization,
+};
+pub use h1::{HttpConn, MAX_HEAD, MAX_PENDING, looks_like_start};
+pub use message::{Exchange, HttpCounters, MAX_FIELD, Request, Response, Side, Sizes, Text};

@@ -1,0 +1,186 @@
+//! Bytes to exchanges to events: a connection's data through HTTP reassembly, each exchange
+//! made an event (its credential fingerprinted) and shown to the detector, in sequence.
+
+use observer_common::Direction;
+
+use super::Pipeline;
+use crate::addr::Role;
+use crate::capture::Meta;
+use crate::conn::host::Host;
+use crate::conn::{Conn, ConnKey};
+use crate::detect::rules::Facts;
+use crate::event::{ConnView, Event, ExchangeContext, alert_event, exchange_event};
+use crate::http::{Side, looks_like_start};
+
+/// Pieces of non-HTTP bytes after which a connection that never carried an exchange is
+/// dropped, and the kernel side stops copying it.
+const NON_HTTP_PIECES: u64 = 16;
+
+impl<H: Host> Pipeline<H> {
+    pub(super) fn data(
+        &mut self,
+        meta: Meta,
+        direction: Direction,
+        total_len: u64,
+        bytes: &[u8],
+        tls: bool,
+        out: &mut Vec<Event>,
+    ) {
+        let key = ConnKey {
+            tgid: meta.tgid,
+            fd: meta.fd,
+        };
+        if self.conns.get_mut(&key).is_none() {
+            // A connection that existed before observer attached.
+            let ends = self.host.endpoints(meta.tgid, meta.fd).unwrap_or_default();
+            let keep = self.wanted(&ends);
+            self.conns.open(key, meta.tid, None, ends, meta.ts_ns);
+            self.forget_evicted();
+            self.conns.note_adopted();
+            if !keep {
+                self.filter_out(key);
+            }
+        }
+        let conn = self.conns.get_mut(&key).expect("just inserted");
+        if conn.ignored {
+            return;
+        }
+        if tls != conn.tls {
+            if !tls {
+                // Ciphertext that slipped through before the kernel side knew (a record in
+                // flight): never parsed.
+                return;
+            }
+            // The first plaintext: what came before was the TLS handshake.
+            conn.tls = true;
+            conn.http.restart_for_tls();
+            self.counters.tls_connections += 1;
+        }
+        conn.last_ns = meta.ts_ns;
+        conn.last_tid = meta.tid;
+        let role = match conn.role {
+            Some(r) => r,
+            None => match infer_role(direction, bytes) {
+                Some(r) => {
+                    conn.role = Some(r);
+                    r
+                }
+                None => {
+                    self.counters.unassigned_pieces += 1;
+                    return;
+                }
+            },
+        };
+        let side = crate::conn::side(role, direction);
+        let mut done = std::mem::take(&mut self.scratch);
+        conn.http
+            .on_data(side, bytes, total_len, meta.ts_ns, &mut done);
+        conn.exchanges += done.len() as u64;
+        if conn.exchanges == 0 && conn.http.counters.skipped_pieces >= NON_HTTP_PIECES {
+            self.counters.non_http_connections += 1;
+            self.counters.filtered_connections =
+                self.counters.filtered_connections.saturating_sub(1);
+            self.ignore(key);
+        }
+        if !done.is_empty() {
+            let conn = self.conns.get_mut(&key).expect("still tracked");
+            let (id, tls) = (conn.id, conn.tls);
+            let view = match self.views.remove(&id) {
+                Some(v) => v,
+                None => {
+                    let ends = conn.endpoints.clone();
+                    self.view(role, &ends, meta.tgid)
+                }
+            };
+            self.emit_exchanges(&mut done, role, id, &view, tls, meta.tgid, meta.tid, out);
+            if self.conns.get_mut(&key).is_some() {
+                self.views.insert(id, view);
+            }
+        }
+        self.scratch = done;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit_exchanges(
+        &mut self,
+        done: &mut Vec<crate::http::Exchange>,
+        role: Role,
+        connection_id: u64,
+        view: &ConnView,
+        tls: bool,
+        tgid: u32,
+        tid: u32,
+        out: &mut Vec<Event>,
+    ) {
+        self.process(tgid);
+        let process = &self.processes[&tgid];
+        let source_ip = view.source.as_ref().and_then(|s| s.ip.as_deref());
+        let ctx = ExchangeContext {
+            role,
+            connection_id,
+            view,
+            tls,
+            tgid,
+            tid,
+            process,
+            run_id: &self.run_id,
+            clock: &self.clock,
+        };
+        for mut x in done.drain(..) {
+            // The raw credential goes no further than this.
+            let credential = x
+                .request
+                .credential
+                .take()
+                .and_then(|raw| self.fingerprinter.as_ref().map(|f| f.credential(&raw)));
+            self.next_sequence += 1;
+            let mut ev = exchange_event(&x, credential.as_ref(), &ctx);
+            ev.meta_mut().sequence = self.next_sequence;
+            out.push(ev);
+            self.counters.exchanges += 1;
+            let facts = Facts {
+                ts_ns: x.response.end_ns,
+                sequence: self.next_sequence,
+                status: x.response.status,
+                source_ip,
+                credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
+                service: Some(&view.service),
+            };
+            for alert in self.detector.observe(&facts) {
+                self.next_sequence += 1;
+                let mut ev = alert_event(&alert, &self.clock, &self.run_id);
+                ev.meta_mut().sequence = self.next_sequence;
+                out.push(ev);
+            }
+        }
+    }
+
+    pub(super) fn finish(&mut self, mut conn: Conn, ts_ns: u64, out: &mut Vec<Event>) {
+        let cached = self.views.remove(&conn.id);
+        let mut done = Vec::new();
+        conn.http.on_close(ts_ns, &mut done);
+        self.http_closed.add(&conn.http.counters);
+        if let (Some(role), false) = (conn.role, done.is_empty()) {
+            let (tgid, tid) = (conn.key.tgid, conn.last_tid);
+            let view = match cached {
+                Some(v) => v,
+                None => self.view(role, &conn.endpoints, tgid),
+            };
+            self.emit_exchanges(&mut done, role, conn.id, &view, conn.tls, tgid, tid, out);
+        }
+    }
+}
+
+/// Which role a connection of unknown origin has, from a piece of its traffic.
+fn infer_role(direction: Direction, bytes: &[u8]) -> Option<Role> {
+    if bytes.len() < 5 {
+        return None;
+    }
+    let request = looks_like_start(Side::Request, bytes);
+    let response = bytes.starts_with(b"HTTP/");
+    match (direction, request, response) {
+        (Direction::Ingress, true, false) | (Direction::Egress, false, true) => Some(Role::Server),
+        (Direction::Egress, true, false) | (Direction::Ingress, false, true) => Some(Role::Client),
+        _ => None,
+    }
+}

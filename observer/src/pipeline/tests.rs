@@ -1,0 +1,196 @@
+//! The pipeline on encoded records: addresses, roles, filters, losses, reused fds.
+
+use super::*;
+use crate::capture::{Meta, decode, encode};
+use crate::conn::host::NoHost;
+use observer_common::Direction;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+fn meta(fd: i32, ts: u64) -> Meta {
+    Meta {
+        ts_ns: ts,
+        tgid: 42,
+        tid: 43,
+        fd,
+    }
+}
+
+/// A data record whose bytes were all copied.
+fn data(m: Meta, d: Direction, bytes: &[u8]) -> Vec<u8> {
+    encode::data(&m, d, bytes.len() as u64, bytes)
+}
+
+fn run(records: &[Vec<u8>]) -> Vec<serde_json::Value> {
+    let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+    let mut out = Vec::new();
+    for r in records {
+        p.handle(&decode(r).unwrap(), &mut out);
+    }
+    out.iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
+}
+
+#[test]
+fn userspace_caps_that_bite_are_reported_as_losses_once() {
+    let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+    let mut out = Vec::new();
+    let peer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+    let mut feed = |p: &mut Pipeline<NoHost>, rec: Vec<u8>| {
+        p.handle(&decode(&rec).unwrap(), &mut out);
+    };
+    feed(
+        &mut p,
+        encode::conn(&meta(7, 1), 3, &encode::sockaddr_in(peer)),
+    );
+    feed(&mut p, data(meta(7, 2), Direction::Ingress, b"GET /"));
+    let filler = vec![b'a'; 4000];
+    for i in 0..10 {
+        feed(&mut p, data(meta(7, 3 + i), Direction::Ingress, &filler));
+    }
+    let mut out = Vec::new();
+    p.maintain(100, &[], &mut out);
+    p.maintain(200, &[], &mut out);
+    let losses: Vec<serde_json::Value> = out
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|e| e["event"]["action"] == "loss")
+        .collect();
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(
+        losses[0]["observer"]["loss"]["userspace"]["heads_too_long"],
+        1
+    );
+    assert_eq!(
+        p.stats()["http"]["heads_too_long"],
+        1,
+        "open connections count"
+    );
+}
+
+#[test]
+fn accepted_connection_yields_server_exchange_with_addresses() {
+    let peer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+    let events = run(&[
+        encode::conn(&meta(7, 1), 3, &encode::sockaddr_in(peer)),
+        data(
+            meta(7, 2),
+            Direction::Ingress,
+            b"POST /login?password=hunter2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        ),
+        data(
+            meta(7, 5),
+            Direction::Egress,
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+        ),
+        encode::close(&meta(7, 6)),
+    ]);
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e["event"]["action"], "authn_login_fail");
+    assert_eq!(e["http"]["request"]["method"], "POST");
+    assert_eq!(e["http"]["response"]["status_code"], 401);
+    assert_eq!(e["url"]["path"], "/login");
+    assert_eq!(e["url"]["query"], "password=REDACTED");
+    assert_eq!(e["source"]["ip"], "127.0.0.1");
+    assert_eq!(e["source"]["port"], 40000);
+    assert_eq!(e["observer"]["role"], "server");
+    assert_eq!(e["process"]["pid"], 42);
+    assert_eq!(e["event"]["duration"], 3);
+    assert!(!e.to_string().contains("hunter2"));
+}
+
+#[test]
+fn preexisting_connection_role_is_inferred() {
+    let events = run(&[
+        // Middle of an old response first: skipped.
+        data(meta(9, 1), Direction::Egress, b"older"),
+        data(meta(9, 2), Direction::Egress, b"GET /x HTTP/1.1\r\n\r\n"),
+        data(
+            meta(9, 3),
+            Direction::Ingress,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
+    ]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["observer"]["role"], "client");
+}
+
+#[test]
+fn port_filter_keeps_only_named_ports() {
+    let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into()).with_ports(vec![8080]);
+    let mut out = Vec::new();
+    let to = |port| encode::sockaddr_in(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    let req = b"GET / HTTP/1.1\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    for (fd, port) in [(5, 9090), (6, 8080)] {
+        // The target is a client connecting to `port`.
+        let recs = [
+            encode::conn(&meta(fd, 1), -1, &to(port)),
+            data(meta(fd, 2), Direction::Egress, req),
+            data(meta(fd, 3), Direction::Ingress, resp),
+        ];
+        for r in &recs {
+            p.handle(&decode(r).unwrap(), &mut out);
+        }
+    }
+    assert_eq!(out.len(), 1);
+    let e = serde_json::to_value(&out[0]).unwrap();
+    assert_eq!(e["destination"]["port"], 8080);
+    assert_eq!(p.take_untracked(), vec![ConnKey { tgid: 42, fd: 5 }]);
+}
+
+#[test]
+fn non_http_connections_are_dropped_after_a_few_pieces() {
+    let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+    let mut out = Vec::new();
+    let recs: Vec<Vec<u8>> = std::iter::once(encode::conn(&meta(5, 1), 3, &[]))
+        .chain((0..20).map(|i| {
+            data(
+                meta(5, i + 2),
+                Direction::Ingress,
+                b"\x16\x03\x01\x02\x00tls",
+            )
+        }))
+        .collect();
+    for r in &recs {
+        p.handle(&decode(r).unwrap(), &mut out);
+    }
+    assert!(out.is_empty());
+    assert_eq!(p.take_untracked(), vec![ConnKey { tgid: 42, fd: 5 }]);
+    assert_eq!(p.counters.non_http_connections, 1);
+}
+
+#[test]
+fn process_exit_forgets_its_connections() {
+    let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+    let mut out = Vec::new();
+    let recs = [
+        encode::conn(&meta(5, 1), 3, &[]),
+        encode::process(&meta(-1, 2), ProcChange::Exit, 42),
+    ];
+    for r in &recs {
+        p.handle(&decode(r).unwrap(), &mut out);
+    }
+    assert_eq!(p.stats()["connections"]["open"], 0);
+}
+
+#[test]
+fn reused_fd_does_not_mix_connections() {
+    let peer = encode::sockaddr_in(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
+    let events = run(&[
+        encode::conn(&meta(5, 1), 3, &peer),
+        data(meta(5, 2), Direction::Ingress, b"GET /a HTTP/1.1\r\n\r\n"),
+        // close lost; the fd is accepted again
+        encode::conn(&meta(5, 3), 3, &peer),
+        data(
+            meta(5, 4),
+            Direction::Egress,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
+    ]);
+    assert!(
+        events.is_empty(),
+        "a response on a new connection pairs with nothing"
+    );
+}

@@ -1,0 +1,228 @@
+//! Start-up of a live run: the sink and keys, the eBPF programs loaded and attached, the
+//! targets (PIDs, their descendants, cgroups) seeded from /proc with the sockets they already
+//! have and the socket calls they are blocked in, TLS libraries hooked, and `sys_startup`
+//! written. Nothing here reads the ring buffer.
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::Live;
+use super::report::report_blind;
+use crate::capture::Capture;
+use crate::capture::target::{
+    Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants,
+};
+use crate::capture::tls::Tracker;
+use crate::cli::RunConfig;
+use crate::conn::host::{LiveHost, socket_fds};
+use crate::detect::identity::Fingerprinter;
+use crate::event::{Clock, Event, lifecycle_event, new_run_id};
+use crate::pipeline::Pipeline;
+use crate::recording::record::{self, RecordingHost};
+use crate::sink::integrity::Chain;
+use crate::sink::{Sink, Writer, metrics};
+
+pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
+    // Before anything is announced: a signal that arrives right after sys_startup must find
+    // the handlers in place, or it would kill observer without its orderly stop.
+    let sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let run_id = new_run_id();
+    let config_hash = cfg.config_hash();
+    let sink = open_sink(cfg, &run_id)?;
+    let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
+    let metrics_page = serve_metrics(cfg.metrics).await?;
+    let mut capture = load(cfg)?;
+    let (initial, seeded) = seed(&mut capture, cfg)?;
+    let mut tls = Tracker::new(cfg.tls, &mut capture);
+    let mut blinds = Vec::new();
+    for &pid in &initial {
+        tls.scan(&mut capture, pid, &mut blinds);
+    }
+    let clock = Clock::now();
+    let started_ns = Clock::mono_now();
+    let mut writer = Writer::spawn(sink.with_clock(clock), cfg.queue_events)
+        .context("starting the output writer thread")?;
+    let host = RecordingHost::new(LiveHost::new(), cfg.record.is_some());
+    let mut pipeline = Pipeline::new(host, clock, run_id)
+        .with_ports(cfg.ports.clone())
+        .with_fingerprinter(fingerprinter)
+        .with_credential_names(cfg.credential_names.clone())
+        .with_detection(cfg.detection.clone());
+    let mut recorder = match &cfg.record {
+        Some(path) => Some(record::Writer::create(
+            path,
+            &record::Header {
+                run_id: pipeline.run_id().to_string(),
+                clock_offset_ns: clock.offset_ns().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                targets: initial.clone(),
+                started_ns,
+                config_hash: Some(config_hash.clone()),
+            },
+        )?),
+        None => None,
+    };
+    tracing::info!(
+        pids = ?cfg.pids,
+        cgroups = ?cfg.cgroups.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
+        ports = ?cfg.ports,
+        processes = initial.len(),
+        existing_sockets = seeded.sockets,
+        blocked_calls = seeded.blocked,
+        run_id = pipeline.run_id(),
+        config_hash,
+        "capturing"
+    );
+    let startup = startup_event(
+        &mut pipeline,
+        clock.wall(started_ns),
+        initial,
+        &config_hash,
+        &capture,
+    );
+    writer.send_waiting(startup)?;
+    let mut events: Vec<Event> = Vec::new();
+    report_blind(&mut blinds, &mut pipeline, recorder.as_mut(), &mut events)?;
+    let reported = capture.losses();
+    Ok(Live {
+        sigint,
+        sigterm,
+        capture,
+        tls,
+        blinds,
+        writer,
+        pipeline,
+        recorder,
+        metrics_page,
+        clock,
+        events,
+        reported,
+    })
+}
+
+/// `sys_startup`, in its place in the sequence, with the configuration's hash and how capture
+/// runs on this kernel.
+fn startup_event(
+    pipeline: &mut Pipeline<RecordingHost<LiveHost>>,
+    now: String,
+    targets: Vec<u32>,
+    config_hash: &str,
+    capture: &Capture,
+) -> Event {
+    let startup = lifecycle_event("sys_startup", now, pipeline.run_id(), targets, None);
+    let mut startup = pipeline.stamp(startup);
+    if let Event::Lifecycle(l) = &mut startup {
+        l.observer.config_hash = Some(config_hash.to_string());
+        l.observer.capture = serde_json::to_value(capture.report()).ok();
+    }
+    startup
+}
+
+/// Standard output or the file, hash-chained, in the configured format.
+fn open_sink(cfg: &RunConfig, run_id: &str) -> anyhow::Result<Sink> {
+    let chain = Chain::new(run_id, cfg.integrity_key.clone());
+    let sink = match &cfg.output {
+        None => Sink::stdout(chain),
+        Some(path) => Sink::file(path, cfg.rotation, chain)?,
+    }
+    .with_format(cfg.format);
+    Ok(sink)
+}
+
+/// The metrics page, served from now on, when `--metrics` asks for one.
+async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<metrics::Page>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = metrics::bind(addr).await?;
+    let page = metrics::Page::default();
+    tokio::spawn(metrics::serve(listener, page.clone()));
+    tracing::info!("serving metrics at http://{addr}/metrics");
+    Ok(Some(page))
+}
+
+/// The eBPF programs loaded, told the target cgroups and PIDs, and attached.
+fn load(cfg: &RunConfig) -> anyhow::Result<Capture> {
+    let mut capture = Capture::load(cfg.ring_bytes, cfg.syscall_hook)?;
+    let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();
+    capture.set_cgroups(&cgroup_ids)?;
+    for &pid in &cfg.pids {
+        capture.add_target(pid)?;
+    }
+    // From here on the kernel follows forks of targets and processes entering target cgroups;
+    // what existed before is found in /proc below.
+    capture.attach()?;
+    Ok(capture)
+}
+
+/// The processes that were already running as targets (observer excepted), told to the kernel
+/// side with their sockets and blocked calls.
+fn seed(capture: &mut Capture, cfg: &RunConfig) -> anyhow::Result<(Vec<u32>, Adopted)> {
+    let mut initial = with_descendants(&cfg.pids);
+    for c in &cfg.cgroups {
+        initial.extend(cgroup_processes(&c.path));
+    }
+    initial.sort_unstable();
+    initial.dedup();
+    initial.retain(|&p| p != std::process::id());
+    let mut seeded = Adopted::default();
+    for &pid in &initial {
+        capture.add_target(pid)?;
+        seeded.add(adopt(capture, pid));
+    }
+    Ok((initial, seeded))
+}
+
+/// What was found of a process that was already running.
+#[derive(Default)]
+pub(super) struct Adopted {
+    sockets: usize,
+    blocked: usize,
+}
+
+impl Adopted {
+    fn add(&mut self, o: Adopted) {
+        self.sockets += o.sockets;
+        self.blocked += o.blocked;
+    }
+}
+
+/// Tells the kernel side about a process that was running before it was seen: its sockets, and
+/// the socket syscalls its threads are blocked in (so the message they return with is not lost).
+pub(super) fn adopt(capture: &mut Capture, tgid: u32) -> Adopted {
+    let mut found = Adopted::default();
+    let fds = match socket_fds(tgid) {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::debug!("cannot list the sockets of PID {tgid}: {e}");
+            return found;
+        }
+    };
+    for &fd in &fds {
+        if capture.add_socket(tgid, fd).is_ok() {
+            found.sockets += 1;
+        }
+    }
+    for call in blocked_calls(tgid) {
+        let recorded = match call.inflight() {
+            Some(Inflight::Io(a)) if fds.contains(&a.fd) => {
+                capture.add_inflight_io(tgid, call.tid, a)
+            }
+            Some(Inflight::Conn(a)) if fds.contains(&a.fd) => {
+                capture.add_inflight_conn(tgid, call.tid, a)
+            }
+            _ => false,
+        };
+        if !recorded {
+            continue;
+        }
+        // The thread may have returned before the entry was made; then it is not ours.
+        if blocked_call(tgid, call.tid).as_ref() != Some(&call) {
+            capture.remove_inflight(tgid, call.tid);
+        } else {
+            found.blocked += 1;
+        }
+    }
+    found
+}
