@@ -87,6 +87,11 @@ pub struct PipelineCounters {
     pub late_address_lookups: u64,
     /// Connections whose plaintext came from the OpenSSL probes.
     pub tls_connections: u64,
+    /// Processes that became targets after the start (forked by a target, or found in a target
+    /// cgroup) and targets that exited.
+    pub processes_forked: u64,
+    pub processes_joined: u64,
+    pub processes_exited: u64,
 }
 
 impl<H: Host> Pipeline<H> {
@@ -197,6 +202,7 @@ impl<H: Host> Pipeline<H> {
                 change: ProcChange::Exit,
                 ..
             } => {
+                self.counters.processes_exited += 1;
                 for conn in self.conns.forget_process(meta.tgid) {
                     self.finish(conn, meta.ts_ns, out);
                 }
@@ -204,7 +210,14 @@ impl<H: Host> Pipeline<H> {
                 self.listeners.retain(|k, _| k.tgid != meta.tgid);
                 self.host.forget(meta.tgid);
             }
-            CaptureEvent::Process { .. } => {}
+            CaptureEvent::Process {
+                change: ProcChange::Fork,
+                ..
+            } => self.counters.processes_forked += 1,
+            CaptureEvent::Process {
+                change: ProcChange::Join,
+                ..
+            } => self.counters.processes_joined += 1,
             CaptureEvent::Close { meta } => {
                 let key = ConnKey {
                     tgid: meta.tgid,
@@ -344,6 +357,11 @@ impl<H: Host> Pipeline<H> {
             },
             "late_address_lookups": self.counters.late_address_lookups,
             "tls_connections": self.counters.tls_connections,
+            "processes": {
+                "forked": self.counters.processes_forked,
+                "joined": self.counters.processes_joined,
+                "exited": self.counters.processes_exited,
+            },
             "detection": {
                 "alerts": self.detector.counters.alerts,
                 "suppressed": self.detector.counters.suppressed,
