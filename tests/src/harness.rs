@@ -133,13 +133,39 @@ impl Finished {
     }
 }
 
+/// Panics if a run meant for the per-syscall tracepoints (`OBSERVER_TEST_SYSCALL_HOOK`) says in
+/// `sys_startup` that it hooked something else: the second pass must test what it names.
+fn check_hook(hook: Option<&str>, args: &[String], startup: &str) {
+    if hook != Some("tracepoints") || args.iter().any(|a| a == "--syscall-hook") {
+        return;
+    }
+    if !startup.contains("\"syscall_hook\":\"syscall_tracepoints\"")
+        && startup.contains("\"syscall_hook\"")
+    {
+        panic!("OBSERVER_TEST_SYSCALL_HOOK=tracepoints, but sys_startup says: {startup}");
+    }
+}
+
 impl Observer {
     /// Starts `observer run ARGS` and waits for its `sys_startup` event (programs attached).
     /// Unless ARGS name one, the run gets a fingerprint key of its own (`key_file()`).
     pub fn start(args: &[String]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`Observer::start`], with these environment variables set for observer.
+    pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
         let key_dir = TempDir::new("key");
         let mut cmd = Command::new(observer_bin());
         cmd.arg("run").args(args);
+        cmd.envs(env.iter().copied());
+        // `cargo xtask test` runs the suite once per syscall hook: this names the second.
+        let hook = std::env::var("OBSERVER_TEST_SYSCALL_HOOK").ok();
+        if let Some(hook) = &hook
+            && !args.iter().any(|a| a == "--syscall-hook")
+        {
+            cmd.arg("--syscall-hook").arg(hook);
+        }
         if !args.iter().any(|a| a == "--key-file") {
             cmd.arg("--key-file").arg(key_dir.path.join("secret.key"));
         }
@@ -177,7 +203,10 @@ impl Observer {
         loop {
             if let Some(path) = &output {
                 // Events go to a file: it is ready once its first line is there.
-                if std::fs::read_to_string(path).is_ok_and(|t| t.contains("\"sys_startup\"")) {
+                if let Ok(t) = std::fs::read_to_string(path)
+                    && t.contains("\"sys_startup\"")
+                {
+                    check_hook(hook.as_deref(), args, &t);
                     return obs;
                 }
                 if let Ok(Some(status)) = obs.child.try_wait() {
@@ -194,6 +223,9 @@ impl Observer {
             match obs.lines.recv_timeout(left) {
                 Ok(line) => {
                     let startup = line.contains("sys_startup");
+                    if startup {
+                        check_hook(hook.as_deref(), args, &line);
+                    }
                     obs.seen.push(line);
                     if startup {
                         return obs;

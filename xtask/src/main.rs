@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod layout;
+mod matrix;
 mod setup;
 mod vm;
 
@@ -36,7 +37,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every check and test: fmt, clippy, unit tests, privileged integration tests.
+    /// Run every check and test: fmt, layout, clippy, unit tests, privileged integration tests
+    /// (with both syscall hooks), and the kernel matrix.
     Test {
         /// Only run integration tests whose name contains this.
         #[arg(long)]
@@ -55,6 +57,9 @@ enum Cmd {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Run the kernel smoke suite on the host and on Debian's 6.1, 6.1-rt and 6.12 in QEMU,
+    /// and print the table (part of `test`).
+    Kernels,
     /// Boot a Debian 12 kernel (6.1, 6.1-rt, 6.12, or all) in QEMU with the host's file system
     /// and run a bash command there as root; exits with its status.
     Vm {
@@ -197,6 +202,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::Demo => demo::demo()?,
         Cmd::Bench => bench::bench()?,
         Cmd::Fuzz { seconds, target } => fuzz(seconds, target)?,
+        Cmd::Kernels => matrix::command()?,
         Cmd::Vm {
             kernel,
             timeout,
@@ -261,15 +267,30 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         "observer-tests",
     ]))?;
     let bin = build()?;
-    step("privileged integration tests (real servers, real kernel path)");
-    let mut cmd = cargo();
-    cmd.env("OBSERVER_BIN", &bin)
-        .args(["test", "--release", "--package", "observer-tests", "--"])
-        .arg("--test-threads=1");
-    if let Some(f) = filter {
-        cmd.arg(f);
+    // Once with the default hook (the raw sys_enter/sys_exit tracepoints on x86_64), once with
+    // the per-syscall tracepoints older or other kernels fall back to.
+    for hook in [None, Some("tracepoints")] {
+        step(&format!(
+            "privileged integration tests (real servers, real kernel path), syscall hook: {}",
+            hook.unwrap_or("auto")
+        ));
+        let mut cmd = cargo();
+        cmd.env("OBSERVER_BIN", &bin)
+            .args(["test", "--release", "--package", "observer-tests", "--"])
+            .arg("--test-threads=1");
+        if let Some(h) = hook {
+            cmd.env("OBSERVER_TEST_SYSCALL_HOOK", h);
+        }
+        if let Some(f) = &filter {
+            cmd.arg(f);
+        }
+        run(&mut cmd)?;
     }
-    run(&mut cmd)?;
+    if filter.is_some() {
+        step("kernel matrix left out: --filter runs only the integration tests it names");
+    } else {
+        matrix::run(&bin)?;
+    }
     step(&format!(
         "all checks and tests passed in {:.0} s",
         started.elapsed().as_secs_f64()
