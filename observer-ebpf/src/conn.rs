@@ -1,0 +1,222 @@
+//! Connections: accept/connect/close, and the TCP state change ([`tcp_state`]) that gives a
+//! connect its local address.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use observer_common::{
+    ConnArgs, ConnEvent, EventHeader, EventKind, LocalAddr, LossCounter, MAX_SOCKADDR, socket_key,
+};
+
+use crate::helpers::{Call, count_loss, header, is_target, record_field, submit_flags, take};
+use crate::maps::{CONNECT_LOCAL, EVENTS, INFLIGHT_CONN, SCRATCH_CONN, SOCKETS, layout};
+
+const EINPROGRESS: i64 = 115;
+
+#[inline(always)]
+pub(crate) fn conn_enter(call: &Call, kind: EventKind) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
+        return 0;
+    }
+    let args = ConnArgs {
+        fd: call.args[0] as i32,
+        addr: call.args[1],
+        addr_len: call.args[2],
+        kind: kind as u32,
+        nr: call.nr,
+    };
+    if INFLIGHT_CONN
+        .insert(pid_tgid, args, BPF_ANY as u64)
+        .is_err()
+    {
+        count_loss(LossCounter::InflightTableFull);
+    }
+    0
+}
+
+#[inline(always)]
+pub(crate) fn conn_exit(call: &Call) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = take(&INFLIGHT_CONN, pid_tgid) else {
+        return 0;
+    };
+    // Taken whatever the outcome: a failed connect must not lend its address to the thread's
+    // next one.
+    let local = take(&CONNECT_LOCAL, pid_tgid);
+    if args.nr != call.nr {
+        return 0;
+    }
+    let ret = call.ret();
+    let accept = args.kind == EventKind::Accept as u32;
+    let fd = if accept {
+        if ret < 0 {
+            return 0;
+        }
+        ret as i32
+    } else {
+        // A non-blocking connect reports EINPROGRESS and completes later on the same fd.
+        if ret != 0 && ret != -EINPROGRESS {
+            return 0;
+        }
+        args.fd
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    if SOCKETS
+        .insert(socket_key(tgid, fd as u32), 0, BPF_ANY as u64)
+        .is_err()
+    {
+        count_loss(LossCounter::SocketTableFull);
+        return 0;
+    }
+
+    let Some(ev) = SCRATCH_CONN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch slot owned by this program run.
+    let ev = unsafe { &mut *ev };
+    let kind = if accept {
+        EventKind::Accept
+    } else {
+        EventKind::Connect
+    };
+    ev.hdr = header(kind, pid_tgid, fd);
+    ev.ret = ret;
+    ev.listen_fd = if accept { args.fd } else { -1 };
+    ev.local = match local {
+        Some(local) if !accept => local,
+        _ => LocalAddr::default(),
+    };
+    let len = if accept {
+        if args.addr_len == 0 {
+            0
+        } else {
+            // SAFETY: the helper checks the user pointer.
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.addr_len as *const u32) }
+                .unwrap_or(0)
+        }
+    } else {
+        args.addr_len as u32
+    };
+    let mut len = if len > MAX_SOCKADDR as u32 {
+        MAX_SOCKADDR as u32
+    } else {
+        len
+    };
+    if args.addr == 0 {
+        len = 0;
+    }
+    if len > 0 {
+        // SAFETY: `len` is at most the size of `addr`; the helper checks the user pointer.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                ev.addr.as_mut_ptr().cast(),
+                len,
+                args.addr as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            len = 0;
+        }
+    }
+    ev.addr_len = len;
+    if EVENTS.output::<ConnEvent>(&*ev, submit_flags()).is_err() {
+        count_loss(LossCounter::RingFull);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn enter_accept(ctx: TracePointContext) -> u32 {
+    conn_enter(&Call::enter(&ctx), EventKind::Accept)
+}
+
+#[tracepoint]
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    conn_exit(&Call::exit(&ctx))
+}
+
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    conn_enter(&Call::enter(&ctx), EventKind::Connect)
+}
+
+#[tracepoint]
+pub fn exit_connect(ctx: TracePointContext) -> u32 {
+    conn_exit(&Call::exit(&ctx))
+}
+
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    close_enter(&Call::enter1(&ctx))
+}
+
+#[inline(always)]
+pub(crate) fn close_enter(call: &Call) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid, pid_tgid) {
+        return 0;
+    }
+    let fd = call.args[0] as i32;
+    if fd < 0 || SOCKETS.remove(socket_key(tgid, fd as u32)).is_err() {
+        return 0;
+    }
+    let hdr = header(EventKind::Close, pid_tgid, fd);
+    if EVENTS.output::<EventHeader>(&hdr, submit_flags()).is_err() {
+        count_loss(LossCounter::RingFull);
+    }
+    0
+}
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+
+/// A target's TCP connect picks its local address and port inside the syscall, in the caller's
+/// context, just before SYN_SENT: noted here for the connect's exit.
+#[tracepoint]
+pub fn tcp_state(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is not kept past this call.
+    if unsafe { INFLIGHT_CONN.get(pid_tgid).is_none() } {
+        return 0;
+    }
+    let l = layout();
+    let (Some(oldstate), Some(newstate), Some(sport), Some(family)) = (
+        record_field::<i32>(&ctx, l.sock_oldstate),
+        record_field::<i32>(&ctx, l.sock_newstate),
+        record_field::<u16>(&ctx, l.sock_sport),
+        record_field::<u16>(&ctx, l.sock_family),
+    ) else {
+        return 0;
+    };
+    // SYN_SENT is set before the kernel picks the source port; over loopback the handshake
+    // completes inside the connect call, and ESTABLISHED then carries it.
+    // (The accepting side's socket also becomes ESTABLISHED here, from SYN_RECV.)
+    let connected = oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED;
+    if newstate != TCP_SYN_SENT && !connected {
+        return 0;
+    }
+    if sport == 0
+        // SAFETY: the value is not kept past this call.
+        && unsafe { CONNECT_LOCAL.get(pid_tgid).is_some() }
+    {
+        return 0;
+    }
+    let mut local = LocalAddr {
+        family,
+        port: sport,
+        _pad: 0,
+        addr: [0; 16],
+    };
+    if family == 10 {
+        local.addr = record_field::<[u8; 16]>(&ctx, l.sock_saddr_v6).unwrap_or_default();
+    } else if let Some(v4) = record_field::<[u8; 4]>(&ctx, l.sock_saddr) {
+        local.addr[..4].copy_from_slice(&v4);
+    }
+    let _ = CONNECT_LOCAL.insert(pid_tgid, local, BPF_ANY as u64);
+    0
+}
