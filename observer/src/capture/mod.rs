@@ -1,11 +1,15 @@
 //! Kernel capture: loads and attaches the eBPF programs, tells them which processes to watch,
 //! and reads their ring buffer. The only module that touches aya.
 //! Of the crate it imports only the leaf `addr`: no other stage.
+//!
+//! This file owns [`Capture`] (loading, attaching, the maps userspace writes, the ring) and
+//! [`CaptureError`]; the program tables and the loading helpers are in `load`.
 
 mod btf;
 mod decode;
 mod kernel;
 mod layout;
+mod load;
 pub mod target;
 pub mod tls;
 mod tracefs;
@@ -23,7 +27,7 @@ pub enum SyscallHook {
 }
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
+use aya::programs::{RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use observer_common::{
     CgroupTarget, ConnArgs, Counter, IoArgs, LossCounter, MAX_CGROUPS, socket_key,
@@ -31,68 +35,10 @@ use observer_common::{
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// The eBPF object built by build.rs from observer-ebpf.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
-
-/// Programs on tracepoints other than the syscalls', whichever way syscalls are hooked, with
-/// the tracepoints (category, name) each attaches to. Process lifecycle comes first so that no
-/// child forked while the rest attach is missed.
-const LIFECYCLE: &[(&str, &[(&str, &str)])] = &[
-    ("task_newtask", &[("task", "task_newtask")]),
-    ("process_exit", &[("sched", "sched_process_exit")]),
-    ("tcp_state", &[("sock", "inet_sock_set_state")]),
-];
-
-/// One program per syscall tracepoint, and the tracepoints each attaches to.
-const SYSCALL_TRACEPOINTS: &[(&str, &[(&str, &str)])] = &[
-    ("enter_read", &[("syscalls", "sys_enter_read")]),
-    ("exit_read", &[("syscalls", "sys_exit_read")]),
-    ("enter_write", &[("syscalls", "sys_enter_write")]),
-    ("exit_write", &[("syscalls", "sys_exit_write")]),
-    ("enter_recvfrom", &[("syscalls", "sys_enter_recvfrom")]),
-    ("exit_recvfrom", &[("syscalls", "sys_exit_recvfrom")]),
-    ("enter_sendto", &[("syscalls", "sys_enter_sendto")]),
-    ("exit_sendto", &[("syscalls", "sys_exit_sendto")]),
-    ("enter_readv", &[("syscalls", "sys_enter_readv")]),
-    ("exit_readv", &[("syscalls", "sys_exit_readv")]),
-    ("enter_writev", &[("syscalls", "sys_enter_writev")]),
-    ("exit_writev", &[("syscalls", "sys_exit_writev")]),
-    ("enter_recvmsg", &[("syscalls", "sys_enter_recvmsg")]),
-    ("exit_recvmsg", &[("syscalls", "sys_exit_recvmsg")]),
-    ("enter_sendmsg", &[("syscalls", "sys_enter_sendmsg")]),
-    ("exit_sendmsg", &[("syscalls", "sys_exit_sendmsg")]),
-    ("enter_sendfile", &[("syscalls", "sys_enter_sendfile64")]),
-    ("exit_sendfile", &[("syscalls", "sys_exit_sendfile64")]),
-    (
-        "enter_accept",
-        &[
-            ("syscalls", "sys_enter_accept"),
-            ("syscalls", "sys_enter_accept4"),
-        ],
-    ),
-    (
-        "exit_accept",
-        &[
-            ("syscalls", "sys_exit_accept"),
-            ("syscalls", "sys_exit_accept4"),
-        ],
-    ),
-    ("enter_connect", &[("syscalls", "sys_enter_connect")]),
-    ("exit_connect", &[("syscalls", "sys_exit_connect")]),
-    ("enter_close", &[("syscalls", "sys_enter_close")]),
-];
-
-/// The raw tracepoints that replace [`SYSCALL_TRACEPOINTS`] on x86_64 (each program is named
-/// after its tracepoint). Exits first: an entry must never wait for an exit nobody watches.
-const RAW_SYSCALLS: &[&str] = &["sys_exit", "sys_enter"];
-
-/// OpenSSL functions hooked: (symbol, entry program, return program).
-const TLS_PROBES: &[(&str, &str, &str)] = &[
-    ("SSL_read", "ssl_read_enter", "ssl_read_exit"),
-    ("SSL_read_ex", "ssl_read_ex_enter", "ssl_read_exit"),
-    ("SSL_write", "ssl_write_enter", "ssl_write_exit"),
-    ("SSL_write_ex", "ssl_write_ex_enter", "ssl_write_exit"),
-];
+use load::{
+    EBPF_OBJECT, LIFECYCLE, RAW_ARCH, RAW_SYSCALLS, SYSCALL_TRACEPOINTS, TLS_PROBES, attach_error,
+    describe, is_root, load_raw, load_tracepoint, take_map,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -146,139 +92,6 @@ pub enum CaptureError {
     },
     #[error("cannot watch the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
-}
-
-/// The raw syscall programs know this architecture's syscall numbers and registers only.
-const RAW_ARCH: bool = cfg!(target_arch = "x86_64");
-
-fn load_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), CaptureError> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?
-        .try_into()
-        .map_err(|_| CaptureError::Missing(format!("tracepoint program {name}")))?;
-    prog.load().map_err(|e| program_load(name, &e))
-}
-
-fn load_raw(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-    for name in RAW_SYSCALLS {
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?
-            .try_into()
-            .map_err(|_| CaptureError::Missing(format!("raw tracepoint program {name}")))?;
-        prog.load().map_err(|e| program_load(name, &e))?;
-    }
-    Ok(())
-}
-
-fn program_load(name: &str, e: &ProgramError) -> CaptureError {
-    let (reason, verifier) = describe(e);
-    CaptureError::ProgramLoad {
-        kernel: kernel::release(),
-        program: name.to_string(),
-        reason,
-        verifier,
-    }
-}
-
-/// Says why a program load failed, from its errno and the verifier's log: a refusal by the
-/// verifier is a kernel this build cannot run on, not a missing privilege.
-fn describe(e: &ProgramError) -> (String, String) {
-    match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let errno = io_error.raw_os_error().unwrap_or(0);
-            let log = verifier_log.to_string();
-            let tail: Vec<&str> = log
-                .lines()
-                .rev()
-                .filter(|l| !l.trim().is_empty())
-                .take(8)
-                .collect();
-            let verifier = if tail.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ". The verifier's last lines:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            };
-            let why = match errno {
-                libc::EPERM if !is_root() => {
-                    "observer is not root: run it as root (it needs CAP_BPF and CAP_PERFMON)"
-                        .to_string()
-                }
-                libc::EPERM if log.trim().is_empty() => {
-                    "refused without a verifier log although observer is root: a security \
-                     module (lockdown, SELinux) or kernel.unprivileged_bpf_disabled-style policy \
-                     forbids it"
-                        .to_string()
-                }
-                libc::E2BIG => "the program is too large for this kernel's verifier".to_string(),
-                libc::EINVAL if log.trim().is_empty() => format!(
-                    "{io_error}: the kernel does not know this program type or one of its flags"
-                ),
-                _ if !log.trim().is_empty() => format!(
-                    "its verifier rejected the program ({io_error}); this kernel's verifier \
-                     cannot follow a bound the program relies on, so observer does not support \
-                     this kernel yet: report it with the lines below"
-                ),
-                _ => io_error.to_string(),
-            };
-            (why, verifier)
-        }
-        other => (other.to_string(), String::new()),
-    }
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Says why attaching to `category/name` failed.
-fn attach_error(program: &str, category: &str, name: &str, e: &ProgramError) -> CaptureError {
-    let dir = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .map(|r| {
-            std::path::Path::new(r)
-                .join("events")
-                .join(category)
-                .join(name)
-        })
-        .find(|p| p.is_dir());
-    let reason = describe(e).0;
-    let reason = match (category, dir) {
-        ("raw_syscalls", _) => reason,
-        (_, None) => format!(
-            "{reason}; this kernel has no tracepoint {category}/{name} (is it built without \
-             CONFIG_FTRACE_SYSCALLS, or is the tracepoint renamed?)"
-        ),
-        (_, Some(_)) if matches!(e, ProgramError::SyscallError(_)) => format!(
-            "{reason}; the tracepoint exists, so the kernel refused the program for it: it reads \
-             a record field this kernel's record does not have"
-        ),
-        (_, Some(_)) => reason,
-    };
-    CaptureError::Attach {
-        kernel: kernel::release(),
-        program: program.to_string(),
-        tracepoint: format!("{category}/{name}"),
-        reason,
-    }
-}
-
-/// Takes map `name` out of the loaded object as the typed map `T`.
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| CaptureError::Missing(format!("map {name}")))?;
-    T::try_from(map).map_err(|source| CaptureError::Map { map: name, source })
 }
 
 /// Kernel-side loss counters, summed over CPUs, indexed by [`LossCounter`].
