@@ -107,6 +107,10 @@ fn program_load(name: &str, e: &ProgramError) -> CaptureError {
 /// Says why a program load failed, from its errno and the verifier's log: a refusal by the
 /// verifier is a kernel this build cannot run on, not a missing privilege.
 pub fn describe(e: &ProgramError) -> (String, String) {
+    describe_as(e, is_root())
+}
+
+fn describe_as(e: &ProgramError, root: bool) -> (String, String) {
     match e {
         ProgramError::LoadError {
             io_error,
@@ -129,14 +133,14 @@ pub fn describe(e: &ProgramError) -> (String, String) {
                 )
             };
             let why = match errno {
-                libc::EPERM if !is_root() => {
+                libc::EPERM if !root => {
                     "observer is not root: run it as root (it needs CAP_BPF and CAP_PERFMON)"
                         .to_string()
                 }
                 libc::EPERM if log.trim().is_empty() => {
                     "refused without a verifier log although observer is root: a security \
-                     module (lockdown, SELinux) or kernel.unprivileged_bpf_disabled-style policy \
-                     forbids it"
+                     policy forbids it (kernel lockdown, an LSM such as SELinux, a seccomp \
+                     filter, or a container without CAP_BPF and CAP_PERFMON)"
                         .to_string()
                 }
                 libc::E2BIG => "the program is too large for this kernel's verifier".to_string(),
@@ -201,4 +205,53 @@ where
         .take_map(name)
         .ok_or_else(|| CaptureError::Missing(format!("map {name}")))?;
     T::try_from(map).map_err(|source| CaptureError::Map { map: name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aya_obj::VerifierLog;
+
+    fn load_error(errno: i32, log: &str) -> ProgramError {
+        ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(errno),
+            verifier_log: VerifierLog::new(log.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_verifier_refusal_is_not_blamed_on_privileges() {
+        let log = "0: (b7) r0 = 0\n\n444: (85) call bpf_probe_read_user#112\n\
+                   invalid access to map value, value_size=8240 off=8240 size=4096\n\
+                   R1 max value is outside of the allowed memory range\n";
+        let (why, verifier) = describe_as(&load_error(libc::EACCES, log), true);
+        assert!(why.contains("its verifier rejected the program"), "{why}");
+        assert!(!why.contains("root"), "{why}");
+        assert!(verifier.contains("R1 max value is outside"), "{verifier}");
+        assert!(
+            verifier.contains("invalid access to map value"),
+            "{verifier}"
+        );
+        assert!(
+            !verifier.contains("\n\n"),
+            "blank lines dropped: {verifier}"
+        );
+    }
+
+    #[test]
+    fn eperm_says_root_only_to_a_user_who_is_not() {
+        let (why, _) = describe_as(&load_error(libc::EPERM, ""), false);
+        assert!(why.contains("run it as root"), "{why}");
+        let (why, _) = describe_as(&load_error(libc::EPERM, ""), true);
+        assert!(why.contains("although observer is root"), "{why}");
+        assert!(!why.contains("run it as root"), "{why}");
+    }
+
+    #[test]
+    fn other_errnos_name_their_cause() {
+        let (why, _) = describe_as(&load_error(libc::E2BIG, ""), true);
+        assert!(why.contains("too large"), "{why}");
+        let (why, _) = describe_as(&load_error(libc::EINVAL, ""), true);
+        assert!(why.contains("does not know this program type"), "{why}");
+    }
 }
