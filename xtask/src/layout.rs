@@ -77,8 +77,8 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         eprintln!("layout: {p}");
     }
     bail!(
-        "{} layout violation(s); see docs/ and the //! comment at the top of each module for \
-         what it may import",
+        "{} layout violation(s); README's \"How it works\" and the //! comment at the top of \
+         each module say what it may import; split a long file by what its parts own",
         problems.len()
     )
 }

@@ -52,12 +52,7 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
             missing.join(" ")
         );
     }
-    let mut update_result = Ok(());
-    APT_UPDATED.call_once(|| {
-        step("apt-get update");
-        update_result = run(Command::new("apt-get").args(["update", "-qq"]));
-    });
-    update_result?;
+    apt_update_once()?;
     step(&format!(
         "installing Debian packages: {}",
         missing.join(" ")
@@ -163,15 +158,7 @@ pub fn test_tools() -> anyhow::Result<()> {
     apt_install(&missing)?;
     if !succeeds(Command::new("python3").args(["-c", "import gunicorn"])) {
         step("installing gunicorn from PyPI (the process-tree tests run it)");
-        let pip = run(Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--root-user-action=ignore",
-            "gunicorn",
-        ]));
+        let pip = pip_install("gunicorn");
         if pip.is_err() {
             step("pip could not install gunicorn; trying Debian's package");
             apt_install(&["gunicorn"])?;
@@ -213,24 +200,30 @@ pub fn vm_tools() -> anyhow::Result<()> {
             "installing virtme-ng {VIRTME_NG_VERSION} from PyPI (boots kernels in QEMU with the \
              host's file system)"
         ));
-        let pip = |extra: &[&str]| {
-            run(Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--root-user-action=ignore",
-                ])
-                .args(extra)
-                .arg(format!("virtme-ng=={VIRTME_NG_VERSION}")))
-        };
-        if pip(&[]).is_err() {
-            // Debian's own python3 refuses pip installs outside a virtualenv (PEP 668).
-            step("pip refused; trying again with --break-system-packages");
-            pip(&["--break-system-packages"])?;
-        }
+        pip_install(&format!("virtme-ng=={VIRTME_NG_VERSION}"))?;
+    }
+    Ok(())
+}
+
+/// `pip install SPEC` with the machine's python3; where Debian's own python3 refuses installs
+/// outside a virtualenv (PEP 668), again with --break-system-packages.
+fn pip_install(spec: &str) -> anyhow::Result<()> {
+    let pip = |extra: &[&str]| {
+        run(Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+            ])
+            .args(extra)
+            .arg(spec))
+    };
+    if pip(&[]).is_err() {
+        step("pip refused; trying again with --break-system-packages");
+        pip(&["--break-system-packages"])?;
     }
     Ok(())
 }
