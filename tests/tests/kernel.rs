@@ -26,12 +26,12 @@ fn kernel_release() -> String {
         .into_owned()
 }
 
-/// Runs observer on `server` with `refused` features and three requests; returns what it wrote.
-fn run_refusing(server: &Server, refused: &str) -> observer_tests::Finished {
-    let obs = Observer::start_with_env(
-        &["--pid".into(), server.pid().to_string()],
-        &[("OBSERVER_REFUSE_FEATURES", refused)],
-    );
+/// Runs observer on `server` with `refused` features, `args` and three requests; returns what
+/// it wrote.
+fn run_refusing(server: &Server, refused: &str, args: &[&str]) -> observer_tests::Finished {
+    let mut all = vec!["--pid".to_string(), server.pid().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let obs = Observer::start_with_env(&all, &[("OBSERVER_REFUSE_FEATURES", refused)]);
     for path in ["/health", "/nothing-here", "/health"] {
         curl(&[&server.url(path)]);
     }
@@ -44,7 +44,8 @@ fn run_refusing(server: &Server, refused: &str) -> observer_tests::Finished {
 fn refused_raw_tracepoints_fall_back_to_syscall_tracepoints_and_say_so() {
     require_root();
     let server = Server::api();
-    let f = run_refusing(&server, "raw_tracepoint");
+    // `auto` named, so the suite's tracepoints pass does not choose the hook itself.
+    let f = run_refusing(&server, "raw_tracepoint", &["--syscall-hook", "auto"]);
     let cap = startup_capture(&f);
     assert_eq!(cap["syscall_hook"], "syscall_tracepoints", "{cap}");
     assert_eq!(
@@ -78,7 +79,7 @@ fn refused_raw_tracepoints_fall_back_to_syscall_tracepoints_and_say_so() {
 fn the_default_run_reports_its_hooks_without_fallbacks_on_this_kernel() {
     require_root();
     let server = Server::api();
-    let f = run_refusing(&server, "");
+    let f = run_refusing(&server, "", &[]);
     let cap = startup_capture(&f);
     assert_eq!(cap["kernel"], kernel_release(), "{cap}");
     assert!(cap.get("refused").is_none(), "{cap}");

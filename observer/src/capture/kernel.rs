@@ -5,7 +5,7 @@
 use aya::maps::MapType;
 use aya::programs::ProgramType;
 use aya::sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Names accepted by `OBSERVER_REFUSE_FEATURES`, a comma-separated list that makes observer act
 /// as on a kernel without them, so each fallback can be tested on any kernel.
@@ -45,23 +45,24 @@ pub fn release() -> String {
 }
 
 /// How capture runs on this kernel, as `sys_startup` reports it (`observer.capture`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// Recordings keep it, so a replay reports the kernel it was recorded on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CaptureReport {
     /// `uname -r`.
     pub kernel: String,
     /// `raw_tracepoints` (sys_enter/sys_exit) or `syscall_tracepoints` (one per syscall).
-    pub syscall_hook: &'static str,
+    pub syscall_hook: String,
     /// How a process's last thread is told.
-    pub process_exit: &'static str,
+    pub process_exit: String,
     /// `kernel` (the cgroup-ancestor helper) or `userspace_scan` (cgroup.procs each second).
-    pub cgroup_targets: &'static str,
+    pub cgroup_targets: String,
     /// `uprobes`, or why TLS plaintext cannot be captured.
     pub tls: String,
     /// Each fallback taken, with its reason.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
     /// Features refused on purpose by `OBSERVER_REFUSE_FEATURES`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
 }
 

@@ -244,13 +244,15 @@ impl Capture {
                 "raw_tracepoints"
             } else {
                 "syscall_tracepoints"
-            },
-            process_exit: exit.describe(),
+            }
+            .into(),
+            process_exit: exit.describe().into(),
             cgroup_targets: if cgroup_helper == 1 {
                 "kernel"
             } else {
                 "userspace_scan"
-            },
+            }
+            .into(),
             tls: match &tls_unavailable {
                 None => "uprobes".into(),
                 Some(why) => why.clone(),

@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::Endpoints;
+use crate::capture::CaptureReport;
 use crate::conn::host::{Host, ProcessInfo};
 
 const MAGIC: &[u8] = b"OBSERVER-RECORDING 1\n";
@@ -41,6 +42,9 @@ pub struct Header {
     /// `observer.config_hash` of the recorded run's `sys_startup`.
     #[serde(default)]
     pub config_hash: Option<String>,
+    /// `observer.capture` of the recorded run's `sys_startup`: the kernel it ran on.
+    #[serde(default)]
+    pub capture: Option<CaptureReport>,
 }
 
 /// Periodic maintenance of the live loop: replayed at the same point of the stream.
@@ -319,6 +323,7 @@ mod tests {
             targets: vec![1],
             started_ns: 3,
             config_hash: Some("ab".into()),
+            capture: None,
         };
         let entries = vec![
             Entry::Kernel(vec![1, 2, 3]),

@@ -70,6 +70,11 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
                     );
                     if let crate::event::Event::Lifecycle(l) = &mut start {
                         l.observer.config_hash = reader.header.config_hash.clone();
+                        l.observer.capture = reader
+                            .header
+                            .capture
+                            .as_ref()
+                            .and_then(|c| serde_json::to_value(c).ok());
                     }
                     events.push(pipeline.stamp(start));
                 }

@@ -59,6 +59,7 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
                 targets: initial.clone(),
                 started_ns,
                 config_hash: Some(config_hash.clone()),
+                capture: Some(capture.report().clone()),
             },
         )?),
         None => None,
