@@ -7,7 +7,7 @@ use super::redact::split_target;
 use super::schema::*;
 use crate::addr::{Endpoints, Role};
 use crate::conn::host::ProcessInfo;
-use crate::detect::classify;
+use crate::detect::Verdict;
 use crate::detect::identity::Credential;
 use crate::detect::rules::{Alert, Rule};
 use crate::http::Exchange;
@@ -141,10 +141,11 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
 
 pub fn exchange_event(
     x: &Exchange,
+    verdict: &Verdict,
     credential: Option<&Credential>,
     ctx: &ExchangeContext<'_>,
 ) -> Event {
-    let class = classify(x.response.status);
+    let class = verdict.class;
     let (path, query) = split_target(&x.request.target.value);
     let (source, destination) = (ctx.view.source.clone(), ctx.view.destination.clone());
     let truncated = x.request.head_truncated

@@ -91,6 +91,8 @@ pub struct CredentialNames {
     pub api_key_headers: Vec<String>,
     /// Cookie names, compared case-insensitively.
     pub session_cookies: Vec<String>,
+    /// Keep the first bytes of response bodies, for login failure markers to be searched in.
+    pub keep_response_body: bool,
 }
 
 impl Default for CredentialNames {
@@ -104,6 +106,7 @@ impl Default for CredentialNames {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            keep_response_body: false,
         }
     }
 }

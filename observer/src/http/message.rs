@@ -7,6 +7,9 @@ use super::credential::RawCredential;
 
 /// Longest string kept from a traffic field (method, target, header value).
 pub const MAX_FIELD: usize = 2048;
+/// Longest prefix of a body kept: a request body read for a login's user name, a response body
+/// searched for a login failure marker. Bodies are otherwise counted, never kept.
+pub const MAX_BODY_KEPT: usize = 2048;
 
 /// Which half of the conversation a piece of bytes belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +103,9 @@ pub struct Response {
     pub end_ns: u64,
     /// The connection closed before the whole body its framing announced went through.
     pub incomplete: bool,
+    /// The first bytes of the body (at most [`MAX_BODY_KEPT`], within what the kernel copied),
+    /// kept only when login failure markers are configured; empty otherwise.
+    pub body_prefix: Vec<u8>,
 }
 
 /// One request with its response.
@@ -137,6 +143,8 @@ pub struct HttpCounters {
     pub capture_holes: u64,
     /// Requests dropped at such a hole: their response could no longer be told apart.
     pub dropped_at_holes: u64,
+    /// Bodies longer than the [`MAX_BODY_KEPT`] bytes kept of them: read from their prefix.
+    pub bodies_capped: u64,
 }
 
 impl HttpCounters {
@@ -150,5 +158,6 @@ impl HttpCounters {
         self.unanswered += o.unanswered;
         self.capture_holes += o.capture_holes;
         self.dropped_at_holes += o.dropped_at_holes;
+        self.bodies_capped += o.bodies_capped;
     }
 }

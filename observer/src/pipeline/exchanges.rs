@@ -133,8 +133,9 @@ impl<H: Host> Pipeline<H> {
                 .credential
                 .take()
                 .and_then(|raw| self.fingerprinter.as_ref().map(|f| f.credential(&raw)));
+            let verdict = self.classifier.classify(&x);
             self.next_sequence += 1;
-            let mut ev = exchange_event(&x, credential.as_ref(), &ctx);
+            let mut ev = exchange_event(&x, &verdict, credential.as_ref(), &ctx);
             ev.meta_mut().sequence = self.next_sequence;
             out.push(ev);
             self.counters.exchanges += 1;
@@ -142,6 +143,7 @@ impl<H: Host> Pipeline<H> {
                 ts_ns: x.response.end_ns,
                 sequence: self.next_sequence,
                 status: x.response.status,
+                login: verdict.login,
                 source_ip,
                 credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
                 service: Some(&view.service),

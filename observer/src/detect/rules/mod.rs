@@ -6,7 +6,8 @@
 //! bounded window; the least recently seen key is evicted first, and evictions are counted.
 //!
 //! [`config`] holds the rules and their settings, [`window`] the per-key state, this file the
-//! detector. Plain data in (`Facts`), alerts out: imports nothing of the crate.
+//! detector. Plain data in (`Facts`), alerts out: imports nothing of the crate but the login
+//! outcome of [`super::login`].
 
 mod config;
 #[cfg(test)]
@@ -15,6 +16,7 @@ mod window;
 
 use std::collections::{HashMap, VecDeque};
 
+use super::login::LoginOutcome;
 pub use config::{DetectConfig, ErrorSpike, Rule, Threshold};
 use window::{Cooldown, Distinct, Hits, Spike, slot};
 
@@ -29,6 +31,8 @@ pub struct Facts<'a> {
     pub ts_ns: u64,
     pub sequence: u64,
     pub status: u16,
+    /// Set for a login attempt whose answer tells how it ended.
+    pub login: Option<LoginOutcome>,
     pub source_ip: Option<&'a str>,
     pub credential: Option<&'a str>,
     /// The target service: process and local port.
@@ -119,7 +123,9 @@ impl Detector {
     /// Feeds one exchange; returns the alerts it raises (at most one per rule and key).
     pub fn observe(&mut self, f: &Facts<'_>) -> Vec<Alert> {
         let mut fired = Vec::new();
-        let authn_fail = matches!(f.status, 401 | 407);
+        // 401 and 407 anywhere, and every failed (or locked-out) login attempt.
+        let authn_fail = matches!(f.status, 401 | 407)
+            || matches!(f.login, Some(LoginOutcome::Fail | LoginOutcome::Lock));
         if let Some(ip) = f.source_ip {
             if authn_fail {
                 let c = self.cfg.brute_force;

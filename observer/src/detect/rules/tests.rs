@@ -8,6 +8,7 @@ fn facts<'a>(ts_s: u64, seq: u64, status: u16, ip: &'a str, cred: Option<&'a str
         ts_ns: ts_s * SEC,
         sequence: seq,
         status,
+        login: None,
         source_ip: Some(ip),
         credential: cred,
         service: Some("api:8080"),

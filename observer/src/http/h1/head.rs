@@ -228,7 +228,9 @@ impl HttpConn {
             start_ns: self.resp.head_start_ns,
             end_ns: ts_ns,
             incomplete: false,
+            body_prefix: Vec::new(),
         };
+        self.resp.keep_body(self.names.keep_response_body);
         self.start_body(
             Side::Response,
             Partial::Response(response),
