@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use super::ConfigError;
 use crate::detect::login::{LoginConfig, LoginRoute};
 use crate::detect::rules::{DetectConfig, Threshold};
-use crate::http::CredentialNames;
+use crate::http::form::norm;
+use crate::http::{CredentialNames, FieldNames};
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -30,6 +31,10 @@ pub struct IdentityFile {
     pub login_segments: Option<Vec<String>>,
     /// Requests whose body carries a user name and a password are logins on any route.
     pub login_bodies: Option<bool>,
+    /// Body fields that name the user of a login, in order of preference.
+    pub user_fields: Option<Vec<String>>,
+    /// Body fields that carry its password (noticed, never kept).
+    pub password_fields: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -269,8 +274,20 @@ impl FileConfig {
             .iter()
             .flatten()
             .any(|r| r.failure_marker.is_some());
+        let fields = |key: &str, v: &Option<Vec<String>>, default: Vec<String>| {
+            names(key, v, default).map(|l| l.iter().map(|n| norm(n.as_bytes())).collect())
+        };
+        let f = FieldNames::default();
         Ok(CredentialNames {
             keep_response_body: markers,
+            fields: FieldNames {
+                user: fields("identity.user_fields", &self.identity.user_fields, f.user)?,
+                password: fields(
+                    "identity.password_fields",
+                    &self.identity.password_fields,
+                    f.password,
+                )?,
+            },
             api_key_headers: names(
                 "identity.api_key_headers",
                 &self.identity.api_key_headers,

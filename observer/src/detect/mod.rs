@@ -65,7 +65,11 @@ impl Classifier {
         let status = x.response.status;
         let login = self
             .login
-            .attempt(&x.request.method.value, &x.request.target.value, false)
+            .attempt(
+                &x.request.method.value,
+                &x.request.target.value,
+                x.request.login.credentials(),
+            )
             .and_then(|a| a.outcome(status, &x.response.body_prefix));
         Verdict {
             class: login.map_or_else(|| classify(status), classify_login),

@@ -143,6 +143,7 @@ pub fn exchange_event(
     x: &Exchange,
     verdict: &Verdict,
     credential: Option<&Credential>,
+    user_hash: Option<&str>,
     ctx: &ExchangeContext<'_>,
 ) -> Event {
     let class = verdict.class;
@@ -200,9 +201,9 @@ pub fn exchange_event(
         user_agent: x.request.user_agent.as_ref().map(|u| UserAgent {
             original: u.value.clone(),
         }),
-        user: credential
-            .and_then(|c| c.user_hash.clone())
-            .map(|hash| User { hash }),
+        user: user_hash.map(|hash| User {
+            hash: hash.to_string(),
+        }),
         tls: ctx.tls.then_some(Tls { established: true }),
         process: Process {
             pid: ctx.tgid,

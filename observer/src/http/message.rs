@@ -1,9 +1,10 @@
 //! What HTTP reassembly yields, whatever the version: requests, responses and their pairing
 //! into exchanges, the strings taken from traffic, the byte counts, and the counters of what
 //! reassembly gave up on. Shared by `h1` and a future `h2`; imports nothing of the crate but
-//! [`super::credential`].
+//! [`super::credential`] and [`super::form`].
 
 use super::credential::RawCredential;
+use super::form::LoginFields;
 
 /// Longest string kept from a traffic field (method, target, header value).
 pub const MAX_FIELD: usize = 2048;
@@ -92,6 +93,8 @@ pub struct Request {
     pub head_truncated: bool,
     /// The credential the request carried, until the pipeline fingerprints it.
     pub credential: Option<RawCredential>,
+    /// What the body says of a login (user name until hashed, whether a password was sent).
+    pub login: LoginFields,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -199,3 +199,143 @@ fn a_configured_route_with_a_failure_marker_in_a_200() {
     // The body's text is searched, never written.
     assert!(!f.events()[0].to_string().contains("INVALID"));
 }
+
+fn user_of(e: &Value) -> Option<String> {
+    e["user"]["hash"].as_str().map(str::to_string)
+}
+
+fn hash(name: &str) -> String {
+    Fingerprinter::with_key(KEY).user_hash(name.as_bytes())
+}
+
+fn exchanges(f: &Feed) -> Vec<Value> {
+    f.events()
+        .into_iter()
+        .filter(|e| e["event"]["kind"] == "event")
+        .collect()
+}
+
+#[test]
+fn the_account_of_a_login_body_is_hashed_never_written() {
+    let mut f = Feed::new(pipeline());
+    let bodies = [
+        (FORM, "username=Alice&password=hunter2"),
+        (
+            "application/json",
+            r#"{"email":" ALICE ","password":"hunter2"}"#,
+        ),
+        // JSON labelled as a form, as curl -d sends it; nested one level.
+        (FORM, r#"{"user":{"login":"alice","password":"hunter2"}}"#),
+        // Duplicated fields: the last in JSON, the first in a form.
+        (
+            "application/json",
+            r#"{"username":"mallory","username":"alice","pass":"hunter2"}"#,
+        ),
+        (FORM, "username=alice&username=mallory&pwd=hunter2"),
+    ];
+    for (ct, body) in bodies {
+        f.exchange([10, 0, 0, 1], &post("/login", ct, body), 400);
+    }
+    let ex = exchanges(&f);
+    assert_eq!(ex.len(), bodies.len());
+    for e in &ex {
+        assert_eq!(e["event"]["action"], "authn_login_fail");
+        assert_eq!(user_of(e), Some(hash("alice")), "{e}");
+    }
+    for line in f.events() {
+        let line = line.to_string();
+        assert!(
+            !line.contains("hunter2") && !line.to_lowercase().contains("alice"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_body_with_credentials_is_a_login_on_any_route_and_other_bodies_name_nobody() {
+    let mut f = Feed::new(pipeline());
+    f.exchange(
+        [10, 0, 0, 1],
+        &post("/api/v2/do", FORM, "account=bob&passwd=x"),
+        403,
+    );
+    // A user field without a password on a route that is not a login: not a login, no user.
+    f.exchange(
+        [10, 0, 0, 1],
+        &post(
+            "/api/orders",
+            "application/json",
+            r#"{"user":"bob","qty":1}"#,
+        ),
+        201,
+    );
+    let ex = exchanges(&f);
+    assert_eq!(ex[0]["event"]["action"], "authn_login_fail");
+    assert_eq!(user_of(&ex[0]), Some(hash("bob")));
+    assert_eq!(ex[1]["event"]["action"], "http_request");
+    assert_eq!(user_of(&ex[1]), None);
+}
+
+#[test]
+fn a_login_body_split_over_reads_and_cut_by_the_copy() {
+    let body = "password=hunter2&username=carol";
+    let req = post("/login", FORM, body);
+    // Split at every point: the same account whatever the reads.
+    for cut in 1..req.len() {
+        let mut f = Feed::new(pipeline());
+        f.open([10, 0, 0, 1]);
+        f.request(&req[..cut]);
+        f.request(&req[cut..]);
+        f.respond(401, "");
+        let ex = exchanges(&f);
+        assert_eq!(user_of(&ex[0]), Some(hash("carol")), "cut at {cut}");
+    }
+    // The kernel copied only part of the read: the value it cut names nobody, but the
+    // exchange is still a failed login.
+    let mut f = Feed::new(pipeline());
+    f.open([10, 0, 0, 1]);
+    let copied = req.len() - 3;
+    f.request_part(&req[..copied], req.len() as u64);
+    f.respond(401, "");
+    let ex = exchanges(&f);
+    assert_eq!(ex[0]["event"]["action"], "authn_login_fail");
+    assert_eq!(user_of(&ex[0]), None);
+    assert_eq!(ex[0]["observer"]["partial_capture"], true);
+}
+
+#[test]
+fn long_bodies_huge_fields_and_invalid_utf8_stay_bounded() {
+    let mut f = Feed::new(pipeline());
+    // The user name comes first; the body goes on far past what is kept.
+    let long = format!("username=dave&password=x&junk={}", "j".repeat(100_000));
+    f.exchange([10, 0, 0, 1], &post("/login", FORM, &long), 401);
+    // A user name bigger than the kept prefix: cut, so it names nobody.
+    let huge = format!("password=x&username={}", "e".repeat(10_000));
+    f.exchange([10, 0, 0, 1], &post("/login", FORM, &huge), 401);
+    // Invalid UTF-8 is hashed as replaced, and never breaks the line.
+    let mut bad = post("/login", FORM, "username=\u{0}\u{0}&password=x");
+    let at = bad.len() - "\u{0}\u{0}&password=x".len();
+    bad[at] = 0xff;
+    bad[at + 1] = 0xfe;
+    f.exchange([10, 0, 0, 1], &bad, 401);
+    let ex = exchanges(&f);
+    assert_eq!(user_of(&ex[0]), Some(hash("dave")));
+    assert_eq!(user_of(&ex[1]), None);
+    assert_eq!(user_of(&ex[2]), Some(hash("\u{fffd}\u{fffd}")));
+    assert_eq!(f.p.stats()["http"]["bodies_capped"], 2);
+}
+
+#[test]
+fn memory_held_per_connection_stays_bounded_with_pipelined_logins() {
+    use crate::http::{HttpConn, Side};
+    let mut c = HttpConn::new();
+    let mut out = Vec::new();
+    let body = format!("password=x&username={}", "u".repeat(1990));
+    let req = post("/login", FORM, &body);
+    for i in 0..200 {
+        c.on_data(Side::Request, &req, req.len() as u64, i, &mut out);
+        assert!(c.held_bytes() <= HttpConn::MAX_HELD);
+    }
+    assert_eq!(c.pending(), crate::http::MAX_PENDING);
+    assert!(c.held_bytes() <= crate::http::MAX_PENDING * 2100 + 10_000);
+}

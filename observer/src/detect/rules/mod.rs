@@ -33,6 +33,8 @@ pub struct Facts<'a> {
     pub status: u16,
     /// Set for a login attempt whose answer tells how it ended.
     pub login: Option<LoginOutcome>,
+    /// `user.hash`: the account a login named (its body, Basic auth, a JWT's `sub`).
+    pub user: Option<&'a str>,
     pub source_ip: Option<&'a str>,
     pub credential: Option<&'a str>,
     /// The target service: process and local port.

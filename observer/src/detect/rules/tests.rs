@@ -9,6 +9,7 @@ fn facts<'a>(ts_s: u64, seq: u64, status: u16, ip: &'a str, cred: Option<&'a str
         sequence: seq,
         status,
         login: None,
+        user: None,
         source_ip: Some(ip),
         credential: cred,
         service: Some("api:8080"),

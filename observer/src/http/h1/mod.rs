@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use crate::http::credential::CredentialNames;
+use crate::http::form::BodyKind;
 use crate::http::message::{
     Exchange, HttpCounters, MAX_BODY_KEPT, MAX_FIELD, Request, Response, Side, Sizes, Text,
 };
@@ -58,6 +59,8 @@ struct HalfStream {
     current: Option<Partial>,
     /// Keep a prefix of the current message's body in `body`.
     keep: bool,
+    /// How a kept request body is read for a login.
+    kind: Option<BodyKind>,
     /// The kept prefix of the current message's body, at most [`MAX_BODY_KEPT`] bytes.
     body: Vec<u8>,
     /// The body went on past what `body` holds (the cap, or bytes the kernel did not copy).
@@ -73,6 +76,7 @@ impl HalfStream {
             line: Vec::new(),
             current: None,
             keep: false,
+            kind: None,
             body: Vec::new(),
             body_cut: false,
         }
@@ -87,14 +91,16 @@ impl HalfStream {
         counters.resyncs += 1;
     }
 
-    /// Starts a message whose body prefix is kept (or not).
-    fn keep_body(&mut self, keep: bool) {
+    /// Starts a message whose body prefix is kept (or not), to be read as `kind`.
+    fn keep_body(&mut self, keep: bool, kind: Option<BodyKind>) {
         self.forget_body();
         self.keep = keep;
+        self.kind = kind;
     }
 
     fn forget_body(&mut self) {
         self.keep = false;
+        self.kind = None;
         self.body.clear();
         self.body_cut = false;
     }
@@ -191,6 +197,7 @@ impl HttpConn {
                 .map(|r| {
                     r.method.value.len()
                         + r.target.value.len()
+                        + r.login.user.as_ref().map_or(0, |u| u.bytes().len())
                         + text(&r.host)
                         + text(&r.user_agent)
                 })
@@ -203,8 +210,10 @@ impl HttpConn {
     }
 
     /// The most [`HttpConn::held_bytes`] can be.
-    pub const MAX_HELD: usize =
-        2 * MAX_HEAD + 2 * MAX_CHUNK_LINE + 2 * MAX_BODY_KEPT + MAX_PENDING * 4 * MAX_FIELD;
+    pub const MAX_HELD: usize = 2 * MAX_HEAD
+        + 2 * MAX_CHUNK_LINE
+        + 2 * MAX_BODY_KEPT
+        + MAX_PENDING * (4 * MAX_FIELD + MAX_BODY_KEPT);
 
     /// True once the connection switched to another protocol.
     pub fn is_tunnel(&self) -> bool {
@@ -375,10 +384,16 @@ impl HttpConn {
             return;
         };
         let kept = half.keep.then(|| std::mem::take(&mut half.body));
+        let (kind, whole) = (half.kind, !half.body_cut);
         half.forget_body();
         match msg {
             Partial::Request(mut r) => {
                 r.end_ns = ts_ns;
+                if let (Some(kind), Some(body)) = (kind, kept.as_deref())
+                    && !body.is_empty()
+                {
+                    r.login = self.names.fields.read(kind, body, whole);
+                }
                 self.push_pending(r);
             }
             Partial::Response(mut r) => {
