@@ -61,6 +61,17 @@ pub struct DetectionFile {
     pub authz_probing: Option<ThresholdFile>,
     pub excess_404: Option<ThresholdFile>,
     pub error_spike: Option<ErrorSpikeFile>,
+    pub credential_stuffing_accounts: Option<ThresholdFile>,
+    pub success_after_fail: Option<ThresholdFile>,
+    pub attack_tool: Option<AttackToolFile>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackToolFile {
+    pub enabled: Option<bool>,
+    /// User-Agent words (replaces the default list).
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -184,6 +195,25 @@ impl FileConfig {
         )?;
         apply_threshold(&mut c.authz_probing, &d.authz_probing, "authz_probing")?;
         apply_threshold(&mut c.excess_404, &d.excess_404, "excess_404")?;
+        apply_threshold(
+            &mut c.credential_stuffing_accounts,
+            &d.credential_stuffing_accounts,
+            "credential_stuffing_accounts",
+        )?;
+        apply_threshold(
+            &mut c.success_after_fail,
+            &d.success_after_fail,
+            "success_after_fail",
+        )?;
+        if let Some(t) = &d.attack_tool {
+            if let Some(e) = t.enabled {
+                c.attack_tool.enabled = e;
+            }
+            if t.tools.as_ref().is_some_and(|l| l.len() > 256) {
+                return Err(bad("detection.attack_tool.tools", "at most 256 names"));
+            }
+            c.attack_tools = names("detection.attack_tool.tools", &t.tools, c.attack_tools)?;
+        }
         if let Some(e) = &d.error_spike {
             let s = &mut c.error_spike;
             if let Some(v) = e.enabled {

@@ -165,3 +165,25 @@ fn login_routes_from_the_config_file() {
     }
     assert!(FileConfig::parse("[[identity.login]]\nmethod = \"POST\"\n").is_err());
 }
+
+#[test]
+fn account_and_tool_rules_from_the_config_file() {
+    let f = FileConfig::parse(
+        "[detection.credential_stuffing_accounts]\nthreshold = 20\n\
+         [detection.success_after_fail]\nwindow_seconds = 60\n\
+         [detection.attack_tool]\ntools = [\"EvilScanner\"]\n",
+    )
+    .unwrap();
+    let d = f.detection().unwrap();
+    assert_eq!(d.credential_stuffing_accounts.threshold, 20);
+    assert_eq!(d.success_after_fail.window_ns, 60 * SEC);
+    assert_eq!(d.success_after_fail.threshold, 5, "defaults stay");
+    assert_eq!(d.attack_tools, vec!["evilscanner"]);
+    assert!(d.attack_tool.enabled);
+    let e = FileConfig::parse("[detection.attack_tool]\ntools = [\" \"]\n")
+        .unwrap()
+        .detection()
+        .unwrap_err();
+    assert!(e.to_string().contains("detection.attack_tool.tools"), "{e}");
+    assert!(FileConfig::parse("[detection.attack_tool]\nthreshold = 2\n").is_err());
+}

@@ -44,24 +44,51 @@ impl Outcome {
 
 /// What classification says of one exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Verdict<'a> {
     pub class: Classification,
     /// Set when the exchange was a login attempt whose answer tells how it ended.
     pub login: Option<LoginOutcome>,
+    /// The known attack tool its User-Agent names (`user_agent.name`).
+    pub tool: Option<&'a str>,
 }
 
-/// Classifies exchanges: login attempts by [`LoginConfig`], the rest by status.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Classifies exchanges: login attempts by [`LoginConfig`], the rest by status; User-Agents
+/// of known attack tools by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classifier {
     pub login: LoginConfig,
+    /// Lower-case User-Agent words of attack tools, tried in order.
+    pub tools: Vec<String>,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Self::new(LoginConfig::default())
+    }
 }
 
 impl Classifier {
     pub fn new(login: LoginConfig) -> Self {
-        Self { login }
+        Self {
+            login,
+            tools: rules::DEFAULT_ATTACK_TOOLS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
     }
 
-    pub fn classify(&self, x: &Exchange) -> Verdict {
+    /// The attack tool a User-Agent names, matched case-insensitively anywhere in it.
+    pub fn tool(&self, user_agent: &str) -> Option<&str> {
+        let head = &user_agent.as_bytes()[..user_agent.len().min(512)];
+        let ua = head.to_ascii_lowercase();
+        self.tools
+            .iter()
+            .find(|t| memchr::memmem::find(&ua, t.as_bytes()).is_some())
+            .map(String::as_str)
+    }
+
+    pub fn classify(&self, x: &Exchange) -> Verdict<'_> {
         let status = x.response.status;
         let login = self
             .login
@@ -74,6 +101,11 @@ impl Classifier {
         Verdict {
             class: login.map_or_else(|| classify(status), classify_login),
             login,
+            tool: x
+                .request
+                .user_agent
+                .as_ref()
+                .and_then(|u| self.tool(&u.value)),
         }
     }
 }
@@ -157,6 +189,28 @@ mod tests {
         assert_eq!(classify(999).outcome, Outcome::Unknown);
         assert_eq!(classify(429).action, "excess_rate_limit_exceeded");
         assert_eq!(classify(423).action, "http_request");
+    }
+
+    #[test]
+    fn attack_tools_are_told_by_their_user_agent() {
+        let c = Classifier::default();
+        assert_eq!(c.tool("Mozilla/4.0 (Hydra)"), Some("hydra"));
+        assert_eq!(
+            c.tool("sqlmap/1.7.2#stable (https://sqlmap.org)"),
+            Some("sqlmap")
+        );
+        assert_eq!(
+            c.tool("Mozilla/5.0 (compatible; Nmap Scripting Engine)"),
+            Some("nmap")
+        );
+        assert_eq!(c.tool("DirBuster-1.0-RC1"), Some("dirbuster"));
+        assert_eq!(c.tool("Fuzz Faster U Fool v2.1.0 (ffuf)"), Some("ffuf"));
+        assert_eq!(c.tool("curl/8.1.2"), None);
+        assert_eq!(
+            c.tool("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"),
+            None
+        );
+        assert_eq!(c.tool(""), None);
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl<H: Host> Pipeline<H> {
                 user: user_hash.as_deref(),
                 source_ip,
                 credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
+                tool: verdict.tool,
                 service: Some(&view.service),
             };
             for alert in self.detector.observe(&facts) {

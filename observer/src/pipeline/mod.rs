@@ -141,6 +141,7 @@ impl<H: Host> Pipeline<H> {
     }
 
     pub fn with_detection(mut self, cfg: DetectConfig) -> Self {
+        self.classifier.tools = cfg.attack_tools.clone();
         self.detector = Detector::new(cfg);
         self
     }

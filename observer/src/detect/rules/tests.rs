@@ -12,6 +12,7 @@ fn facts<'a>(ts_s: u64, seq: u64, status: u16, ip: &'a str, cred: Option<&'a str
         user: None,
         source_ip: Some(ip),
         credential: cred,
+        tool: None,
         service: Some("api:8080"),
     }
 }
