@@ -1,7 +1,8 @@
 """A Flask form login the way many apps write one, served by gunicorn in the login tests.
 
   GET  /login   the form
-  POST /login   302 to / for alice / wonderland; 400 "Invalid credentials" otherwise
+  POST /login   302 to / for alice / wonderland (the name trimmed and lower-cased, as many apps
+                do); 400 "Invalid credentials" otherwise
   GET  /        200
 """
 from flask import Flask, redirect, request
@@ -20,7 +21,7 @@ def form():
 
 @app.post("/login")
 def login():
-    user = request.form.get("username", "")
+    user = request.form.get("username", "").strip().lower()
     if USERS.get(user) == request.form.get("password"):
         return redirect("/")
     return "Invalid credentials", 400

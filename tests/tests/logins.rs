@@ -1,7 +1,8 @@
 //! Login attacks on a real framework through the kernel path: Debian's hydra (http-post-form)
 //! against a Flask form login served by gunicorn, which answers bad credentials with 400.
 //! Many accounts from one source raise `credential_stuffing` by accounts, hydra's own requests
-//! `malicious_attack_tool`, and no user name or password reaches the output.
+//! `malicious_attack_tool`, a login after five failures `authn_login_successafterfail`, and no
+//! user name or password reaches the output.
 
 use std::process::Command;
 
@@ -37,10 +38,14 @@ fn hydra_stuffing_a_flask_form_login() {
         "hydra found no password: {report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A user of the site, with curl: a success, no alert of its own.
+    // Five wrong passwords for alice, then the right one: the moment an attack would succeed.
+    for i in 0..5 {
+        let body = format!("username=alice&password=guess{i}");
+        assert_eq!(curl(&["-d", &body, &server.url("/login")]).status, 400);
+    }
     let ok = curl(&[
         "-d",
-        "username=alice&password=wonderland",
+        "username=Alice&password=wonderland",
         &server.url("/login"),
     ]);
     assert_eq!(ok.status, 302);
@@ -52,8 +57,15 @@ fn hydra_stuffing_a_flask_form_login() {
         .into_iter()
         .filter(|e| e["url"]["path"] == "/login" && e["http"]["response"]["status_code"] == 400)
         .collect();
+    // hydra's, then alice's five from curl.
+    let (hydra, curl_fails): (Vec<&Value>, Vec<&Value>) = fails.iter().partition(|e| {
+        e["user_agent"]["original"]
+            .as_str()
+            .is_some_and(|u| u.contains("Hydra"))
+    });
+    assert_eq!(curl_fails.len(), 5);
     assert!(
-        fails.len() >= 30,
+        fails.len() >= 35,
         "{} failed logins\n{}",
         fails.len(),
         f.lines.join("\n")
@@ -63,8 +75,13 @@ fn hydra_stuffing_a_flask_form_login() {
             .iter()
             .all(|e| e["event"]["action"] == "authn_login_fail")
     );
-    assert!(fails.iter().all(|e| e["user_agent"]["name"] == "hydra"));
-    let accounts: std::collections::HashSet<&str> = fails
+    assert!(hydra.iter().all(|e| e["user_agent"]["name"] == "hydra"));
+    assert!(
+        curl_fails
+            .iter()
+            .all(|e| e["user_agent"].get("name").is_none())
+    );
+    let accounts: std::collections::HashSet<&str> = hydra
         .iter()
         .map(|e| {
             e["user"]["hash"]
@@ -93,8 +110,13 @@ fn hydra_stuffing_a_flask_form_login() {
         .find(|e| e["http"]["response"]["status_code"] == 302)
         .expect("alice's login");
     assert_eq!(alice["event"]["action"], "authn_login_success");
+    let after = f.alerts("success_after_fail");
+    assert_eq!(after.len(), 1, "{}", f.lines.join("\n"));
+    assert_eq!(after[0]["event"]["action"], "authn_login_successafterfail");
+    assert_eq!(after[0]["user"]["hash"], alice["user"]["hash"]);
+    assert_eq!(after[0]["observer"]["alert"]["count"], 5);
 
     let mut secrets: Vec<&str> = users.iter().map(String::as_str).collect();
-    secrets.extend([PASSWORD, "wonderland", "alice", "mailbox"]);
+    secrets.extend([PASSWORD, "wonderland", "alice", "Alice", "guess", "mailbox"]);
     f.assert_no_secrets(&secrets);
 }

@@ -339,3 +339,20 @@ fn memory_held_per_connection_stays_bounded_with_pipelined_logins() {
     assert_eq!(c.pending(), crate::http::MAX_PENDING);
     assert!(c.held_bytes() <= crate::http::MAX_PENDING * 2100 + 10_000);
 }
+
+#[test]
+fn a_chunked_login_body_is_read_through_its_framing() {
+    let mut f = Feed::new(pipeline());
+    f.open([10, 0, 0, 1]);
+    f.request(
+        b"POST /api/login HTTP/1.1\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\n\r\n",
+    );
+    f.request(b"b\r\n{\"username\"\r\n");
+    f.request(b"14\r\n:\"Erin\",\"password\":\r\n");
+    f.request(b"5\r\n\"pw\"}\r\n0\r\n\r\n");
+    f.respond(422, "");
+    let ex = exchanges(&f);
+    assert_eq!(ex[0]["event"]["action"], "authn_login_fail");
+    assert_eq!(user_of(&ex[0]), Some(hash("erin")));
+}
