@@ -1,6 +1,7 @@
 //! Arbitrary bytes in every field that comes from traffic (method, path, query, host, user
-//! agent, credentials, other headers, status reason): the output is exactly one JSON object per
-//! line, each matching docs/events.schema.json, the hash chain verifies, and no secret appears.
+//! agent, credentials, other headers, status reason) and login bodies: the output is exactly one
+//! JSON object per line, each matching docs/events.schema.json, the hash chain verifies, and no
+//! secret appears (credentials, passwords, user names).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -68,13 +69,15 @@ const TOKEN: &[u8] = b"!#$%&'*+-.^_`|~";
 struct Traffic {
     request: Vec<u8>,
     response: Vec<u8>,
+    /// Bytes of the request's body, after its head.
+    body_len: usize,
     secrets: Vec<Vec<u8>>,
 }
 
 fn traffic() -> impl Strategy<Value = Traffic> {
     (
         prop::sample::select(vec![b"GET".to_vec(), b"POST".to_vec(), b"X\x01Y".to_vec()]),
-        nasty(URI, false),
+        prop_oneof![nasty(URI, false), Just(b"login".to_vec())],
         nasty(URI, false),
         nasty(VALUE, true),
         nasty(VALUE, true),
@@ -85,11 +88,36 @@ fn traffic() -> impl Strategy<Value = Traffic> {
             200u16..1000,
             nasty(VALUE, true),
         ),
-        "[A-Za-z0-9]{8,24}",
+        ("[A-Za-z0-9]{8,24}", "[a-z0-9]{6,16}", 0usize..4),
     )
         .prop_map(
-            |(method, path, query, host, agent, (name, value, status, reason), secret)| {
+            |(
+                method,
+                path,
+                query,
+                host,
+                agent,
+                (name, value, status, reason),
+                (secret, user, shape),
+            )| {
                 let secret = format!("S3cr3t{secret}").into_bytes();
+                let user = format!("us3rn4me{user}");
+                let pw = String::from_utf8_lossy(&secret).into_owned();
+                let (content_type, body) = match shape {
+                    0 => (
+                        "application/x-www-form-urlencoded",
+                        format!("username={user}&password={pw}"),
+                    ),
+                    1 => (
+                        "application/json",
+                        format!(r#"{{"email":"{user}","password":"{pw}"}}"#),
+                    ),
+                    2 => (
+                        "application/x-www-form-urlencoded",
+                        format!(r#"{{"user":{{"login":"{user}","pass":"{pw}"}}}}"#),
+                    ),
+                    _ => ("text/plain", format!("{user}:{pw}")),
+                };
                 let request = [
                     &method[..],
                     b" /",
@@ -110,7 +138,10 @@ fn traffic() -> impl Strategy<Value = Traffic> {
                     &name,
                     b": ",
                     &value,
-                    b"\r\nContent-Length: 0\r\n\r\n",
+                    b"\r\nContent-Type: ",
+                    content_type.as_bytes(),
+                    format!("\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                    body.as_bytes(),
                 ]
                 .concat();
                 let response = [
@@ -124,17 +155,19 @@ fn traffic() -> impl Strategy<Value = Traffic> {
                 Traffic {
                     request,
                     response,
-                    secrets: vec![secret],
+                    body_len: body.len(),
+                    secrets: vec![secret, user.into_bytes()],
                 }
             },
         )
 }
 
 /// Whether the bytes are a head httparse accepts whole.
-fn parses(req: &[u8], resp: &[u8]) -> bool {
+fn parses(req: &[u8], body_len: usize, resp: &[u8]) -> bool {
     let mut h = [httparse::EMPTY_HEADER; 32];
     let mut r = httparse::Request::new(&mut h);
-    let req_ok = matches!(r.parse(req), Ok(httparse::Status::Complete(n)) if n == req.len());
+    let head = req.len() - body_len;
+    let req_ok = matches!(r.parse(req), Ok(httparse::Status::Complete(n)) if n == head);
     let mut h = [httparse::EMPTY_HEADER; 32];
     let mut s = httparse::Response::new(&mut h);
     let resp_ok = matches!(s.parse(resp), Ok(httparse::Status::Complete(n)) if n == resp.len());
@@ -181,7 +214,7 @@ proptest! {
                 prop_assert!(!line.contains(std::str::from_utf8(s).unwrap()), "secret in {line}");
             }
         }
-        if parses(&t.request, &t.response) && copied == t.request.len() {
+        if parses(&t.request, t.body_len, &t.response) && copied == t.request.len() {
             prop_assert_eq!(exchanges, 1, "{}", text);
         } else {
             prop_assert!(exchanges <= 1);

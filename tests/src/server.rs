@@ -211,6 +211,29 @@ impl Server {
         }
     }
 
+    /// gunicorn serving the Flask form login of tests/servers/flask_login.py, one worker.
+    pub fn flask_login() -> Self {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .args(["-m", "gunicorn", "--workers", "1"])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .arg("--chdir")
+            .arg(workspace_root().join("tests/servers"))
+            .arg("flask_login:app")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting gunicorn with Flask (python3 -m pip install gunicorn flask)");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "flask_login");
+        Self {
+            child,
+            port,
+            name: "flask_login",
+            tls: false,
+            _dir: None,
+        }
+    }
+
     /// nginx (Debian's package) on 127.0.0.1 with a config of the test's own: one worker,
     /// sendfile, static files from `files`, `/json` answered by nginx itself.
     pub fn nginx(files: &[(&str, &[u8])]) -> Self {

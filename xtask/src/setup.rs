@@ -146,6 +146,8 @@ pub fn test_tools() -> anyhow::Result<()> {
         ("openssl", "openssl"),
         ("node", "nodejs"),
         ("gcc", "gcc"),
+        // Login attacks: hydra's http-post-form against a Flask form login.
+        ("hydra", "hydra"),
     ];
     let mut missing: Vec<&str> = tools
         .iter()
@@ -156,12 +158,30 @@ pub fn test_tools() -> anyhow::Result<()> {
         missing.push("libssl-dev");
     }
     apt_install(&missing)?;
-    if !succeeds(Command::new("python3").args(["-c", "import gunicorn"])) {
-        step("installing gunicorn from PyPI (the process-tree tests run it)");
-        let pip = pip_install("gunicorn");
+    // (module, what for, Debian's package when pip cannot install it)
+    let modules = [
+        (
+            "gunicorn",
+            "the process-tree and login tests run it",
+            "gunicorn",
+        ),
+        (
+            "flask",
+            "the login tests serve a Flask form",
+            "python3-flask",
+        ),
+    ];
+    for (module, why, deb) in modules {
+        if succeeds(Command::new("python3").args(["-c", &format!("import {module}")])) {
+            continue;
+        }
+        step(&format!("installing {module} from PyPI ({why})"));
+        let pip = pip_install(module);
         if pip.is_err() {
-            step("pip could not install gunicorn; trying Debian's package");
-            apt_install(&["gunicorn"])?;
+            step(&format!(
+                "pip could not install {module}; trying Debian's package"
+            ));
+            apt_install(&[deb])?;
         }
     }
     Ok(())

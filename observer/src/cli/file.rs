@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use super::ConfigError;
+use crate::detect::login::{LoginConfig, LoginRoute};
 use crate::detect::rules::{DetectConfig, Threshold};
-use crate::http::CredentialNames;
+use crate::http::form::norm;
+use crate::http::{CredentialNames, FieldNames};
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -23,7 +25,30 @@ pub struct IdentityFile {
     pub key_file: Option<PathBuf>,
     pub api_key_headers: Option<Vec<String>>,
     pub session_cookies: Option<Vec<String>>,
+    /// `[[identity.login]]`: login routes, tried before the default ones.
+    pub login: Option<Vec<LoginRouteFile>>,
+    /// Last path segments that make a POST a login attempt (replaces the default list).
+    pub login_segments: Option<Vec<String>>,
+    /// Requests whose body carries a user name and a password are logins on any route.
+    pub login_bodies: Option<bool>,
+    /// Body fields that name the user of a login, in order of preference.
+    pub user_fields: Option<Vec<String>>,
+    /// Body fields that carry its password (noticed, never kept).
+    pub password_fields: Option<Vec<String>>,
 }
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRouteFile {
+    /// `POST` unless given; `*` for any method.
+    pub method: Option<String>,
+    pub path: String,
+    pub failure_statuses: Option<Vec<u16>>,
+    pub failure_marker: Option<String>,
+}
+
+/// Most `[[identity.login]]` routes.
+const MAX_LOGIN_ROUTES: usize = 256;
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +61,17 @@ pub struct DetectionFile {
     pub authz_probing: Option<ThresholdFile>,
     pub excess_404: Option<ThresholdFile>,
     pub error_spike: Option<ErrorSpikeFile>,
+    pub credential_stuffing_accounts: Option<ThresholdFile>,
+    pub success_after_fail: Option<ThresholdFile>,
+    pub attack_tool: Option<AttackToolFile>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackToolFile {
+    pub enabled: Option<bool>,
+    /// User-Agent words (replaces the default list).
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -159,6 +195,25 @@ impl FileConfig {
         )?;
         apply_threshold(&mut c.authz_probing, &d.authz_probing, "authz_probing")?;
         apply_threshold(&mut c.excess_404, &d.excess_404, "excess_404")?;
+        apply_threshold(
+            &mut c.credential_stuffing_accounts,
+            &d.credential_stuffing_accounts,
+            "credential_stuffing_accounts",
+        )?;
+        apply_threshold(
+            &mut c.success_after_fail,
+            &d.success_after_fail,
+            "success_after_fail",
+        )?;
+        if let Some(t) = &d.attack_tool {
+            if let Some(e) = t.enabled {
+                c.attack_tool.enabled = e;
+            }
+            if t.tools.as_ref().is_some_and(|l| l.len() > 256) {
+                return Err(bad("detection.attack_tool.tools", "at most 256 names"));
+            }
+            c.attack_tools = names("detection.attack_tool.tools", &t.tools, c.attack_tools)?;
+        }
         if let Some(e) = &d.error_spike {
             let s = &mut c.error_spike;
             if let Some(v) = e.enabled {
@@ -192,9 +247,77 @@ impl FileConfig {
         Ok(c)
     }
 
+    /// Which exchanges are login attempts: the defaults with this file's routes before them.
+    pub fn login(&self) -> Result<LoginConfig, ConfigError> {
+        let mut c = LoginConfig::default();
+        let id = &self.identity;
+        if let Some(segs) = &id.login_segments {
+            c.segments = names("identity.login_segments", &Some(segs.clone()), Vec::new())?;
+        }
+        if let Some(b) = id.login_bodies {
+            c.credential_bodies = b;
+        }
+        let routes = id.login.as_deref().unwrap_or_default();
+        if routes.len() > MAX_LOGIN_ROUTES {
+            return Err(bad("identity.login", "at most 256 routes"));
+        }
+        for (i, r) in routes.iter().enumerate() {
+            let key = |k: &str| format!("identity.login[{i}].{k}");
+            let method = match r.method.as_deref().map(str::trim) {
+                None => Some("POST".to_string()),
+                Some("*") => None,
+                Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                    Some(m.to_ascii_uppercase())
+                }
+                Some(_) => return Err(bad(&key("method"), "must be a method name or \"*\"")),
+            };
+            if !(r.path.starts_with('/') || r.path.starts_with("**")) || r.path.len() > 1024 {
+                return Err(bad(
+                    &key("path"),
+                    "must start with / (or **) and be at most 1024 bytes",
+                ));
+            }
+            let statuses = r.failure_statuses.clone().unwrap_or_default();
+            if statuses.iter().any(|s| !(100..=599).contains(s)) {
+                return Err(bad(&key("failure_statuses"), "must be from 100 to 599"));
+            }
+            if let Some(m) = &r.failure_marker
+                && (m.is_empty() || m.len() > 256)
+            {
+                return Err(bad(&key("failure_marker"), "must be 1 to 256 bytes"));
+            }
+            c.routes.push(LoginRoute {
+                method,
+                path: r.path.clone(),
+                failure_statuses: statuses,
+                failure_marker: r.failure_marker.clone(),
+            });
+        }
+        Ok(c)
+    }
+
     pub fn credential_names(&self) -> Result<CredentialNames, ConfigError> {
         let d = CredentialNames::default();
+        let markers = self
+            .identity
+            .login
+            .iter()
+            .flatten()
+            .any(|r| r.failure_marker.is_some());
+        let fields = |key: &str, v: &Option<Vec<String>>, default: Vec<String>| {
+            names(key, v, default).map(|l| l.iter().map(|n| norm(n.as_bytes())).collect())
+        };
+        let f = FieldNames::default();
         Ok(CredentialNames {
+            keep_response_body: markers,
+            fields: FieldNames {
+                user: fields("identity.user_fields", &self.identity.user_fields, f.user)?,
+                password: fields(
+                    "identity.password_fields",
+                    &self.identity.password_fields,
+                    f.password,
+                )?,
+            },
             api_key_headers: names(
                 "identity.api_key_headers",
                 &self.identity.api_key_headers,

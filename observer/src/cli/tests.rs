@@ -120,3 +120,70 @@ fn dedups_and_maps_stdout() {
     assert_eq!(cfg.pids, vec![1]);
     assert_eq!(cfg.output, None);
 }
+
+#[test]
+fn login_routes_from_the_config_file() {
+    let f = FileConfig::parse(
+        "[identity]\nlogin_segments = [\"Enter\"]\n\
+         [[identity.login]]\npath = \"/graphql\"\nfailure_marker = \"INVALID\"\n\
+         [[identity.login]]\nmethod = \"*\"\npath = \"/api/*/session\"\nfailure_statuses = [302]\n",
+    )
+    .unwrap();
+    let l = f.login().unwrap();
+    assert_eq!(l.segments, vec!["enter"]);
+    assert_eq!(l.routes.len(), 2);
+    assert_eq!(l.routes[0].method.as_deref(), Some("POST"));
+    assert_eq!(l.routes[1].method, None);
+    assert_eq!(l.routes[1].failure_statuses, vec![302]);
+    assert!(f.credential_names().unwrap().keep_response_body);
+    assert!(
+        !FileConfig::default()
+            .credential_names()
+            .unwrap()
+            .keep_response_body
+    );
+    for (bad, key) in [
+        ("path = \"login\"", "identity.login[0].path"),
+        (
+            "path = \"/l\"\nmethod = \"P O\"",
+            "identity.login[0].method",
+        ),
+        (
+            "path = \"/l\"\nfailure_statuses = [42]",
+            "identity.login[0].failure_statuses",
+        ),
+        (
+            "path = \"/l\"\nfailure_marker = \"\"",
+            "identity.login[0].failure_marker",
+        ),
+    ] {
+        let e = FileConfig::parse(&format!("[[identity.login]]\n{bad}\n"))
+            .unwrap()
+            .login()
+            .unwrap_err();
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    assert!(FileConfig::parse("[[identity.login]]\nmethod = \"POST\"\n").is_err());
+}
+
+#[test]
+fn account_and_tool_rules_from_the_config_file() {
+    let f = FileConfig::parse(
+        "[detection.credential_stuffing_accounts]\nthreshold = 20\n\
+         [detection.success_after_fail]\nwindow_seconds = 60\n\
+         [detection.attack_tool]\ntools = [\"EvilScanner\"]\n",
+    )
+    .unwrap();
+    let d = f.detection().unwrap();
+    assert_eq!(d.credential_stuffing_accounts.threshold, 20);
+    assert_eq!(d.success_after_fail.window_ns, 60 * SEC);
+    assert_eq!(d.success_after_fail.threshold, 5, "defaults stay");
+    assert_eq!(d.attack_tools, vec!["evilscanner"]);
+    assert!(d.attack_tool.enabled);
+    let e = FileConfig::parse("[detection.attack_tool]\ntools = [\" \"]\n")
+        .unwrap()
+        .detection()
+        .unwrap_err();
+    assert!(e.to_string().contains("detection.attack_tool.tools"), "{e}");
+    assert!(FileConfig::parse("[detection.attack_tool]\nthreshold = 2\n").is_err());
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::{ConfigError, FileConfig, RunArgs, SyscallHook, TlsMode};
 use crate::capture::target::{CgroupSpec, TargetError, resolve_cgroup};
 use crate::detect::identity::DEFAULT_KEY_FILE;
+use crate::detect::login::LoginConfig;
 use crate::detect::rules::DetectConfig;
 use crate::http::CredentialNames;
 use crate::sink::Rotation;
@@ -31,6 +32,7 @@ pub struct RunConfig {
     pub format: crate::sink::Format,
     pub detection: DetectConfig,
     pub credential_names: CredentialNames,
+    pub login: LoginConfig,
 }
 
 impl RunConfig {
@@ -145,6 +147,7 @@ impl RunArgs {
             },
             detection: file.detection()?,
             credential_names: file.credential_names()?,
+            login: file.login()?,
         })
     }
 }

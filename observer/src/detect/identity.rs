@@ -18,7 +18,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::http::{CredentialKind, RawCredential};
+use crate::http::{CredentialKind, RawCredential, RawUser};
 
 /// Where the host secret lives unless configured otherwise.
 pub const DEFAULT_KEY_FILE: &str = "/var/lib/observer/secret.key";
@@ -184,9 +184,16 @@ impl Fingerprinter {
         }
     }
 
-    /// The keyed hash of a user name, as `user.hash` carries it.
+    /// The keyed hash of a user name, as `user.hash` carries it: normalised first (trimmed,
+    /// lower-cased), so `Alice` in a form and `alice` in Basic auth are one account.
     pub fn user_hash(&self, user: &[u8]) -> String {
-        self.mac(b"user", user)
+        let name = String::from_utf8_lossy(user);
+        self.mac(b"user", name.trim().to_lowercase().as_bytes())
+    }
+
+    /// The keyed hash of a login body's user name.
+    pub fn login_user(&self, user: &RawUser) -> String {
+        self.user_hash(user.bytes())
     }
 }
 
@@ -249,5 +256,20 @@ mod tests {
         ));
         assert!(Fingerprinter::load(&dir.join("missing"), false).is_err());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn user_names_are_normalised_before_hashing() {
+        let f = Fingerprinter::with_key(&[9; 32]);
+        let h = f.user_hash(b"alice@example.com");
+        assert_eq!(f.user_hash(b"  Alice@Example.COM\t"), h);
+        assert_eq!(f.login_user(&RawUser::new(b"ALICE@example.com ")), h);
+        assert_ne!(f.user_hash(b"bob@example.com"), h);
+        assert_eq!(
+            f.user_hash("ÉLODIE".as_bytes()),
+            f.user_hash("élodie".as_bytes())
+        );
+        // Invalid UTF-8 is hashed as replaced, never a panic.
+        assert_eq!(f.user_hash(b"\xff").len(), 32);
     }
 }

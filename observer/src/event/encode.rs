@@ -7,7 +7,7 @@ use super::redact::split_target;
 use super::schema::*;
 use crate::addr::{Endpoints, Role};
 use crate::conn::host::ProcessInfo;
-use crate::detect::classify;
+use crate::detect::Verdict;
 use crate::detect::identity::Credential;
 use crate::detect::rules::{Alert, Rule};
 use crate::http::Exchange;
@@ -95,8 +95,16 @@ pub struct ExchangeContext<'a> {
 
 pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
     let field = a.rule.key_field();
-    let source = (field == "source.ip").then(|| Endpoint {
-        ip: Some(a.key.clone()),
+    // An attack tool's key is "ip tool".
+    let (ip, tool) = match a.rule {
+        Rule::AttackTool => match a.key.split_once(' ') {
+            Some((ip, tool)) => (Some(ip), Some(tool)),
+            None => (None, Some(a.key.as_str())),
+        },
+        _ => ((field == "source.ip").then_some(a.key.as_str()), None),
+    };
+    let source = ip.filter(|ip| *ip != "-").map(|ip| Endpoint {
+        ip: Some(ip.to_string()),
         ..Endpoint::default()
     });
     let credential = (a.rule == Rule::DistributedBruteForce).then(|| AlertCredential {
@@ -118,6 +126,12 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
             description: a.rule.description(),
         },
         source,
+        user_agent: tool.map(|t| AlertUserAgent {
+            name: t.to_string(),
+        }),
+        user: (a.rule == Rule::SuccessAfterFail).then(|| User {
+            hash: a.key.clone(),
+        }),
         observer: ObserverAlert {
             alert: AlertBody {
                 key: AlertKey {
@@ -132,6 +146,7 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
                 samples: a.samples.clone(),
                 losses_in_window: a.losses,
                 suppressed: a.suppressed,
+                distinct: a.distinct,
             },
             credential,
             run_id: run_id.to_string(),
@@ -141,10 +156,12 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
 
 pub fn exchange_event(
     x: &Exchange,
+    verdict: &Verdict,
     credential: Option<&Credential>,
+    user_hash: Option<&str>,
     ctx: &ExchangeContext<'_>,
 ) -> Event {
-    let class = classify(x.response.status);
+    let class = verdict.class;
     let (path, query) = split_target(&x.request.target.value);
     let (source, destination) = (ctx.view.source.clone(), ctx.view.destination.clone());
     let truncated = x.request.head_truncated
@@ -198,10 +215,11 @@ pub fn exchange_event(
         destination,
         user_agent: x.request.user_agent.as_ref().map(|u| UserAgent {
             original: u.value.clone(),
+            name: verdict.tool.map(str::to_string),
         }),
-        user: credential
-            .and_then(|c| c.user_hash.clone())
-            .map(|hash| User { hash }),
+        user: user_hash.map(|hash| User {
+            hash: hash.to_string(),
+        }),
         tls: ctx.tls.then_some(Tls { established: true }),
         process: Process {
             pid: ctx.tgid,

@@ -93,6 +93,15 @@ impl Endpoint {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct UserAgent {
     pub original: String,
+    /// The known attack tool it names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An alert's `user_agent`: the tool it is about.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertUserAgent {
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -197,6 +206,9 @@ pub struct AlertBody {
     /// Present on the summary sent when a cooldown ends: hits not alerted on during it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
+    /// For rules counting distinct values: the field whose values were counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -220,6 +232,10 @@ pub struct AlertEvent {
     pub rule: RuleOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<AlertUserAgent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
     pub observer: ObserverAlert,
 }
 

@@ -1,9 +1,11 @@
 //! Credentials as requests carry them: which headers and cookies hold one (configurable), and
 //! the raw value taken from them, held only until `detect::identity` fingerprints it.
 //!
-//! Part of HTTP parsing: imports nothing of the crate.
+//! Part of HTTP parsing: imports nothing of the crate but [`super::form`]'s field names.
 
 use base64::Engine as _;
+
+use super::form::FieldNames;
 
 /// Header names (lower case) that carry API keys, unless configured otherwise.
 pub const DEFAULT_API_KEY_HEADERS: &[&str] = &["x-api-key", "api-key", "x-auth-token", "apikey"];
@@ -91,6 +93,10 @@ pub struct CredentialNames {
     pub api_key_headers: Vec<String>,
     /// Cookie names, compared case-insensitively.
     pub session_cookies: Vec<String>,
+    /// Keep the first bytes of response bodies, for login failure markers to be searched in.
+    pub keep_response_body: bool,
+    /// Body fields that name the user and the password of a login.
+    pub fields: FieldNames,
 }
 
 impl Default for CredentialNames {
@@ -104,6 +110,8 @@ impl Default for CredentialNames {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            keep_response_body: false,
+            fields: FieldNames::default(),
         }
     }
 }

@@ -1,12 +1,16 @@
 //! What HTTP reassembly yields, whatever the version: requests, responses and their pairing
 //! into exchanges, the strings taken from traffic, the byte counts, and the counters of what
 //! reassembly gave up on. Shared by `h1` and a future `h2`; imports nothing of the crate but
-//! [`super::credential`].
+//! [`super::credential`] and [`super::form`].
 
 use super::credential::RawCredential;
+use super::form::LoginFields;
 
 /// Longest string kept from a traffic field (method, target, header value).
 pub const MAX_FIELD: usize = 2048;
+/// Longest prefix of a body kept: a request body read for a login's user name, a response body
+/// searched for a login failure marker. Bodies are otherwise counted, never kept.
+pub const MAX_BODY_KEPT: usize = 2048;
 
 /// Which half of the conversation a piece of bytes belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +93,8 @@ pub struct Request {
     pub head_truncated: bool,
     /// The credential the request carried, until the pipeline fingerprints it.
     pub credential: Option<RawCredential>,
+    /// What the body says of a login (user name until hashed, whether a password was sent).
+    pub login: LoginFields,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +106,9 @@ pub struct Response {
     pub end_ns: u64,
     /// The connection closed before the whole body its framing announced went through.
     pub incomplete: bool,
+    /// The first bytes of the body (at most [`MAX_BODY_KEPT`], within what the kernel copied),
+    /// kept only when login failure markers are configured; empty otherwise.
+    pub body_prefix: Vec<u8>,
 }
 
 /// One request with its response.
@@ -137,6 +146,8 @@ pub struct HttpCounters {
     pub capture_holes: u64,
     /// Requests dropped at such a hole: their response could no longer be told apart.
     pub dropped_at_holes: u64,
+    /// Bodies longer than the [`MAX_BODY_KEPT`] bytes kept of them: read from their prefix.
+    pub bodies_capped: u64,
 }
 
 impl HttpCounters {
@@ -150,5 +161,6 @@ impl HttpCounters {
         self.unanswered += o.unanswered;
         self.capture_holes += o.capture_holes;
         self.dropped_at_holes += o.dropped_at_holes;
+        self.bodies_capped += o.bodies_capped;
     }
 }

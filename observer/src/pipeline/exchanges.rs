@@ -133,8 +133,22 @@ impl<H: Host> Pipeline<H> {
                 .credential
                 .take()
                 .and_then(|raw| self.fingerprinter.as_ref().map(|f| f.credential(&raw)));
+            let verdict = self.classifier.classify(&x);
+            // So does the user name of a login body: only its keyed hash is kept, and only
+            // when the exchange was a login; otherwise the credential's user, if any.
+            let body_user = x.request.login.user.take();
+            let user_hash = match (&verdict.login, body_user, &self.fingerprinter) {
+                (Some(_), Some(u), Some(f)) => Some(f.login_user(&u)),
+                _ => credential.as_ref().and_then(|c| c.user_hash.clone()),
+            };
             self.next_sequence += 1;
-            let mut ev = exchange_event(&x, credential.as_ref(), &ctx);
+            let mut ev = exchange_event(
+                &x,
+                &verdict,
+                credential.as_ref(),
+                user_hash.as_deref(),
+                &ctx,
+            );
             ev.meta_mut().sequence = self.next_sequence;
             out.push(ev);
             self.counters.exchanges += 1;
@@ -142,8 +156,11 @@ impl<H: Host> Pipeline<H> {
                 ts_ns: x.response.end_ns,
                 sequence: self.next_sequence,
                 status: x.response.status,
+                login: verdict.login,
+                user: user_hash.as_deref(),
                 source_ip,
                 credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
+                tool: verdict.tool,
                 service: Some(&view.service),
             };
             for alert in self.detector.observe(&facts) {

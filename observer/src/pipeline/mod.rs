@@ -9,6 +9,8 @@ mod conns;
 mod exchanges;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_login;
 
 use std::collections::HashMap;
 
@@ -19,7 +21,9 @@ use crate::addr::{Endpoints, Role, SockAddr};
 use crate::capture::CaptureEvent;
 use crate::conn::host::{Host, ProcessInfo};
 use crate::conn::{ConnKey, ConnTable};
+use crate::detect::Classifier;
 use crate::detect::identity::Fingerprinter;
+use crate::detect::login::LoginConfig;
 use crate::detect::rules::{DetectConfig, Detector};
 use crate::event::{Clock, ConnView, Event, alert_event};
 use crate::http::{CredentialNames, HttpCounters};
@@ -49,6 +53,7 @@ pub struct Pipeline<H: Host> {
     untracked: Vec<ConnKey>,
     /// Without one, credentials are not reported (replay without the host key).
     fingerprinter: Option<Fingerprinter>,
+    classifier: Classifier,
     detector: Detector,
     /// `event.sequence` of the last event made: gap-free per run.
     next_sequence: u64,
@@ -110,6 +115,7 @@ impl<H: Host> Pipeline<H> {
             ports: Vec::new(),
             untracked: Vec::new(),
             fingerprinter: None,
+            classifier: Classifier::default(),
             detector: Detector::new(DetectConfig::default()),
             next_sequence: 0,
             reported_caps: [0; CAPS.len()],
@@ -128,7 +134,14 @@ impl<H: Host> Pipeline<H> {
         self
     }
 
+    /// Tells login attempts by these routes.
+    pub fn with_login(mut self, login: LoginConfig) -> Self {
+        self.classifier.login = login;
+        self
+    }
+
     pub fn with_detection(mut self, cfg: DetectConfig) -> Self {
+        self.classifier.tools = cfg.attack_tools.clone();
         self.detector = Detector::new(cfg);
         self
     }
@@ -354,6 +367,7 @@ impl<H: Host> Pipeline<H> {
                 "unanswered": http.unanswered,
                 "capture_holes": http.capture_holes,
                 "dropped_at_holes": http.dropped_at_holes,
+                "bodies_capped": http.bodies_capped,
             },
             "late_address_lookups": self.counters.late_address_lookups,
             "tls_connections": self.counters.tls_connections,

@@ -32,6 +32,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     )
     .with_ports(args.ports.clone())
     .with_credential_names(file.credential_names()?)
+    .with_login(file.login()?)
     .with_detection(file.detection()?);
     if let Some(k) = &args.key_file {
         pipeline = pipeline.with_fingerprinter(Fingerprinter::load(k, false)?);

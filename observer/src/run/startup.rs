@@ -48,6 +48,7 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
         .with_ports(cfg.ports.clone())
         .with_fingerprinter(fingerprinter)
         .with_credential_names(cfg.credential_names.clone())
+        .with_login(cfg.login.clone())
         .with_detection(cfg.detection.clone());
     let mut recorder = match &cfg.record {
         Some(path) => Some(record::Writer::create(

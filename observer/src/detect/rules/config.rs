@@ -11,16 +11,50 @@ pub enum Rule {
     AuthzProbing,
     Excess404,
     ErrorSpike,
+    AttackTool,
+    SuccessAfterFail,
 }
 
+/// User-Agent words of known attack tools, matched case-insensitively anywhere in the header,
+/// in this order (so `dirbuster` is told before `dirb`), unless configured otherwise.
+pub const DEFAULT_ATTACK_TOOLS: &[&str] = &[
+    "hydra",
+    "sqlmap",
+    "nikto",
+    "nuclei",
+    "ffuf",
+    "gobuster",
+    "wfuzz",
+    "dirbuster",
+    "feroxbuster",
+    "dirb",
+    "masscan",
+    "zgrab",
+    "nmap",
+    "wpscan",
+    "medusa",
+    "acunetix",
+    "netsparker",
+    "w3af",
+    "arachni",
+    "skipfish",
+    "commix",
+    "havij",
+    "openvas",
+    "jaeles",
+    "xsstrike",
+];
+
 impl Rule {
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 8] = [
         Rule::BruteForce,
         Rule::CredentialStuffing,
         Rule::DistributedBruteForce,
         Rule::AuthzProbing,
         Rule::Excess404,
         Rule::ErrorSpike,
+        Rule::AttackTool,
+        Rule::SuccessAfterFail,
     ];
 
     pub fn name(self) -> &'static str {
@@ -31,6 +65,8 @@ impl Rule {
             Rule::AuthzProbing => "authz_probing",
             Rule::Excess404 => "excess_404",
             Rule::ErrorSpike => "error_spike",
+            Rule::AttackTool => "attack_tool",
+            Rule::SuccessAfterFail => "success_after_fail",
         }
     }
 
@@ -39,6 +75,8 @@ impl Rule {
         match self {
             Rule::BruteForce => "authn_login_fail_max",
             Rule::Excess404 => "malicious_excess_404",
+            Rule::AttackTool => "malicious_attack_tool",
+            Rule::SuccessAfterFail => "authn_login_successafterfail",
             other => other.name(),
         }
     }
@@ -47,7 +85,7 @@ impl Rule {
         match self {
             Rule::BruteForce => "Many failed authentications from one source",
             Rule::CredentialStuffing => {
-                "Many distinct credentials failing authentication from one source"
+                "Many distinct credentials or accounts failing authentication from one source"
             }
             Rule::DistributedBruteForce => {
                 "One credential failing authentication from many sources"
@@ -55,6 +93,8 @@ impl Rule {
             Rule::AuthzProbing => "Many denied authorizations for one source",
             Rule::Excess404 => "Many requests for paths that do not exist from one source",
             Rule::ErrorSpike => "Server errors well above normal for one service",
+            Rule::AttackTool => "Requests from a known attack tool",
+            Rule::SuccessAfterFail => "An account logged in after many failed logins",
         }
     }
 
@@ -63,6 +103,8 @@ impl Rule {
         match self {
             Rule::DistributedBruteForce => "observer.credential.fingerprint",
             Rule::ErrorSpike => "service",
+            Rule::AttackTool => "source.ip,user_agent.name",
+            Rule::SuccessAfterFail => "user.hash",
             _ => "source.ip",
         }
     }
@@ -91,10 +133,18 @@ pub struct ErrorSpike {
 pub struct DetectConfig {
     pub brute_force: Threshold,
     pub credential_stuffing: Threshold,
+    /// Credential stuffing counted by distinct accounts (`user.hash`) of failed logins.
+    pub credential_stuffing_accounts: Threshold,
     pub distributed_brute_force: Threshold,
     pub authz_probing: Threshold,
     pub excess_404: Threshold,
     pub error_spike: ErrorSpike,
+    /// Requests from a known attack tool, per source and tool.
+    pub attack_tool: Threshold,
+    /// Lower-case User-Agent words, in the order they are tried.
+    pub attack_tools: Vec<String>,
+    /// A login of an account after this many failures (from any source) in the window.
+    pub success_after_fail: Threshold,
     /// After an alert, repeats of the same rule and key are counted, not emitted, this long.
     pub cooldown_ns: u64,
     pub max_keys: usize,
@@ -110,6 +160,7 @@ impl Default for DetectConfig {
         Self {
             brute_force: t(5, 600),
             credential_stuffing: t(10, 600),
+            credential_stuffing_accounts: t(10, 600),
             distributed_brute_force: t(5, 600),
             authz_probing: t(10, 300),
             // "More than 100".
@@ -121,6 +172,9 @@ impl Default for DetectConfig {
                 window_ns: 60 * SEC,
                 consecutive: 5,
             },
+            attack_tool: t(1, 600),
+            attack_tools: DEFAULT_ATTACK_TOOLS.iter().map(|s| s.to_string()).collect(),
+            success_after_fail: t(5, 600),
             cooldown_ns: 300 * SEC,
             max_keys: 10_000,
         }

@@ -1,21 +1,27 @@
-//! Windowed rules: brute force, credential stuffing, distributed brute force, authorization
-//! probing, excess 404s and error spikes.
+//! Windowed rules: brute force, credential stuffing (by credentials and by accounts),
+//! distributed brute force, authorization probing, excess 404s, error spikes, attack tools and
+//! logins that succeed after many failures.
 //!
 //! Time is the exchanges' own (monotonic nanoseconds), so rules are tested on generated streams
 //! with no sleeps. Memory is bounded: each rule keeps at most `max_keys` keys and each key a
 //! bounded window; the least recently seen key is evicted first, and evictions are counted.
 //!
-//! [`config`] holds the rules and their settings, [`window`] the per-key state, this file the
-//! detector. Plain data in (`Facts`), alerts out: imports nothing of the crate.
+//! [`config`] holds the rules and their settings, [`window`] the per-key state, [`logins`] the
+//! rules on accounts and tools, this file the detector. Plain data in (`Facts`), alerts out: imports nothing of the crate but the login
+//! outcome of [`super::login`].
 
 mod config;
+mod logins;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_logins;
 mod window;
 
 use std::collections::{HashMap, VecDeque};
 
-pub use config::{DetectConfig, ErrorSpike, Rule, Threshold};
+use super::login::LoginOutcome;
+pub use config::{DEFAULT_ATTACK_TOOLS, DetectConfig, ErrorSpike, Rule, Threshold};
 use window::{Cooldown, Distinct, Hits, Spike, slot};
 
 /// Sample exchanges (their `event.sequence`) an alert carries.
@@ -29,8 +35,14 @@ pub struct Facts<'a> {
     pub ts_ns: u64,
     pub sequence: u64,
     pub status: u16,
+    /// Set for a login attempt whose answer tells how it ended.
+    pub login: Option<LoginOutcome>,
+    /// `user.hash`: the account a login named (its body, Basic auth, a JWT's `sub`).
+    pub user: Option<&'a str>,
     pub source_ip: Option<&'a str>,
     pub credential: Option<&'a str>,
+    /// The attack tool the User-Agent names, if any.
+    pub tool: Option<&'a str>,
     /// The target service: process and local port.
     pub service: Option<&'a str>,
 }
@@ -49,6 +61,8 @@ pub struct Alert {
     pub losses: u64,
     /// For a summary at the end of a cooldown: hits that were not alerted on.
     pub suppressed: Option<u64>,
+    /// For rules that count distinct values: the field counted (`user.hash`, ...).
+    pub distinct: Option<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +77,8 @@ pub struct DetectCounters {
 pub struct Detector {
     cfg: DetectConfig,
     counts: HashMap<Rule, HashMap<String, Hits>>,
-    distinct: HashMap<Rule, HashMap<String, Distinct>>,
+    /// Per rule and the field whose distinct values it counts.
+    distinct: HashMap<(Rule, &'static str), HashMap<String, Distinct>>,
     spikes: HashMap<String, Spike>,
     cooldowns: HashMap<(Rule, String), Cooldown>,
     /// (time, records lost) as reported, oldest first.
@@ -98,10 +113,13 @@ impl Detector {
         [
             c.brute_force.window_ns,
             c.credential_stuffing.window_ns,
+            c.credential_stuffing_accounts.window_ns,
             c.distributed_brute_force.window_ns,
             c.authz_probing.window_ns,
             c.excess_404.window_ns,
             c.error_spike.window_ns,
+            c.attack_tool.window_ns,
+            c.success_after_fail.window_ns,
         ]
         .into_iter()
         .max()
@@ -119,16 +137,20 @@ impl Detector {
     /// Feeds one exchange; returns the alerts it raises (at most one per rule and key).
     pub fn observe(&mut self, f: &Facts<'_>) -> Vec<Alert> {
         let mut fired = Vec::new();
-        let authn_fail = matches!(f.status, 401 | 407);
+        // 401 and 407 anywhere, and every failed (or locked-out) login attempt.
+        let authn_fail = matches!(f.status, 401 | 407)
+            || matches!(f.login, Some(LoginOutcome::Fail | LoginOutcome::Lock));
         if let Some(ip) = f.source_ip {
             if authn_fail {
                 let c = self.cfg.brute_force;
                 self.count(Rule::BruteForce, c, ip, f, &mut fired);
                 if let Some(cred) = f.credential {
                     let c = self.cfg.credential_stuffing;
-                    self.distinct(Rule::CredentialStuffing, c, ip, cred, f, &mut fired);
+                    let table = (Rule::CredentialStuffing, "observer.credential.fingerprint");
+                    self.distinct(table, c, ip, cred, f, &mut fired);
                 }
             }
+            self.accounts(ip, f, &mut fired);
             if f.status == 403 {
                 let c = self.cfg.authz_probing;
                 self.count(Rule::AuthzProbing, c, ip, f, &mut fired);
@@ -140,15 +162,25 @@ impl Detector {
         }
         if authn_fail && let (Some(cred), Some(ip)) = (f.credential, f.source_ip) {
             let c = self.cfg.distributed_brute_force;
-            self.distinct(Rule::DistributedBruteForce, c, cred, ip, f, &mut fired);
+            let table = (Rule::DistributedBruteForce, "source.ip");
+            self.distinct(table, c, cred, ip, f, &mut fired);
         }
+        self.attack_tool(f, &mut fired);
+        self.success_after_fail(f, &mut fired);
         if let Some(service) = f.service {
             self.spike(service, f, &mut fired);
         }
         fired
     }
 
-    fn count(&mut self, rule: Rule, c: Threshold, key: &str, f: &Facts<'_>, out: &mut Vec<Alert>) {
+    pub(super) fn count(
+        &mut self,
+        rule: Rule,
+        c: Threshold,
+        key: &str,
+        f: &Facts<'_>,
+        out: &mut Vec<Alert>,
+    ) {
         if !c.enabled {
             return;
         }
@@ -182,7 +214,7 @@ impl Detector {
             .collect();
         let count = state.hits.len() as u64;
         self.fire(
-            rule,
+            (rule, None),
             key,
             count,
             c.threshold,
@@ -195,9 +227,9 @@ impl Detector {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn distinct(
+    pub(super) fn distinct(
         &mut self,
-        rule: Rule,
+        (rule, counted): (Rule, &'static str),
         c: Threshold,
         key: &str,
         item: &str,
@@ -209,7 +241,7 @@ impl Detector {
         }
         let max = self.cfg.max_keys;
         let state = slot(
-            self.distinct.entry(rule).or_default(),
+            self.distinct.entry((rule, counted)).or_default(),
             key,
             max,
             &mut self.counters.evicted,
@@ -249,7 +281,7 @@ impl Detector {
             .map(|s| s.1)
             .collect();
         self.fire(
-            rule,
+            (rule, Some(counted)),
             key,
             count,
             c.threshold,
@@ -310,7 +342,7 @@ impl Detector {
             (s.consecutive, c.consecutive)
         };
         self.fire(
-            Rule::ErrorSpike,
+            (Rule::ErrorSpike, None),
             service,
             count,
             threshold,
@@ -323,9 +355,9 @@ impl Detector {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn fire(
+    pub(super) fn fire(
         &mut self,
-        rule: Rule,
+        (rule, distinct): (Rule, Option<&'static str>),
         key: &str,
         count: u64,
         threshold: u64,
@@ -359,6 +391,7 @@ impl Detector {
                 last_ns: now_ns,
                 threshold,
                 window_ns,
+                distinct,
             },
         );
         self.counters.alerts += 1;
@@ -373,6 +406,7 @@ impl Detector {
             samples,
             losses: self.losses_since(first_ns),
             suppressed: None,
+            distinct,
         });
     }
 
@@ -388,6 +422,7 @@ impl Detector {
             samples: Vec::new(),
             losses: self.losses_since(cd.first_ns),
             suppressed: Some(cd.suppressed),
+            distinct: cd.distinct,
         }
     }
 

@@ -8,8 +8,11 @@ fn facts<'a>(ts_s: u64, seq: u64, status: u16, ip: &'a str, cred: Option<&'a str
         ts_ns: ts_s * SEC,
         sequence: seq,
         status,
+        login: None,
+        user: None,
         source_ip: Some(ip),
         credential: cred,
+        tool: None,
         service: Some("api:8080"),
     }
 }

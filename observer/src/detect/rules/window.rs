@@ -34,6 +34,8 @@ pub(super) struct Cooldown {
     pub(super) last_ns: u64,
     pub(super) threshold: u64,
     pub(super) window_ns: u64,
+    /// What the alert counted distinct values of, for its summary.
+    pub(super) distinct: Option<&'static str>,
 }
 
 pub(super) trait LastSeen {

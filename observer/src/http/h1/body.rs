@@ -100,6 +100,7 @@ impl HttpConn {
         if let Chunk::Data(remaining) = state {
             let n = remaining.min(input.len() as u64);
             half.add_body(n, n);
+            half.body_bytes(&input[..n as usize], counters);
             half.framing = Framing::Chunked(if n == remaining {
                 Chunk::DataEnd
             } else {
@@ -164,6 +165,7 @@ impl HttpConn {
             Framing::Length(remaining) => {
                 let n = remaining.min(gap);
                 half.add_body(n, n);
+                half.body_gap();
                 if let Some(Partial::Request(r)) = half.current.as_mut() {
                     r.incomplete_copy = true;
                 }
@@ -179,13 +181,17 @@ impl HttpConn {
             }
             Framing::Chunked(Chunk::Data(remaining)) if gap <= remaining => {
                 half.add_body(gap, gap);
+                half.body_gap();
                 half.framing = Framing::Chunked(if gap == remaining {
                     Chunk::DataEnd
                 } else {
                     Chunk::Data(remaining - gap)
                 });
             }
-            Framing::UntilClose => half.add_body(gap, gap),
+            Framing::UntilClose => {
+                half.add_body(gap, gap);
+                half.body_gap();
+            }
             Framing::Resync | Framing::Tunnel => {}
             Framing::Head if half.head.is_empty() => {
                 // Nothing of a message was seen; the uncopied bytes start one we cannot read.

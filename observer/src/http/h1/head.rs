@@ -3,6 +3,7 @@
 
 use super::body::BodyFraming;
 use super::{Framing, HttpConn, Partial};
+use crate::http::form::{BodyKind, LoginFields};
 use crate::http::message::{Exchange, Request, Response, Side, Sizes, Text};
 
 /// Largest message head held while waiting for its end.
@@ -125,6 +126,7 @@ impl HttpConn {
             end_ns: ts_ns,
             incomplete_copy: false,
             head_truncated: false,
+            login: LoginFields::default(),
             credential: self
                 .names
                 .extract(headers.iter().map(|h| (h.name, h.value))),
@@ -169,6 +171,18 @@ impl HttpConn {
         if upgrade {
             self.upgrade_asked = true;
         }
+        // Bodies that may be a login form are kept (a prefix) to read the user name from.
+        let kind = if matches!(framing, BodyFraming::None) {
+            None
+        } else {
+            let ct = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+                .map(|h| h.value);
+            BodyKind::of(ct)
+        };
+        self.req.keep_body(kind.is_some(), kind);
         self.start_body(
             Side::Request,
             Partial::Request(request),
@@ -228,7 +242,9 @@ impl HttpConn {
             start_ns: self.resp.head_start_ns,
             end_ns: ts_ns,
             incomplete: false,
+            body_prefix: Vec::new(),
         };
+        self.resp.keep_body(self.names.keep_response_body, None);
         self.start_body(
             Side::Response,
             Partial::Response(response),

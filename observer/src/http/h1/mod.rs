@@ -17,8 +17,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use crate::http::credential::CredentialNames;
+use crate::http::form::BodyKind;
 use crate::http::message::{
-    Exchange, HttpCounters, MAX_FIELD, Request, Response, Side, Sizes, Text,
+    Exchange, HttpCounters, MAX_BODY_KEPT, MAX_FIELD, Request, Response, Side, Sizes, Text,
 };
 use body::{Chunk, MAX_CHUNK_LINE};
 pub use head::{MAX_HEAD, looks_like_start};
@@ -56,6 +57,14 @@ struct HalfStream {
     /// Bytes of a chunk-size or trailer line.
     line: Vec<u8>,
     current: Option<Partial>,
+    /// Keep a prefix of the current message's body in `body`.
+    keep: bool,
+    /// How a kept request body is read for a login.
+    kind: Option<BodyKind>,
+    /// The kept prefix of the current message's body, at most [`MAX_BODY_KEPT`] bytes.
+    body: Vec<u8>,
+    /// The body went on past what `body` holds (the cap, or bytes the kernel did not copy).
+    body_cut: bool,
 }
 
 impl HalfStream {
@@ -66,6 +75,10 @@ impl HalfStream {
             head_start_ns: 0,
             line: Vec::new(),
             current: None,
+            keep: false,
+            kind: None,
+            body: Vec::new(),
+            body_cut: false,
         }
     }
 
@@ -74,7 +87,41 @@ impl HalfStream {
         self.head.clear();
         self.line.clear();
         self.current = None;
+        self.forget_body();
         counters.resyncs += 1;
+    }
+
+    /// Starts a message whose body prefix is kept (or not), to be read as `kind`.
+    fn keep_body(&mut self, keep: bool, kind: Option<BodyKind>) {
+        self.forget_body();
+        self.keep = keep;
+        self.kind = kind;
+    }
+
+    fn forget_body(&mut self) {
+        self.keep = false;
+        self.kind = None;
+        self.body.clear();
+        self.body_cut = false;
+    }
+
+    /// Payload bytes of the current body, in order: kept up to the cap, which is counted once
+    /// per body when it bites.
+    fn body_bytes(&mut self, bytes: &[u8], counters: &mut HttpCounters) {
+        if !self.keep || self.body_cut || bytes.is_empty() {
+            return;
+        }
+        let room = MAX_BODY_KEPT - self.body.len();
+        if bytes.len() > room {
+            self.body_cut = true;
+            counters.bodies_capped += 1;
+        }
+        self.body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Body bytes the kernel moved but did not copy: what follows is no longer contiguous.
+    fn body_gap(&mut self) {
+        self.body_cut = true;
     }
 
     fn sizes_mut(&mut self) -> Option<&mut Sizes> {
@@ -142,12 +189,15 @@ impl HttpConn {
             + self.resp.head.len()
             + self.req.line.len()
             + self.resp.line.len()
+            + self.req.body.len()
+            + self.resp.body.len()
             + self
                 .pending
                 .iter()
                 .map(|r| {
                     r.method.value.len()
                         + r.target.value.len()
+                        + r.login.user.as_ref().map_or(0, |u| u.bytes().len())
                         + text(&r.host)
                         + text(&r.user_agent)
                 })
@@ -160,7 +210,10 @@ impl HttpConn {
     }
 
     /// The most [`HttpConn::held_bytes`] can be.
-    pub const MAX_HELD: usize = 2 * MAX_HEAD + 2 * MAX_CHUNK_LINE + MAX_PENDING * 4 * MAX_FIELD;
+    pub const MAX_HELD: usize = 2 * MAX_HEAD
+        + 2 * MAX_CHUNK_LINE
+        + 2 * MAX_BODY_KEPT
+        + MAX_PENDING * (4 * MAX_FIELD + MAX_BODY_KEPT);
 
     /// True once the connection switched to another protocol.
     pub fn is_tunnel(&self) -> bool {
@@ -277,8 +330,13 @@ impl HttpConn {
             Framing::Head => self.step_head(side, input, ts_ns, out),
             Framing::Length(remaining) => {
                 let n = remaining.min(input.len() as u64);
-                let half = self.half(side);
+                let counters = &mut self.counters;
+                let half = match side {
+                    Side::Request => &mut self.req,
+                    Side::Response => &mut self.resp,
+                };
                 half.add_body(n, n);
+                half.body_bytes(&input[..n as usize], counters);
                 if n == remaining {
                     self.finish_message(side, ts_ns, out);
                 } else {
@@ -289,8 +347,13 @@ impl HttpConn {
             Framing::Chunked(state) => self.step_chunked(side, state, input, ts_ns, out),
             Framing::UntilClose => {
                 let n = input.len() as u64;
-                let half = self.half(side);
+                let counters = &mut self.counters;
+                let half = match side {
+                    Side::Request => &mut self.req,
+                    Side::Response => &mut self.resp,
+                };
                 half.add_body(n, n);
+                half.body_bytes(input, counters);
                 if let Some(Partial::Response(r)) = half.current.as_mut() {
                     r.end_ns = ts_ns;
                 }
@@ -320,13 +383,22 @@ impl HttpConn {
         let Some(msg) = half.current.take() else {
             return;
         };
+        let kept = half.keep.then(|| std::mem::take(&mut half.body));
+        let (kind, whole) = (half.kind, !half.body_cut);
+        half.forget_body();
         match msg {
             Partial::Request(mut r) => {
                 r.end_ns = ts_ns;
+                if let (Some(kind), Some(body)) = (kind, kept.as_deref())
+                    && !body.is_empty()
+                {
+                    r.login = self.names.fields.read(kind, body, whole);
+                }
                 self.push_pending(r);
             }
             Partial::Response(mut r) => {
                 r.end_ns = r.end_ns.max(ts_ns);
+                r.body_prefix = kept.unwrap_or_default();
                 match self.pending.pop_front() {
                     Some(request) => out.push(Exchange {
                         request,
