@@ -40,7 +40,14 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         Some(k) => Some(crate::sink::integrity::load_key(k)?),
         None => None,
     };
-    let chain = crate::sink::integrity::Chain::new(&reader.header.run_id, key);
+    let chain = crate::sink::integrity::Chain::start(
+        &reader.header.run_id,
+        key,
+        crate::sink::integrity::Start::New(format!(
+            "a replay of the recording {}",
+            args.recording.display()
+        )),
+    );
     let mut sink = if args.output.as_os_str() == "-" {
         Sink::stdout(chain)
     } else {

@@ -19,8 +19,9 @@ use crate::detect::identity::Fingerprinter;
 use crate::event::{Clock, Event, lifecycle_event, new_run_id};
 use crate::pipeline::Pipeline;
 use crate::recording::record::{self, RecordingHost};
-use crate::sink::integrity::Chain;
-use crate::sink::{Sink, Writer, metrics};
+use crate::sink::integrity::{Chain, Start};
+use crate::sink::state::HostState;
+use crate::sink::{Format, Sink, Writer, metrics};
 
 pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     // Before anything is announced: a signal that arrives right after sys_startup must find
@@ -119,14 +120,44 @@ fn startup_event(
     startup
 }
 
-/// Standard output or the file, hash-chained, in the configured format.
+/// Standard output or the file, in the configured format; JSON lines hash-chained from the
+/// host state's last head (a new chain when there is none) and sealed when the state holds a
+/// sealing key.
 fn open_sink(cfg: &RunConfig, run_id: &str) -> anyhow::Result<Sink> {
-    let chain = Chain::new(run_id, cfg.integrity_key.clone());
-    let sink = match &cfg.output {
+    let state = match cfg.format {
+        Format::Json => Some(HostState::open(&cfg.state_file)?),
+        Format::Pretty => None,
+    };
+    let start = match &state {
+        Some(HostState {
+            head: Some(head), ..
+        }) => Start::Continue(head.clone()),
+        Some(st) if st.existed => Start::New(format!(
+            "the state file {} holds no chain head yet",
+            st.path().display()
+        )),
+        Some(st) => {
+            tracing::warn!(
+                "no state file at {}: this run starts a new chain (the first run on this host, \
+                 or the file was removed)",
+                st.path().display()
+            );
+            Start::New(format!(
+                "no state file at {}: the first run on this host, or the file was removed",
+                st.path().display()
+            ))
+        }
+        None => Start::New("pretty output is not chained".into()),
+    };
+    let chain = Chain::start(run_id, cfg.integrity_key.clone(), start);
+    let mut sink = match &cfg.output {
         None => Sink::stdout(chain),
         Some(path) => Sink::file(path, cfg.rotation, chain)?,
     }
     .with_format(cfg.format);
+    if let Some(st) = state {
+        sink = sink.with_state(st);
+    }
     Ok(sink)
 }
 
