@@ -250,7 +250,7 @@ pub struct ObserverLifecycle {
 }
 
 /// A place in the hash chain: the chain value of a line, its run and sequence.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ChainPoint {
     pub head: String,
     pub run_id: String,

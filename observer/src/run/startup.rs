@@ -31,6 +31,7 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     let run_id = new_run_id();
     let config_hash = cfg.config_hash();
     let sink = open_sink(cfg, &run_id)?;
+    let (chain_from, new_chain) = sink.start_fields();
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
     let metrics_page = serve_metrics(cfg.metrics).await?;
     let mut capture = load(cfg)?;
@@ -60,6 +61,8 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
                 targets: initial.clone(),
                 started_ns,
                 config_hash: Some(config_hash.clone()),
+                chain_from,
+                new_chain,
             },
         )?),
         None => None,

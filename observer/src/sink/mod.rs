@@ -291,8 +291,9 @@ impl Sink {
         Ok(())
     }
 
-    /// What `sys_startup` says of where the chain starts.
-    fn start_fields(&self) -> (Option<crate::event::ChainPoint>, Option<String>) {
+    /// What `sys_startup` says of where the chain starts: the checkpoint it continues from, or
+    /// why it starts a new chain.
+    pub fn start_fields(&self) -> (Option<crate::event::ChainPoint>, Option<String>) {
         if self.format != Format::Json {
             return (None, None);
         }

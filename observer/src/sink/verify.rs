@@ -433,7 +433,7 @@ impl Verifier<'_> {
                             .into(),
                     );
                 }
-                if unix_seconds(timestamp).is_none_or(|t| t >= vk.schedule.start) {
+                if unix_seconds(timestamp).is_none_or(|t| t > vk.schedule.start) {
                     return Err(
                         "the line is not sealed, though it is dated after the sealing key was \
                          made: its seal was removed or the line was forged"
