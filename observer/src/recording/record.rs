@@ -45,6 +45,9 @@ pub struct Header {
     /// replay chains its lines as the live run did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_from: Option<crate::event::ChainPoint>,
+    /// `observer.capture` of the recorded run's `sys_startup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<serde_json::Value>,
     /// Or why it started a new chain (`observer.new_chain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_chain: Option<String>,
@@ -327,6 +330,7 @@ mod tests {
             started_ns: 3,
             config_hash: Some("ab".into()),
             chain_from: None,
+            capture: None,
             new_chain: Some("a test".into()),
         };
         let entries = vec![

@@ -80,6 +80,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
                     );
                     if let crate::event::Event::Lifecycle(l) = &mut start {
                         l.observer.config_hash = reader.header.config_hash.clone();
+                        l.observer.capture = reader.header.capture.clone();
                     }
                     events.push(pipeline.stamp(start));
                 }

@@ -62,6 +62,7 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
                 started_ns,
                 config_hash: Some(config_hash.clone()),
                 chain_from,
+                capture: serde_json::to_value(capture.report()).ok(),
                 new_chain,
             },
         )?),

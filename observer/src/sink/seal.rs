@@ -57,6 +57,8 @@ pub fn unix_now() -> u64 {
 pub struct EpochKey {
     epoch: u64,
     key: Zeroizing<[u8; 32]>,
+    /// The MAC key derived from `key`, kept so a line costs one HMAC.
+    mac: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for EpochKey {
@@ -70,7 +72,8 @@ impl EpochKey {
         let mut key = key;
         let k = Zeroizing::new(key);
         key.zeroize();
-        Self { epoch, key: k }
+        let mac = Zeroizing::new(hmac(&k, &[MAC]));
+        Self { epoch, key: k, mac }
     }
 
     pub fn epoch(&self) -> u64 {
@@ -87,13 +90,15 @@ impl EpochKey {
         let mut next = hmac(&self.key, &[EVOLVE]);
         self.key.copy_from_slice(&next);
         next.zeroize();
+        let mut mac = hmac(&self.key, &[MAC]);
+        self.mac.copy_from_slice(&mac);
+        mac.zeroize();
         self.epoch += 1;
     }
 
     /// The tag of a line whose chain value is `chain`.
     pub fn tag(&self, chain: &[u8; 32]) -> [u8; 32] {
-        let mac = Zeroizing::new(hmac(&self.key, &[MAC]));
-        hmac(&mac, &[&self.epoch.to_be_bytes(), chain])
+        hmac(&self.mac, &[&self.epoch.to_be_bytes(), chain])
     }
 }
 
