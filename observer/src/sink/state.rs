@@ -30,8 +30,8 @@ pub enum StateError {
     #[error("the state file {path} is readable by others; run `chmod 600 {path}`")]
     Exposed { path: PathBuf },
     #[error(
-        "the state file {path} is in use by another observer; give each run of observer its own \
-         --state-file"
+        "the state file {path} is in use by a running observer: stop it first, or give each \
+         observer its own --state-file"
     )]
     Locked { path: PathBuf },
     #[error("cannot use the state file {path}: {source}")]

@@ -229,13 +229,13 @@ impl Verifier<'_> {
             _ => None,
         };
         let first_of_line = stands_from.unwrap_or(seq);
-        let expected_prev = if first_of_line == 1 {
+        let expected_prev = if action == "sys_checkpoint" {
+            self.checkpoint(&v, &place)?
+        } else if first_of_line == 1 {
             if action != "sys_startup" && stands_from.is_none() {
                 return Err("a run must start with sys_startup".into());
             }
             self.run_start(&v, &place)?
-        } else if action == "sys_checkpoint" {
-            self.checkpoint(&v, &place)?
         } else {
             let Some(p) = self.prev else {
                 return Err(format!(
@@ -365,6 +365,10 @@ impl Verifier<'_> {
                             Some((place.clone(), format!("run {run_id}, which {why}")))
                     }
                     Some(_) if self.run_legacy && previous_legacy => {}
+                    Some(_) if previous_legacy => self.sum.notes.push(format!(
+                        "run {run_id} {why} after runs of an earlier version of observer (an \
+                         upgrade): nothing links it to them"
+                    )),
                     Some(_) => {
                         let msg = format!(
                             "run {run_id} {why} after earlier runs: the host's state file was \

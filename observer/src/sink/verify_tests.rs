@@ -314,7 +314,42 @@ fn a_line_of_an_earlier_version_verifies_and_says_so() {
     assert_eq!(s.legacy_runs, 1);
     // An earlier version's run after a current one is a new chain, not silently accepted.
     let (a, _) = run(new(), "ra", 4);
-    fails("legacy-after", &[a, lines].concat(), 5, "--accept-restart");
+    fails(
+        "legacy-after",
+        &[a.clone(), lines.clone()].concat(),
+        5,
+        "--accept-restart",
+    );
+    // The other way round is an upgrade: accepted, with a note.
+    let s = check("upgrade", &[lines, a].concat()).unwrap();
+    assert!(s.notes[0].contains("an upgrade"), "{:?}", s.notes);
+}
+
+#[test]
+fn a_rotation_right_after_sys_startup_checkpoints_sequence_1() {
+    let dir = tmp("rot1");
+    let path = dir.join("events.jsonl");
+    let rotation = Rotation {
+        max_bytes: 4096,
+        keep: 3,
+    };
+    let mut sink = Sink::file(&path, Some(rotation), Chain::start("r1", None, new())).unwrap();
+    // A sys_startup longer than a file: the next line goes to a new file.
+    let mut start = lifecycle_event("sys_startup", TS.into(), "r1", (1..1500).collect(), None);
+    start.meta_mut().sequence = 1;
+    sink.emit(start).unwrap();
+    sink.emit(ev("sys_shutdown", 2, "r1")).unwrap();
+    sink.flush().unwrap();
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let live = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        live.starts_with("{") && live.contains("sys_checkpoint"),
+        "{live}"
+    );
+    assert!(verify(&[rotated, path.clone()], Options::default()).is_ok());
+    let s = verify(std::slice::from_ref(&path), Options::default()).unwrap();
+    assert!(s.begins.unwrap().1.contains("after event.sequence 1"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn schedule() -> Schedule {
