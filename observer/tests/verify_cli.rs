@@ -142,6 +142,18 @@ fn sealed_runs_verify_and_failures_exit_non_zero_with_a_clear_message() {
     let head1 = write_run(&log, &state, "r1", 5, true);
     write_run(&log, &state, "r2", 4, true);
     let head3 = write_run(&log, &state, "r3", 6, true);
+    // Neither the host's sealing key nor the verification key is in the log.
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let host_key = st["seal"]["key"].as_str().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(host_key));
+    let vk_hex = std::fs::read_to_string(&vk).unwrap();
+    assert!(!text.contains(vk_hex.trim().split(':').nth(1).unwrap()));
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let (code, out) = observer(&["verify", s(&log), "--verify-key", s(&vk)]);
     assert_eq!(code, 0, "{out}");

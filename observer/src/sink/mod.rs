@@ -154,7 +154,7 @@ impl Sink {
         self.sealer = state.sealer.take();
         if let Some(s) = &mut self.sealer {
             // Forget the keys of epochs that passed while observer was not running.
-            s.advance_to(seal::unix_now());
+            s.advance_to(s.now());
         }
         self.saved_head = state.head.as_ref().map(|h| h.head.clone());
         self.state = Some(state);

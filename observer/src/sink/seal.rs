@@ -138,6 +138,14 @@ impl Sealer {
         self.key.epoch
     }
 
+    /// Unix seconds now, by the wall clock (or the test clock).
+    pub fn now(&self) -> u64 {
+        match &self.clock {
+            Some(c) => c.load(std::sync::atomic::Ordering::Relaxed),
+            None => unix_now(),
+        }
+    }
+
     /// Moves the key forward to the epoch of `unix_seconds` (never back). True when it moved:
     /// the state file must then be rewritten so the old key leaves the disk too.
     pub fn advance_to(&mut self, unix_seconds: u64) -> bool {
@@ -151,11 +159,7 @@ impl Sealer {
 
     /// Seals the line with chain value `chain` now: (epoch, tag, whether the key evolved).
     pub fn seal(&mut self, chain: &[u8; 32]) -> (u64, [u8; 32], bool) {
-        let now = match &self.clock {
-            Some(c) => c.load(std::sync::atomic::Ordering::Relaxed),
-            None => unix_now(),
-        };
-        let moved = self.advance_to(now);
+        let moved = self.advance_to(self.now());
         (self.key.epoch, self.key.tag(chain), moved)
     }
 }

@@ -528,3 +528,45 @@ fn heartbeats_carry_the_head_and_a_log_must_reach_an_expected_head() {
     }
     fails("head-edited", &edited, 3, "observer.head");
 }
+
+#[test]
+fn the_state_file_keeps_only_the_current_epochs_key() {
+    let dir = tmp("evolve");
+    let path = dir.join("integrity.state");
+    let k0 = [4u8; 32];
+    let sch = schedule();
+    let st = super::state::HostState::open(&path).unwrap();
+    st.save(None, Some(&Sealer::new(EpochKey::new(0, k0), sch)))
+        .unwrap();
+    drop(st);
+    let clock = Arc::new(AtomicU64::new(sch.epoch_start(3)));
+    let mut st = super::state::HostState::open(&path).unwrap();
+    st.sealer = st.sealer.take().map(|s| s.with_clock(clock.clone()));
+    let buf = Shared::default();
+    let mut sink = Sink::new(Box::new(buf.clone()), Chain::start("re", None, new())).with_state(st);
+    // Started in epoch 3: the keys of epochs 0..3 are gone from the file already.
+    let disk = || std::fs::read_to_string(&path).unwrap();
+    assert!(!disk().contains(&hex::encode(k0)));
+    assert!(disk().contains("\"epoch\":3"), "{}", disk());
+    sink.emit(ev("sys_startup", 1, "re")).unwrap();
+    clock.store(sch.epoch_start(4), Ordering::Relaxed);
+    sink.emit(ev("sys_monitor", 2, "re")).unwrap();
+    assert!(
+        disk().contains("\"epoch\":4"),
+        "evolving rewrites the state at once"
+    );
+    sink.emit(ev("sys_shutdown", 3, "re")).unwrap();
+    sink.sync().unwrap();
+    let st: serde_json::Value = serde_json::from_str(&disk()).unwrap();
+    assert_eq!(st["head"]["sequence"], 3);
+    assert_eq!(st["head"]["run_id"], "re");
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    assert_eq!(st["head"]["head"], {
+        let v: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        v["observer"]["chain"].clone()
+    });
+    let s = check_with("evolve-check", &lines, with_key(k0)).unwrap();
+    assert_eq!(s.last.unwrap().epoch, Some(4));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
