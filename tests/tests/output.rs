@@ -449,3 +449,39 @@ fn runs_after_restarts_continue_one_chain_and_seal_after_seal_init() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is corrupt"), "{err}");
 }
+
+#[test]
+fn a_killed_run_and_its_restart_verify_without_accept_restart() {
+    require_root();
+    let dir = TempDir::new("killed");
+    let log = dir.path.join("events.jsonl");
+    let key = dir.path.join("secret.key");
+    let server = Server::api();
+    let args: Vec<String> = vec![
+        "--pid".into(),
+        server.pid().to_string(),
+        "--output".into(),
+        log.display().to_string(),
+        "--key-file".into(),
+        key.display().to_string(),
+    ];
+    let obs = Observer::start(&args);
+    std::thread::sleep(Duration::from_millis(1200));
+    for i in 0..5 {
+        curl(&[&server.url(&format!("/health?killed={i}"))]);
+    }
+    // Written (flushed per batch) but not yet in the state file (saved once a second).
+    std::thread::sleep(Duration::from_millis(100));
+    let f = obs.stop_with(rustix::process::Signal::KILL);
+    assert!(!f.status.success());
+    let obs = Observer::start(&args);
+    curl(&[&server.url("/health?after=1")]);
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let (ok, out) = observer_cmd(&["verify", log.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2 runs") && out.contains("stopped abruptly"),
+        "{out}"
+    );
+}

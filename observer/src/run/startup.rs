@@ -135,7 +135,7 @@ fn open_sink(cfg: &RunConfig, run_id: &str) -> anyhow::Result<Sink> {
     let start = match &state {
         Some(HostState {
             head: Some(head), ..
-        }) => Start::Continue(head.clone()),
+        }) => Start::Continue(written_after(head, cfg.output.as_deref())),
         Some(st) if st.existed => Start::New(format!(
             "the state file {} holds no chain head yet",
             st.path().display()
@@ -163,6 +163,28 @@ fn open_sink(cfg: &RunConfig, run_id: &str) -> anyhow::Result<Sink> {
         sink = sink.with_state(st);
     }
     Ok(sink)
+}
+
+/// The head to continue from: the state's, or the output file's last line when it is a later
+/// line of the same run (observer stopped abruptly after it last saved the state).
+fn written_after(
+    head: &crate::event::ChainPoint,
+    output: Option<&std::path::Path>,
+) -> crate::event::ChainPoint {
+    match output.and_then(crate::sink::integrity::last_line) {
+        Some(last) if last.run_id == head.run_id && last.sequence > head.sequence => {
+            tracing::warn!(
+                run = head.run_id,
+                saved = head.sequence,
+                written = last.sequence,
+                "the previous run stopped abruptly after event.sequence {}; this run continues \
+                 its chain from the last line in the output",
+                last.sequence
+            );
+            last
+        }
+        _ => head.clone(),
+    }
 }
 
 /// The metrics page, served from now on, when `--metrics` asks for one.

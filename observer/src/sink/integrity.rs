@@ -219,6 +219,29 @@ pub(super) fn unseal(line: &str) -> Option<Unsealed> {
     })
 }
 
+/// The chain value, run and sequence of the last line of the log file at `path`, when it is a
+/// line of observer's. After an abrupt stop the state file may hold an older head of the same
+/// run (it is saved once a second): the run that follows continues from the line actually
+/// written last, so verify finds nothing missing.
+pub fn last_line(path: &Path) -> Option<ChainPoint> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let from = len.saturating_sub(1 << 20);
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut tail = Vec::new();
+    f.take(1 << 20).read_to_end(&mut tail).ok()?;
+    let text = std::str::from_utf8(tail.strip_suffix(b"\n")?).ok()?;
+    let line = text.rsplit('\n').next()?;
+    let un = unseal(line)?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(ChainPoint {
+        head: hex::encode(un.chain),
+        run_id: v["observer"]["run_id"].as_str()?.to_string(),
+        sequence: v["event"]["sequence"].as_u64()?,
+    })
+}
+
 /// Reads an integrity key file: at least 16 bytes, not readable by others.
 pub fn load_key(path: &Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context as _;

@@ -570,3 +570,23 @@ fn the_state_file_keeps_only_the_current_epochs_key() {
     assert_eq!(s.last.unwrap().epoch, Some(4));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn after_an_abrupt_stop_the_next_run_continues_from_the_last_line_written() {
+    let dir = tmp("last");
+    let path = dir.join("log");
+    let (a, _, _) = run_with(new(), "ra", 5, false, None);
+    std::fs::write(&path, a.join("\n") + "\n").unwrap();
+    let last = super::integrity::last_line(&path).unwrap();
+    assert_eq!((last.run_id.as_str(), last.sequence), ("ra", 5));
+    let (b, _) = run(Start::Continue(last), "rb", 3);
+    let s = check("last-check", &[a, b].concat()).unwrap();
+    assert!(
+        s.notes[0].contains("none of its lines is missing"),
+        "{:?}",
+        s.notes
+    );
+    std::fs::write(&path, "not a log line\n").unwrap();
+    assert!(super::integrity::last_line(&path).is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
