@@ -201,6 +201,24 @@ fn sealed_runs_verify_and_failures_exit_non_zero_with_a_clear_message() {
     let (code, _) = observer(&["verify", s(&cut), "--open", "--expect-head", &head1]);
     assert_eq!(code, 0);
 
+    // A seal replaced (as by someone holding a later epoch's key or none): only the
+    // verification key tells.
+    let mut forged = lines.clone();
+    let at = forged[6].find("\"tag\":\"").unwrap() + 7;
+    let flipped = if &forged[6][at..at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    forged[6].replace_range(at..at + 1, flipped);
+    let f = d.0.join("forged.jsonl");
+    std::fs::write(&f, forged.join("\n") + "\n").unwrap();
+    let (code, out) = observer(&["verify", s(&f), "--verify-key", s(&vk)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(":7: observer.seal does not match"), "{out}");
+    let (code, out) = observer(&["verify", s(&f)]);
+    assert_eq!(code, 0, "{out}");
+
     // A run deleted.
     let gone = d.0.join("gone.jsonl");
     std::fs::write(&gone, [&lines[..5], &lines[9..]].concat().join("\n") + "\n").unwrap();
