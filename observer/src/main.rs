@@ -16,36 +16,35 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
-        Command::Verify(args) => {
-            let key = match args
-                .integrity_key
-                .as_deref()
-                .map(observer::sink::integrity::load_key)
-            {
-                None => None,
-                Some(Ok(k)) => Some(k),
-                Some(Err(e)) => {
-                    eprintln!("observer: {e:#}");
-                    return ExitCode::from(2);
-                }
-            };
-            match observer::sink::integrity::verify(&args.paths, key.as_deref()) {
-                Ok(sum) => {
-                    println!("intact: {} lines, {} runs", sum.lines, sum.runs);
-                    for run in &sum.unfinished_runs {
-                        eprintln!(
-                            "observer: note: run {run} has no sys_shutdown line: still running, \
-                             stopped abruptly, or its last lines were removed"
-                        );
-                    }
+        Command::Verify(args) => match observer::cli::verify::run(&args) {
+            Ok((ok, report)) => {
+                print!("{report}");
+                if ok {
                     ExitCode::SUCCESS
-                }
-                Err(problem) => {
-                    println!("TAMPERED: {problem}");
+                } else {
                     ExitCode::from(1)
                 }
             }
-        }
+            Err(e) => {
+                eprintln!("observer: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::SealInit(args) => match observer::cli::seal_init::seal_init(&args) {
+            Ok(key) => {
+                println!("{}", *key);
+                eprintln!(
+                    "observer: sealing key made; lines are sealed from the next `observer run` \
+                     on. Keep the verification key above OFF this host (it proves every \
+                     epoch's seals): `observer verify --verify-key FILE LOG...`"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("observer: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Replay(args) => match observer::recording::replay::replay(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

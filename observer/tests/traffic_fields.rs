@@ -12,7 +12,8 @@ use observer::detect::identity::Fingerprinter;
 use observer::event::{Clock, lifecycle_event};
 use observer::pipeline::Pipeline;
 use observer::sink::Sink;
-use observer::sink::integrity::{Chain, verify};
+use observer::sink::integrity::Chain;
+use observer::sink::verify::verify;
 use observer_common::Direction;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -223,7 +224,7 @@ proptest! {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("log");
         std::fs::write(&path, &text).unwrap();
-        let summary = verify(std::slice::from_ref(&path), None);
+        let summary = verify(std::slice::from_ref(&path), Default::default());
         prop_assert!(summary.is_ok(), "{:?}", summary.err());
     }
 }

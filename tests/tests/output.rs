@@ -77,48 +77,90 @@ fn rotated_keyed_log_verifies_and_every_tampering_is_named() {
         assert!(m.len() <= 4096, "{p:?} is {} bytes", m.len());
         lines += std::fs::read_to_string(p).unwrap().lines().count();
     }
+    // Each file after the first starts with a checkpoint of the chain.
+    let checkpoints = files.len() - 1;
     assert_eq!(
-        lines, 32,
-        "startup, 30 exchanges, shutdown: nothing lost across rotations"
+        lines,
+        32 + checkpoints,
+        "startup, 30 exchanges, shutdown, a checkpoint per rotated file: nothing lost across \
+         rotations"
     );
 
     let (ok, out) = verify(&files, Some(&key));
     assert!(ok, "intact log: {out}");
-    assert!(out.contains("32 lines"), "{out}");
-    // Without the key, or with files missing or out of order, it does not verify.
+    assert!(
+        out.contains(&format!("{} lines", 32 + checkpoints)),
+        "{out}"
+    );
+    // Without the key, or with files out of order, it does not verify.
     assert!(!verify(&files, None).0);
-    assert!(!verify(&files[1..], Some(&key)).0, "oldest file missing");
     let mut swapped = files.clone();
     swapped.swap(0, 1);
     assert!(!verify(&swapped, Some(&key)).0);
+    // Retention that removed the oldest file (a change of behaviour: this failed before
+    // checkpoints): the kept files verify from their first checkpoint, and say so.
+    let (ok, out) = verify(&files[1..], Some(&key));
+    assert!(ok, "oldest file removed: {out}");
+    assert!(
+        out.contains("kept history begins at") && out.contains("checkpoint"),
+        "{out}"
+    );
+    // A file in the middle missing does not.
+    let mut holed = files.clone();
+    holed.remove(1);
+    let (ok, out) = verify(&holed, Some(&key));
+    assert!(!ok && out.contains("missing or out of order"), "{out}");
 
+    // Edits at the first two consecutive exchanges from line 11 on (checkpoints, which carry
+    // no path, are passed over).
+    let all: Vec<String> = files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let at = (10..all.len() - 1)
+        .find(|&i| all[i].contains("/health") && all[i + 1].contains("/health"))
+        .unwrap();
+    let line = at + 1;
     type Edit = Box<dyn FnOnce(&mut Vec<String>)>;
     let cases: Vec<(&str, usize, Edit)> = vec![
         (
             "deleted",
-            11,
-            Box::new(|l: &mut Vec<String>| {
-                l.remove(10);
+            line,
+            Box::new(move |l: &mut Vec<String>| {
+                l.remove(at);
             }),
         ),
         (
             "inserted",
-            11,
-            Box::new(|l: &mut Vec<String>| {
+            line,
+            Box::new(move |l: &mut Vec<String>| {
                 let copy = l[4].clone();
-                l.insert(10, copy);
+                l.insert(at, copy);
             }),
         ),
         (
             "reordered",
-            11,
-            Box::new(|l: &mut Vec<String>| l.swap(10, 11)),
+            line,
+            Box::new(move |l: &mut Vec<String>| l.swap(at, at + 1)),
         ),
         (
             "modified",
-            11,
+            line,
+            Box::new(move |l: &mut Vec<String>| {
+                l[at] = l[at].replace("/health", "/hacked");
+            }),
+        ),
+        (
+            "tail cut at a line boundary",
+            all.len() - 1,
             Box::new(|l: &mut Vec<String>| {
-                l[10] = l[10].replace("/health", "/hacked");
+                l.pop();
             }),
         ),
     ];
@@ -304,4 +346,142 @@ fn prometheus_metrics_are_served() {
     assert!(f.status.success());
     // The scrapes are not traffic of the target.
     assert_eq!(f.exchanges().len(), 3);
+}
+
+fn observer_cmd(args: &[&str]) -> (bool, String) {
+    let out = Command::new(observer_tests::observer_bin())
+        .args(args)
+        .output()
+        .expect("running observer");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn runs_after_restarts_continue_one_chain_and_seal_after_seal_init() {
+    require_root();
+    let dir = TempDir::new("runs");
+    let log = dir.path.join("events.jsonl");
+    let key = dir.path.join("secret.key");
+    let state = dir.path.join("integrity.state");
+    let server = Server::api();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "--pid".into(),
+            server.pid().to_string(),
+            "--output".into(),
+            log.display().to_string(),
+            "--key-file".into(),
+            key.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // The first run on a fresh host: no state yet, a new chain, and the state file made.
+    for i in 0..2 {
+        let obs = Observer::start(&args(&[]));
+        curl(&[&server.url(&format!("/health?run={i}"))]);
+        let f = obs.stop();
+        assert!(f.status.success(), "{}", f.stderr);
+        if i == 0 {
+            assert!(f.stderr.contains("starts a new chain"), "{}", f.stderr);
+        }
+    }
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let startups: Vec<&str> = text.lines().filter(|l| l.contains("sys_startup")).collect();
+    assert!(startups[0].contains("\"new_chain\""), "{}", startups[0]);
+    assert!(startups[1].contains("\"checkpoint\""), "{}", startups[1]);
+    let (ok, out) = observer_cmd(&["verify", log.to_str().unwrap()]);
+    assert!(ok && out.contains("2 runs"), "{out}");
+
+    // Sealing from the next run on.
+    let vk = dir.path.join("verify.key");
+    let (ok, out) = observer_cmd(&[
+        "seal-init",
+        "--state-file",
+        state.to_str().unwrap(),
+        "--verify-key-out",
+        vk.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let obs = Observer::start(&args(&["--heartbeat-seconds", "1"]));
+    curl(&[&server.url("/health?run=sealed")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(last.contains("\"seal\":{\"epoch\":0,"), "{last}");
+    assert!(!text.contains(std::fs::read_to_string(&vk).unwrap().trim()));
+    let hb = text
+        .lines()
+        .rfind(|l| l.contains("\"heartbeat\""))
+        .expect("a heartbeat");
+    let hb: serde_json::Value = serde_json::from_str(hb).unwrap();
+    let head = hb["observer"]["head"]["chain"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(hb["observer"]["head"]["epoch"], 0);
+    let (ok, out) = observer_cmd(&[
+        "verify",
+        log.to_str().unwrap(),
+        "--verify-key",
+        vk.to_str().unwrap(),
+        "--expect-head",
+        &head,
+    ]);
+    assert!(ok && out.contains("3 runs"), "{out}");
+    assert!(out.contains("unsealed: they are dated before"), "{out}");
+
+    // A corrupt state file stops observer at start with a clear error.
+    std::fs::write(&state, "{\"version\":1,\"head\":").unwrap();
+    let out = Command::new(observer_tests::observer_bin())
+        .args(["run"])
+        .args(args(&[]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is corrupt"), "{err}");
+}
+
+#[test]
+fn a_killed_run_and_its_restart_verify_without_accept_restart() {
+    require_root();
+    let dir = TempDir::new("killed");
+    let log = dir.path.join("events.jsonl");
+    let key = dir.path.join("secret.key");
+    let server = Server::api();
+    let args: Vec<String> = vec![
+        "--pid".into(),
+        server.pid().to_string(),
+        "--output".into(),
+        log.display().to_string(),
+        "--key-file".into(),
+        key.display().to_string(),
+    ];
+    let obs = Observer::start(&args);
+    std::thread::sleep(Duration::from_millis(1200));
+    for i in 0..5 {
+        curl(&[&server.url(&format!("/health?killed={i}"))]);
+    }
+    // Written (flushed per batch) but not yet in the state file (saved once a second).
+    std::thread::sleep(Duration::from_millis(100));
+    let f = obs.stop_with(rustix::process::Signal::KILL);
+    assert!(!f.status.success());
+    let obs = Observer::start(&args);
+    curl(&[&server.url("/health?after=1")]);
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let (ok, out) = observer_cmd(&["verify", log.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2 runs") && out.contains("stopped abruptly"),
+        "{out}"
+    );
 }

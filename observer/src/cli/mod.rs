@@ -7,9 +7,11 @@
 
 pub mod file;
 pub mod fingerprint;
+pub mod seal_init;
 #[cfg(test)]
 mod tests;
 pub mod validate;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -38,8 +40,12 @@ pub enum Command {
     Run(RunArgs),
     /// Run the userspace pipeline on a recording (`run --record`); needs no privileges.
     Replay(ReplayArgs),
-    /// Check a log's hash chain: exits 0 when intact, 1 naming the first bad line.
+    /// Check a log's hash chain, its links between files and runs, and its seals: exits 0 when
+    /// intact, 1 naming the first bad line.
     Verify(VerifyArgs),
+    /// Create this host's sealing key (in the state file) and print the verification key to
+    /// keep off the host: from then on every line is sealed.
+    SealInit(SealInitArgs),
     /// Print the fingerprint a credential (read from standard input) has in the log, to find
     /// every request a leaked key made.
     Fingerprint(FingerprintArgs),
@@ -75,6 +81,39 @@ pub struct VerifyArgs {
     /// The key the log was written with (`run --integrity-key`).
     #[arg(long, value_name = "PATH")]
     pub integrity_key: Option<PathBuf>,
+    /// The verification key `observer seal-init` printed: every line's seal is checked.
+    #[arg(long, value_name = "PATH")]
+    pub verify_key: Option<PathBuf>,
+    /// The log is live (observer is still writing it): it may end without `sys_shutdown`.
+    #[arg(long)]
+    pub open: bool,
+    /// Accept a run that starts a new chain after earlier runs (the host's state file was
+    /// lost), or that continues from an earlier line of the run before (observer stopped
+    /// abruptly).
+    #[arg(long)]
+    pub accept_restart: bool,
+    /// A chain head kept elsewhere (a heartbeat's `observer.head.chain`, or any line's
+    /// `observer.chain`): fail unless the log reaches it.
+    #[arg(long, value_name = "HEX")]
+    pub expect_head: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SealInitArgs {
+    /// The host's state file, as for `run`.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// Seconds per sealing epoch: the key evolves (and the previous one is erased) this often.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::sink::seal::DEFAULT_EPOCH_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub epoch_seconds: u64,
+    /// Also write the verification key to this file (created 0600; it must not exist).
+    #[arg(long, value_name = "PATH")]
+    pub verify_key_out: Option<PathBuf>,
+    /// Replace a sealing key the state already has (logs from then on need the new
+    /// verification key).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +197,21 @@ pub struct RunArgs {
     /// Overrides `identity.key_file` of the config file.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
+    /// The host's integrity state (the last chain head, and the sealing key after
+    /// `observer seal-init`), 0600, replaced atomically. Default: `integrity.state` next to the
+    /// fingerprint key (/var/lib/observer/integrity.state). Created when missing; then the run
+    /// starts a new chain and says so in `sys_startup`.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+}
+
+/// The state file next to the fingerprint key `key_file`.
+pub fn default_state_file(key_file: &std::path::Path) -> PathBuf {
+    let dir = key_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    dir.join(crate::sink::state::STATE_FILE_NAME)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -22,6 +22,7 @@ fn args(pids: &[u32]) -> RunArgs {
         tls: TlsMode::Auto,
         syscall_hook: SyscallHook::Auto,
         format: crate::sink::Format::Json,
+        state_file: None,
     }
 }
 
@@ -186,4 +187,28 @@ fn account_and_tool_rules_from_the_config_file() {
         .unwrap_err();
     assert!(e.to_string().contains("detection.attack_tool.tools"), "{e}");
     assert!(FileConfig::parse("[detection.attack_tool]\nthreshold = 2\n").is_err());
+}
+
+#[test]
+fn rotate_keep_zero_is_refused_and_the_state_file_sits_next_to_the_key() {
+    let parent = std::os::unix::process::parent_id();
+    let mut a = args(&[parent]);
+    a.output = "/tmp/observer-log".into();
+    a.rotate_size = Some(1 << 20);
+    a.rotate_keep = 0;
+    let e = a.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("--rotate-keep") && e.contains("delete the live log"),
+        "{e}"
+    );
+    let mut b = args(&[parent]);
+    b.key_file = Some("/srv/keys/secret.key".into());
+    assert_eq!(
+        b.validate().unwrap().state_file,
+        std::path::PathBuf::from("/srv/keys/integrity.state")
+    );
+    assert_eq!(
+        args(&[parent]).validate().unwrap().state_file,
+        std::path::PathBuf::from("/var/lib/observer/integrity.state")
+    );
 }

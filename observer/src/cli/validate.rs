@@ -20,6 +20,7 @@ pub struct RunConfig {
     /// `None` for standard output.
     pub output: Option<PathBuf>,
     pub key_file: PathBuf,
+    pub state_file: PathBuf,
     pub record: Option<PathBuf>,
     pub rotation: Option<Rotation>,
     pub integrity_key: Option<Vec<u8>>,
@@ -93,6 +94,17 @@ impl RunArgs {
             .clone()
             .or_else(|| file.identity.key_file.clone())
             .unwrap_or_else(|| DEFAULT_KEY_FILE.into());
+        if self.rotate_keep == 0 {
+            return Err(ConfigError::Invalid {
+                key: "--rotate-keep".into(),
+                reason: "must be at least 1: with 0 every rotation would delete the live log"
+                    .into(),
+            });
+        }
+        let state_file = self
+            .state_file
+            .clone()
+            .unwrap_or_else(|| super::default_state_file(&key_file));
         let rotation = match self.rotate_size {
             None => None,
             Some(n) if n < 4096 => {
@@ -125,6 +137,7 @@ impl RunArgs {
             ports,
             output,
             key_file,
+            state_file,
             record: self.record.clone(),
             rotation,
             heartbeat_seconds: self.heartbeat_seconds,

@@ -249,10 +249,10 @@ pub fn lifecycle_event(
     targets: Vec<u32>,
     stats: Option<serde_json::Value>,
 ) -> Event {
-    let kind_type: &'static [&'static str] = if action == "sys_startup" {
-        &["start"]
-    } else {
-        &["end"]
+    let kind_type: &'static [&'static str] = match action {
+        "sys_startup" => &["start"],
+        "sys_shutdown" => &["end"],
+        _ => &["info"],
     };
     Event::Lifecycle(Box::new(LifecycleEvent {
         timestamp: now,
@@ -272,6 +272,8 @@ pub fn lifecycle_event(
             config_hash: None,
             capture: None,
             stats,
+            checkpoint: None,
+            new_chain: None,
         },
     }))
 }
@@ -296,6 +298,8 @@ pub fn loss_event(
             run_id: run_id.to_string(),
             loss,
             unwritten: None,
+            checkpoint: None,
+            new_chain: None,
         },
     }))
 }
@@ -315,6 +319,7 @@ pub fn heartbeat_event(now: String, run_id: &str, metrics: serde_json::Value) ->
         observer: ObserverHeartbeat {
             run_id: run_id.to_string(),
             metrics,
+            head: None,
         },
     }))
 }

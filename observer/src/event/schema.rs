@@ -254,6 +254,34 @@ pub struct ObserverLifecycle {
     /// Totals at shutdown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<serde_json::Value>,
+    /// Where the chain stood before this line (set by the sink): on `sys_startup`, the last
+    /// line of the previous run on this host; on `sys_checkpoint`, the last line of the
+    /// previous file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<ChainPoint>,
+    /// On `sys_startup` (set by the sink): why this run starts a new chain instead of
+    /// continuing the previous run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_chain: Option<String>,
+}
+
+/// A place in the hash chain: the chain value of a line, its run and sequence.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ChainPoint {
+    pub head: String,
+    pub run_id: String,
+    pub sequence: u64,
+}
+
+/// The chain head a heartbeat carries, to be kept away from the host.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Head {
+    /// `observer.chain` of the line before the heartbeat.
+    pub chain: String,
+    pub sequence: u64,
+    /// The sealing epoch, when lines are sealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -273,6 +301,11 @@ pub struct ObserverLoss {
     /// sequence runs on without a hole that `observer verify` would take for tampering.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unwritten: Option<Unwritten>,
+    /// As on `sys_startup`, when this line stands for a run's first events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<ChainPoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_chain: Option<String>,
 }
 
 /// A run of events, by `event.sequence`, that never reached the output.
@@ -295,6 +328,9 @@ pub struct ObserverHeartbeat {
     pub run_id: String,
     /// Counters so far, the observer's own resource use, and the state of its tables.
     pub metrics: serde_json::Value,
+    /// The chain head so far (set by the sink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<Head>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -42,9 +42,16 @@ pub struct Header {
     /// `observer.config_hash` of the recorded run's `sys_startup`.
     #[serde(default)]
     pub config_hash: Option<String>,
+    /// Where the recorded run's chain started (`sys_startup`'s `observer.checkpoint`), so a
+    /// replay chains its lines as the live run did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_from: Option<crate::event::ChainPoint>,
     /// `observer.capture` of the recorded run's `sys_startup`: the kernel it ran on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureReport>,
+    /// Or why it started a new chain (`observer.new_chain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_chain: Option<String>,
 }
 
 /// Periodic maintenance of the live loop: replayed at the same point of the stream.
@@ -323,7 +330,9 @@ mod tests {
             targets: vec![1],
             started_ns: 3,
             config_hash: Some("ab".into()),
+            chain_from: None,
             capture: None,
+            new_chain: Some("a test".into()),
         };
         let entries = vec![
             Entry::Kernel(vec![1, 2, 3]),

@@ -41,7 +41,17 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         Some(k) => Some(crate::sink::integrity::load_key(k)?),
         None => None,
     };
-    let chain = crate::sink::integrity::Chain::new(&reader.header.run_id, key);
+    // Chained as the recorded run was, so the replay's lines are the live run's lines.
+    use crate::sink::integrity::Start;
+    let start = match (&reader.header.chain_from, &reader.header.new_chain) {
+        (Some(p), _) => Start::Continue(p.clone()),
+        (None, Some(why)) => Start::New(why.clone()),
+        (None, None) => Start::New(format!(
+            "a replay of the recording {}",
+            args.recording.display()
+        )),
+    };
+    let chain = crate::sink::integrity::Chain::start(&reader.header.run_id, key, start);
     let mut sink = if args.output.as_os_str() == "-" {
         Sink::stdout(chain)
     } else {

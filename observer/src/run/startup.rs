@@ -19,8 +19,9 @@ use crate::detect::identity::Fingerprinter;
 use crate::event::{Clock, Event, lifecycle_event, new_run_id};
 use crate::pipeline::Pipeline;
 use crate::recording::record::{self, RecordingHost};
-use crate::sink::integrity::Chain;
-use crate::sink::{Sink, Writer, metrics};
+use crate::sink::integrity::{Chain, Start};
+use crate::sink::state::HostState;
+use crate::sink::{Format, Sink, Writer, metrics};
 
 pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     // Before anything is announced: a signal that arrives right after sys_startup must find
@@ -30,6 +31,7 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     let run_id = new_run_id();
     let config_hash = cfg.config_hash();
     let sink = open_sink(cfg, &run_id)?;
+    let (chain_from, new_chain) = sink.start_fields();
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
     let metrics_page = serve_metrics(cfg.metrics).await?;
     let mut capture = load(cfg)?;
@@ -60,7 +62,9 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
                 targets: initial.clone(),
                 started_ns,
                 config_hash: Some(config_hash.clone()),
+                chain_from,
                 capture: Some(capture.report().clone()),
+                new_chain,
             },
         )?),
         None => None,
@@ -121,15 +125,67 @@ fn startup_event(
     startup
 }
 
-/// Standard output or the file, hash-chained, in the configured format.
+/// Standard output or the file, in the configured format; JSON lines hash-chained from the
+/// host state's last head (a new chain when there is none) and sealed when the state holds a
+/// sealing key.
 fn open_sink(cfg: &RunConfig, run_id: &str) -> anyhow::Result<Sink> {
-    let chain = Chain::new(run_id, cfg.integrity_key.clone());
-    let sink = match &cfg.output {
+    let state = match cfg.format {
+        Format::Json => Some(HostState::open(&cfg.state_file)?),
+        Format::Pretty => None,
+    };
+    let start = match &state {
+        Some(HostState {
+            head: Some(head), ..
+        }) => Start::Continue(written_after(head, cfg.output.as_deref())),
+        Some(st) if st.existed => Start::New(format!(
+            "the state file {} holds no chain head yet",
+            st.path().display()
+        )),
+        Some(st) => {
+            tracing::warn!(
+                "no state file at {}: this run starts a new chain (the first run on this host, \
+                 or the file was removed)",
+                st.path().display()
+            );
+            Start::New(format!(
+                "no state file at {}: the first run on this host, or the file was removed",
+                st.path().display()
+            ))
+        }
+        None => Start::New("pretty output is not chained".into()),
+    };
+    let chain = Chain::start(run_id, cfg.integrity_key.clone(), start);
+    let mut sink = match &cfg.output {
         None => Sink::stdout(chain),
         Some(path) => Sink::file(path, cfg.rotation, chain)?,
     }
     .with_format(cfg.format);
+    if let Some(st) = state {
+        sink = sink.with_state(st);
+    }
     Ok(sink)
+}
+
+/// The head to continue from: the state's, or the output file's last line when it is a later
+/// line of the same run (observer stopped abruptly after it last saved the state).
+fn written_after(
+    head: &crate::event::ChainPoint,
+    output: Option<&std::path::Path>,
+) -> crate::event::ChainPoint {
+    match output.and_then(crate::sink::integrity::last_line) {
+        Some(last) if last.run_id == head.run_id && last.sequence > head.sequence => {
+            tracing::warn!(
+                run = head.run_id,
+                saved = head.sequence,
+                written = last.sequence,
+                "the previous run stopped abruptly after event.sequence {}; this run continues \
+                 its chain from the last line in the output",
+                last.sequence
+            );
+            last
+        }
+        _ => head.clone(),
+    }
 }
 
 /// The metrics page, served from now on, when `--metrics` asks for one.

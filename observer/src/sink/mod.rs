@@ -2,14 +2,15 @@
 //! gave them their `event.sequence`).
 //!
 //! Owns the end of the pipeline: the [`queue`] to the writer thread, [`file`] output and
-//! rotation, [`pretty`] lines, the hash chain and its check ([`integrity`]) and the
-//! [`metrics`] endpoint. Reads `event`s only: must never import `detect`, `capture`, `conn` or
+//! rotation, [`pretty`] lines, the hash chain ([`integrity`]), forward-secure seals
+//! ([`seal`]), the host's chain head and sealing key ([`state`]), their check ([`verify`]) and
+//! the [`metrics`] endpoint. Reads `event`s only: must never import `detect`, `capture`, `conn` or
 //! `http`.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::event::{Clock, Event, Unwritten};
+use crate::event::{Clock, Event, Head, Unwritten, lifecycle_event};
 
 mod file;
 mod gap;
@@ -17,15 +18,22 @@ pub mod integrity;
 pub mod metrics;
 mod pretty;
 mod queue;
+pub mod seal;
+pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod verify;
+#[cfg(test)]
+mod verify_tests;
 
 pub use file::Rotation;
 use file::{Out, open_private, rotate};
 pub use gap::{Cause, Gap};
-use integrity::Chain;
+use integrity::{Chain, Start};
 use pretty::pretty;
 pub use queue::{QUEUE_EVENTS, SinkStats, Writer};
+use seal::Sealer;
+use state::HostState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -87,6 +95,11 @@ pub struct Sink {
     write_failed: u64,
     run_id: String,
     clock: Clock,
+    /// The host state: the chain head is saved there, and the sealing key.
+    state: Option<HostState>,
+    /// The head last saved in the state.
+    saved_head: Option<String>,
+    sealer: Option<Sealer>,
 }
 
 impl Sink {
@@ -130,6 +143,51 @@ impl Sink {
             unwritten_total: 0,
             write_failed: 0,
             clock: Clock::now(),
+            state: None,
+            saved_head: None,
+            sealer: None,
+        }
+    }
+
+    /// Saves the chain head in `state` from now on, and seals lines with its sealing key.
+    pub fn with_state(mut self, mut state: HostState) -> Self {
+        self.sealer = state.sealer.take();
+        if let Some(s) = &mut self.sealer {
+            // Forget the keys of epochs that passed while observer was not running.
+            s.advance_to(s.now());
+        }
+        self.saved_head = state.head.as_ref().map(|h| h.head.clone());
+        self.state = Some(state);
+        if self.sealer.is_some() {
+            self.save_state();
+        }
+        self
+    }
+
+    /// Seals lines with this sealer (and no state to save it in): for tests and replays.
+    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// The chain head of the lines written, to save.
+    fn written_head(&self) -> Option<crate::event::ChainPoint> {
+        if self.committed.sequence() > 0 {
+            return Some(self.committed.head());
+        }
+        match self.committed.start_point() {
+            Start::Continue(p) => Some(p.clone()),
+            Start::New(_) => None,
+        }
+    }
+
+    fn save_state(&mut self) {
+        let head = self.written_head();
+        if let Some(st) = &self.state {
+            match st.save(head.as_ref(), self.sealer.as_ref()) {
+                Ok(()) => self.saved_head = head.map(|h| h.head),
+                Err(e) => tracing::warn!("{e}; the next run may not continue this chain"),
+            }
         }
     }
 
@@ -180,20 +238,33 @@ impl Sink {
         Ok(())
     }
 
-    pub fn emit(&mut self, event: Event) -> Result<(), SinkError> {
+    pub fn emit(&mut self, mut event: Event) -> Result<(), SinkError> {
         // Encoded into a buffer kept from line to line: no allocation per event.
         let mut body = std::mem::take(&mut self.body);
         body.clear();
-        let r = self.emit_into(&event, &mut body);
+        let r = self.emit_into(&mut event, &mut body);
         self.body = body;
         r
     }
 
-    fn emit_into(&mut self, event: &Event, body: &mut Vec<u8>) -> Result<(), SinkError> {
+    fn emit_into(&mut self, event: &mut Event, body: &mut Vec<u8>) -> Result<(), SinkError> {
         let seq = event.meta().sequence;
+        if let Event::Lifecycle(l) = event
+            && l.event.action == "sys_startup"
+        {
+            (l.observer.checkpoint, l.observer.new_chain) = self.start_fields();
+        }
+        let heartbeat = matches!(event, Event::Heartbeat(_));
         self.encode_into(event, body)?;
         let mut gap_body = self.unreported_gap_line()?;
-        let need = self.sealed_len(body) + gap_body.as_ref().map_or(0, |g| self.sealed_len(g));
+        let mut need = self.sealed_len(body)
+            + gap_body
+                .as_ref()
+                .map_or(0, |g| self.sealed_len(g.1.as_slice()));
+        if heartbeat {
+            // The head it will carry.
+            need += 160;
+        }
         if self.needs_rotation(need) {
             if self.flush_pending()? {
                 self.rotate_now()?;
@@ -202,18 +273,65 @@ impl Sink {
                 gap_body = self.unreported_gap_line()?;
             }
         }
-        if let Some(g) = gap_body {
+        self.checkpoint_new_file()?;
+        if let Some((g_seq, g)) = gap_body {
             self.gap_pending = true;
-            self.push_sealed(&g, None);
+            self.push_sealed(&g, g_seq, false);
         }
-        self.push_sealed(body, Some(seq));
+        if let Event::Heartbeat(h) = event {
+            h.observer.head = Some(Head {
+                chain: self.chain.head_hex(),
+                sequence: self.chain.sequence(),
+                epoch: self.sealer.as_ref().map(|s| s.epoch()),
+            });
+            body.clear();
+            self.encode_into(event, body)?;
+        }
+        self.push_sealed(body, seq, true);
         Ok(())
     }
 
-    /// The loss line for events not written, if it is not already on its way.
-    fn unreported_gap_line(&self) -> Result<Option<Vec<u8>>, SinkError> {
+    /// What `sys_startup` says of where the chain starts: the checkpoint it continues from, or
+    /// why it starts a new chain.
+    pub fn start_fields(&self) -> (Option<crate::event::ChainPoint>, Option<String>) {
+        if self.format != Format::Json {
+            return (None, None);
+        }
+        match self.chain.start_point() {
+            Start::Continue(p) => (Some(p.clone()), None),
+            Start::New(why) => (None, Some(why.clone())),
+        }
+    }
+
+    /// A file's first line, once the run has written lines: where the chain stands, so the
+    /// file verifies on its own once older files are removed.
+    fn checkpoint_new_file(&mut self) -> Result<(), SinkError> {
+        let empty = matches!(self.out, Out::File { size: 0, .. }) && self.pending.is_empty();
+        if !empty || self.format != Format::Json || self.chain.sequence() == 0 {
+            return Ok(());
+        }
+        let mut ev = lifecycle_event(
+            "sys_checkpoint",
+            self.clock.wall(Clock::mono_now()),
+            &self.run_id,
+            Vec::new(),
+            None,
+        );
+        let seq = self.chain.sequence();
+        ev.meta_mut().sequence = seq;
+        if let Event::Lifecycle(l) = &mut ev {
+            l.observer.checkpoint = Some(self.chain.head());
+        }
+        let body = self.encode(&ev)?;
+        self.push_sealed(&body, seq, false);
+        Ok(())
+    }
+
+    /// The loss line for events not written (its sequence and body), if it is not already on
+    /// its way.
+    fn unreported_gap_line(&self) -> Result<Option<(u64, Vec<u8>)>, SinkError> {
         match self.gap {
-            Some(g) if !self.gap_pending => Ok(Some(self.encode(&self.gap_line(g))?)),
+            Some(g) if !self.gap_pending => Ok(Some((g.last, self.encode(&self.gap_line(g))?))),
             _ => Ok(None),
         }
     }
@@ -236,6 +354,7 @@ impl Sink {
 
     fn sealed_len(&self, body: &[u8]) -> u64 {
         let chain = match self.format {
+            Format::Json if self.sealer.is_some() => Chain::SEAL_BYTES + Chain::TAG_BYTES,
             Format::Json => Chain::SEAL_BYTES,
             Format::Pretty => 0,
         };
@@ -273,20 +392,36 @@ impl Sink {
                 first_sequence: g.first,
                 last_sequence: g.last,
             });
+            if g.first == 1 {
+                // It takes the place of sys_startup too.
+                (l.observer.checkpoint, l.observer.new_chain) = self.start_fields();
+            }
         }
         // The line takes the place of the events it reports: the sequence runs on.
         ev.meta_mut().sequence = g.last;
         ev
     }
 
-    fn push_sealed(&mut self, body: &[u8], seq: Option<u64>) {
+    /// Adds the line of `event.sequence` `seq` to the batch; `event` when it is one of the
+    /// events given to the sink (not a loss line or checkpoint of its own).
+    fn push_sealed(&mut self, body: &[u8], seq: u64, event: bool) {
+        let mut evolved = false;
         match self.format {
-            Format::Json => self.chain.seal_into(body, &mut self.pending),
+            Format::Json => {
+                evolved = self
+                    .chain
+                    .seal_into(body, seq, self.sealer.as_mut(), &mut self.pending)
+            }
             Format::Pretty => self.pending.extend_from_slice(body),
+        }
+        if evolved {
+            // The previous epoch's key leaves the state file now.
+            self.save_state();
         }
         self.pending.push(b'\n');
         self.pending_lines += 1;
-        if let Some(s) = seq {
+        if event {
+            let s = seq;
             self.pending_events += 1;
             self.pending_seqs = Some(match self.pending_seqs {
                 Some((first, _)) => (first, s),
@@ -411,6 +546,9 @@ impl Sink {
         self.flush()?;
         if let Out::File { file, .. } = &self.out {
             let _ = file.sync_data();
+        }
+        if self.state.is_some() && self.written_head().map(|h| h.head) != self.saved_head {
+            self.save_state();
         }
         Ok(())
     }
