@@ -22,11 +22,9 @@ fn rotated(path: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn tamper(files: &[PathBuf], f: impl FnOnce(&mut Vec<String>)) -> Vec<PathBuf> {
-    // Works on a copy: all lines of all files in one.
-    let dir = files[0].parent().unwrap().join("tampered");
-    let _ = std::fs::create_dir_all(&dir);
-    let mut lines: Vec<String> = files
+/// Every line of `files`, in order, as one list.
+fn all_lines(files: &[PathBuf]) -> Vec<String> {
+    files
         .iter()
         .flat_map(|p| {
             std::fs::read_to_string(p)
@@ -35,7 +33,14 @@ fn tamper(files: &[PathBuf], f: impl FnOnce(&mut Vec<String>)) -> Vec<PathBuf> {
                 .map(String::from)
                 .collect::<Vec<_>>()
         })
-        .collect();
+        .collect()
+}
+
+fn tamper(files: &[PathBuf], f: impl FnOnce(&mut Vec<String>)) -> Vec<PathBuf> {
+    // Works on a copy: all lines of all files in one.
+    let dir = files[0].parent().unwrap().join("tampered");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut lines = all_lines(files);
     f(&mut lines);
     let out = dir.join(format!("log-{}", lines.len()));
     std::fs::write(&out, lines.join("\n") + "\n").unwrap();
@@ -113,16 +118,7 @@ fn rotated_keyed_log_verifies_and_every_tampering_is_named() {
 
     // Edits at the first two consecutive exchanges from line 11 on (checkpoints, which carry
     // no path, are passed over).
-    let all: Vec<String> = files
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let all = all_lines(&files);
     let at = (10..all.len() - 1)
         .find(|&i| all[i].contains("/health") && all[i + 1].contains("/health"))
         .unwrap();

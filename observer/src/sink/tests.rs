@@ -14,8 +14,9 @@ fn sequences(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// An in-memory writer the tests read back (`verify_tests` writes through it too).
 #[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Shared(pub(super) Arc<Mutex<Vec<u8>>>);
 impl Write for Shared {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(b);

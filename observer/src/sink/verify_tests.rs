@@ -6,21 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::integrity::{Chain, Start};
 use super::seal::{EpochKey, Schedule, Sealer, VerifyKey, unix_now};
+use super::tests::Shared;
 use super::verify::{Options, Problem, Summary, verify};
 use super::*;
 use crate::event::{ChainPoint, heartbeat_event};
-
-#[derive(Clone, Default)]
-struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
-impl Write for Shared {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 const TS: &str = "2026-01-01T00:00:00Z";
 

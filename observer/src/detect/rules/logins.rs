@@ -53,14 +53,7 @@ impl Detector {
             return;
         }
         let first = state.hits.front().map_or(f.ts_ns, |h| h.0);
-        let mut samples: Vec<u64> = state
-            .hits
-            .iter()
-            .rev()
-            .take(SAMPLES - 1)
-            .rev()
-            .map(|h| h.1)
-            .collect();
+        let mut samples = state.last_sequences(SAMPLES - 1);
         samples.push(f.sequence);
         self.fire(
             (Rule::SuccessAfterFail, None),

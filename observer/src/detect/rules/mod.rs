@@ -204,14 +204,7 @@ impl Detector {
             return;
         }
         let first = state.hits.front().map_or(f.ts_ns, |h| h.0);
-        let samples = state
-            .hits
-            .iter()
-            .rev()
-            .take(SAMPLES)
-            .rev()
-            .map(|h| h.1)
-            .collect();
+        let samples = state.last_sequences(SAMPLES);
         let count = state.hits.len() as u64;
         self.fire(
             (rule, None),

@@ -3,7 +3,13 @@
 use super::config::SEC;
 use super::*;
 
-fn facts<'a>(ts_s: u64, seq: u64, status: u16, ip: &'a str, cred: Option<&'a str>) -> Facts<'a> {
+pub(super) fn facts<'a>(
+    ts_s: u64,
+    seq: u64,
+    status: u16,
+    ip: &'a str,
+    cred: Option<&'a str>,
+) -> Facts<'a> {
     Facts {
         ts_ns: ts_s * SEC,
         sequence: seq,
@@ -17,11 +23,11 @@ fn facts<'a>(ts_s: u64, seq: u64, status: u16, ip: &'a str, cred: Option<&'a str
     }
 }
 
-fn run(d: &mut Detector, fs: &[Facts<'_>]) -> Vec<Alert> {
+pub(super) fn run(d: &mut Detector, fs: &[Facts<'_>]) -> Vec<Alert> {
     fs.iter().flat_map(|f| d.observe(f)).collect()
 }
 
-fn of(alerts: &[Alert], rule: Rule) -> Vec<&Alert> {
+pub(super) fn of(alerts: &[Alert], rule: Rule) -> Vec<&Alert> {
     alerts.iter().filter(|a| a.rule == rule).collect()
 }
 

@@ -1,6 +1,7 @@
 //! The rules on accounts and tools, on generated streams with their own clock.
 
 use super::config::SEC;
+use super::tests::{facts, of, run};
 use super::*;
 
 const USERS: [&str; 12] = [
@@ -8,29 +9,16 @@ const USERS: [&str; 12] = [
 ];
 
 fn login<'a>(ts_s: u64, seq: u64, outcome: LoginOutcome, ip: &'a str, user: &'a str) -> Facts<'a> {
+    let status = match outcome {
+        LoginOutcome::Success => 200,
+        LoginOutcome::Fail => 400,
+        LoginOutcome::Lock => 423,
+    };
     Facts {
-        ts_ns: ts_s * SEC,
-        sequence: seq,
-        status: match outcome {
-            LoginOutcome::Success => 200,
-            LoginOutcome::Fail => 400,
-            LoginOutcome::Lock => 423,
-        },
         login: Some(outcome),
         user: Some(user),
-        source_ip: Some(ip),
-        credential: None,
-        tool: None,
-        service: Some("api:8080"),
+        ..facts(ts_s, seq, status, ip, None)
     }
-}
-
-fn run(d: &mut Detector, fs: &[Facts<'_>]) -> Vec<Alert> {
-    fs.iter().flat_map(|f| d.observe(f)).collect()
-}
-
-fn of(alerts: &[Alert], rule: Rule) -> Vec<&Alert> {
-    alerts.iter().filter(|a| a.rule == rule).collect()
 }
 
 #[test]

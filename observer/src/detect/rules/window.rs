@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Default)]
 pub(super) struct Hits {
-    /// (time, sequence), oldest first, at most `threshold` long.
+    /// (time, sequence), oldest first, bounded by the rule that keeps it.
     pub(super) hits: VecDeque<(u64, u64)>,
     pub(super) last_ns: u64,
 }
@@ -41,6 +41,14 @@ pub(super) struct Cooldown {
 pub(super) trait LastSeen {
     fn last_ns(&self) -> u64;
 }
+impl Hits {
+    /// The sequences of the newest `n` hits, oldest first: an alert's samples.
+    pub(super) fn last_sequences(&self, n: usize) -> Vec<u64> {
+        let skip = self.hits.len().saturating_sub(n);
+        self.hits.iter().skip(skip).map(|h| h.1).collect()
+    }
+}
+
 impl LastSeen for Hits {
     fn last_ns(&self) -> u64 {
         self.last_ns
