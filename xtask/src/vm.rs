@@ -312,13 +312,62 @@ pub fn run_in_guest(
     lock.lock()
         .context("cannot lock the kernel's shared directory")?;
     let shared = vm_dir.join(image.kernel.name);
-    if shared.exists() {
-        fs::remove_dir_all(&shared)?;
+    let mut attempt = 1;
+    loop {
+        match boot_once(image, script, timeout, &shared)? {
+            Boot::Ran(out) => return Ok(out),
+            Boot::NoScript(why) if attempt < BOOT_ATTEMPTS => {
+                // A guest that never reached the script failed in the emulator, not in what
+                // the script checks: under multi-threaded TCG a vCPU can run stale code while
+                // the kernel patches its text at boot (an "Oops: int3" in early initcalls).
+                // Booting again gives the kernel a fair run; the failed console is kept.
+                let kept = shared
+                    .with_file_name(format!("{}-boot{attempt}-console.log", image.kernel.name));
+                let _ = fs::copy(shared.join("console.log"), &kept);
+                let why = why.lines().next().unwrap_or_default();
+                step(&format!(
+                    "the {} guest failed before the script started ({why}); booting again \
+                     ({} of {BOOT_ATTEMPTS}), the failed console is kept in {}",
+                    image.kernel.name,
+                    attempt + 1,
+                    kept.display()
+                ));
+                attempt += 1;
+            }
+            Boot::NoScript(why) => bail!(
+                "the {} guest failed before the script started, {BOOT_ATTEMPTS} boots in a row: {why}",
+                image.kernel.name
+            ),
+        }
     }
-    fs::create_dir_all(&shared)?;
+}
+
+/// How many times a guest that dies before the script starts is booted.
+const BOOT_ATTEMPTS: u32 = 3;
+
+/// A guest that has not reached the script by then is hung in its boot (they reach it in 6 to
+/// 14 s, up to a minute on a loaded host).
+const BOOT_DEADLINE: Duration = Duration::from_secs(150);
+
+/// One boot's end: the script ran (whatever its status), or the guest never reached it.
+enum Boot {
+    Ran(GuestOutput),
+    NoScript(String),
+}
+
+fn boot_once(
+    image: &KernelImage,
+    script: &str,
+    timeout: Duration,
+    shared: &Path,
+) -> anyhow::Result<Boot> {
+    if shared.exists() {
+        fs::remove_dir_all(shared)?;
+    }
+    fs::create_dir_all(shared)?;
     fs::write(shared.join("script.sh"), script)?;
     let wrapper = shared.join("run.sh");
-    fs::write(&wrapper, wrapper_script(&shared))?;
+    fs::write(&wrapper, wrapper_script(shared))?;
     let console_path = shared.join("console.log");
     let console = File::create(&console_path)?;
 
@@ -341,7 +390,7 @@ pub fn run_in_guest(
             "--verbose",
         ])
         .arg("--rwdir")
-        .arg(&shared)
+        .arg(shared)
         .arg("--cwd")
         .arg(workspace_root())
         .arg("--exec")
@@ -368,6 +417,16 @@ pub fn run_in_guest(
             guard.0 = None;
             break status;
         }
+        let reached_script = shared.join("started").exists();
+        if !reached_script && started.elapsed() > BOOT_DEADLINE.min(timeout) {
+            drop(guard);
+            return Ok(Boot::NoScript(format!(
+                "no script within {} s; console {}:\n{}",
+                BOOT_DEADLINE.min(timeout).as_secs(),
+                console_path.display(),
+                tail(&console_path, 30)
+            )));
+        }
         if started.elapsed() > timeout {
             drop(guard);
             bail!(
@@ -384,7 +443,16 @@ pub fn run_in_guest(
     let status = fs::read_to_string(shared.join("status"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
+    let started_script = shared.join("started").exists();
     let Some(status) = status else {
+        if !started_script {
+            return Ok(Boot::NoScript(format!(
+                "{exit} after {:.0} s; console {}:\n{}",
+                elapsed.as_secs_f64(),
+                console_path.display(),
+                tail(&console_path, 40)
+            )));
+        }
         bail!(
             "the {} guest stopped ({exit}, after {:.0} s) without reporting the script's status: \
              boot failure, kernel panic or a script that powered the guest off. Console ({}):\n{}",
@@ -403,15 +471,15 @@ pub fn run_in_guest(
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
-    Ok(GuestOutput {
+    Ok(Boot::Ran(GuestOutput {
         stdout: read("stdout"),
         stderr: read("stderr"),
         status,
-        shared,
+        shared: shared.to_path_buf(),
         console: console_path,
         elapsed,
         boot,
-    })
+    }))
 }
 
 /// What virtme-ng's init runs: sets up what the guest lacks, runs the script with its output in
