@@ -110,8 +110,13 @@ impl Server {
 
     /// The sample API bound to `ip` (IPv4 or IPv6).
     pub fn api_on(ip: &str) -> Self {
+        Self::api_run_by(Path::new("python3"), ip)
+    }
+
+    /// The sample API run by the Python interpreter at `python` (a copy somewhere hostile).
+    pub fn api_run_by(python: &Path, ip: &str) -> Self {
         let port = free_port();
-        let mut child = Command::new("python3")
+        let mut child = Command::new(python)
             .arg(workspace_root().join("tests/servers/api.py"))
             .arg(port.to_string())
             .arg(ip)

@@ -98,12 +98,15 @@ fn to_sockaddr(a: SocketAddrAny) -> Option<SockAddr> {
 
 fn read_capped(path: &str) -> Option<String> {
     let s = fs::read(path).ok()?;
-    let s = &s[..s.len().min(MAX_PROC_STRING)];
-    Some(
-        String::from_utf8_lossy(s)
-            .trim_end_matches('\n')
-            .to_string(),
-    )
+    Some(capped_lossy(&s).trim_end_matches('\n').to_string())
+}
+
+/// At most `MAX_PROC_STRING` bytes of what a process chose (its name, its executable's path),
+/// as text. The bytes are cut before decoding: cutting the decoded text at a byte count could
+/// land inside a replacement character, and a target must not be able to crash observer with
+/// a directory name.
+fn capped_lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(MAX_PROC_STRING)]).into_owned()
 }
 
 impl Host for LiveHost {
@@ -121,10 +124,9 @@ impl Host for LiveHost {
 
     fn process(&mut self, tgid: u32) -> ProcessInfo {
         let name = read_capped(&format!("/proc/{tgid}/comm")).map(Into::into);
-        let executable = fs::read_link(format!("/proc/{tgid}/exe")).ok().map(|p| {
-            let s = p.to_string_lossy();
-            s[..s.len().min(MAX_PROC_STRING)].into()
-        });
+        let executable = fs::read_link(format!("/proc/{tgid}/exe"))
+            .ok()
+            .map(|p| capped_lossy(p.as_os_str().as_encoded_bytes()).into());
         ProcessInfo { name, executable }
     }
 
@@ -165,6 +167,18 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let fds = socket_fds(std::process::id()).unwrap();
         assert!(fds.contains(&l.as_raw_fd()));
+    }
+
+    #[test]
+    fn hostile_names_are_cut_before_decoding() {
+        // Invalid UTF-8 on both sides of the cut: every byte becomes a 3-byte replacement
+        // character, so a cut of the decoded text at MAX_PROC_STRING would split one.
+        let hostile = vec![0xff; MAX_PROC_STRING * 3];
+        let s = capped_lossy(&hostile);
+        assert_eq!(s.chars().count(), MAX_PROC_STRING);
+        assert!(s.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        let mixed: Vec<u8> = b"/srv/".iter().chain(&[0xe2, 0x82]).copied().collect();
+        assert_eq!(capped_lossy(&mixed), "/srv/\u{fffd}");
     }
 
     #[test]

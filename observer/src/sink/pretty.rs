@@ -29,7 +29,7 @@ pub(super) fn pretty(e: &serde_json::Value) -> String {
     if e.get("http").is_some() {
         let ms = e["event"]["duration"].as_u64().unwrap_or(0) as f64 / 1e6;
         let who = match e["user"]["hash"].as_str() {
-            Some(h) => format!(" user {}", &h[..h.len().min(8)]),
+            Some(h) => format!(" user {}", h.chars().take(8).collect::<String>()),
             None => String::new(),
         };
         let query = match e["url"]["query"].as_str() {

@@ -1,0 +1,77 @@
+//! What a hostile target can do to observer through what the host reports about it: names and
+//! paths it chose itself. observer keeps running, reports the target's exchanges and says no
+//! more of the names than it can carry.
+
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::PathBuf;
+
+use observer_tests::{Observer, Server, TempDir, curl, require_root};
+
+/// A target whose executable lies under ~1,400 bytes of directory names that are not UTF-8
+/// (anyone can create such directories): observer once panicked cutting the decoded path.
+#[test]
+fn executable_path_of_invalid_utf8() {
+    require_root();
+    let dir = TempDir::new("hostile-exe");
+    // Six components of bytes that never start a character (NAME_MAX is 255); each becomes a
+    // 3-byte replacement character when decoded, so the decoded path passes 4,096 bytes (the
+    // cap on what observer keeps of it). A leading letter shifts the layout until that cap falls
+    // inside a replacement character, where cutting the decoded text would panic.
+    let mut lead = 0;
+    let copy = loop {
+        let mut path = dir.path.join("x".repeat(lead));
+        for _ in 0..6 {
+            path.push(std::ffi::OsStr::from_bytes(&[0xff; 240]));
+        }
+        let copy = path.join(std::ffi::OsStr::from_bytes(b"py\xff\xfethon"));
+        let decoded = String::from_utf8_lossy(copy.as_os_str().as_bytes()).into_owned();
+        if decoded.len() > 4096 && !decoded.is_char_boundary(4096) {
+            break copy;
+        }
+        lead += 1;
+    };
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(python_binary(), &copy).unwrap();
+    assert!(copy.as_os_str().len() > 1400);
+
+    let server = Server::api_run_by(&copy, "127.0.0.1");
+    let obs = Observer::for_pids(&[server.pid()]);
+    for i in 0..5 {
+        assert_eq!(curl(&[&server.url(&format!("/health?n={i}"))]).status, 200);
+    }
+    let f = obs.stop();
+    assert!(f.status.success(), "observer failed: {}", f.stderr);
+    assert!(
+        f.events
+            .iter()
+            .any(|l| l["event"]["action"] == "sys_shutdown"),
+        "no sys_shutdown line: {}",
+        f.stderr
+    );
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 5, "exchanges of the hostile target: {}", f.stderr);
+    for e in &ex {
+        let exe = e["process"]["executable"]
+            .as_str()
+            .expect("process.executable is a string");
+        assert!(exe.contains('\u{fffd}'), "not marked as undecodable: {exe}");
+        assert!(
+            exe.len() <= 3 * 4096,
+            "unbounded executable path: {} bytes",
+            exe.len()
+        );
+    }
+}
+
+/// The real interpreter behind `python3` (a copy of a symlink would copy its target anyway,
+/// but the name in /proc/PID/exe must be the copy's).
+fn python_binary() -> PathBuf {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, os; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .expect("python3");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
