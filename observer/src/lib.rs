@@ -4,7 +4,8 @@
 //! One folder per stage, data flowing one way: [`capture`] → [`conn`] → [`http`] → [`detect`] →
 //! [`event`] → [`sink`]. [`pipeline`] joins the stages after capture so they run the same live
 //! ([`run`]) and on recordings ([`recording`]); [`cli`] reads the command line and the config
-//! file; [`addr`] is a leaf of addresses every stage may use. Only `capture` touches aya.
+//! file; [`addr`] is a leaf of addresses every stage may use, [`files`] one that opens the
+//! files observer writes without following links. Only `capture` touches aya.
 //! `cargo xtask test` checks these rules (xtask/src/layout.rs).
 
 pub mod addr;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod conn;
 pub mod detect;
 pub mod event;
+pub mod files;
 pub mod http;
 pub mod pipeline;
 pub mod recording;

@@ -5,7 +5,7 @@
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 
-use observer_tests::{Observer, Server, TempDir, curl, require_root};
+use observer_tests::{Observer, Server, TempDir, curl, observer_bin, require_root};
 
 /// A target whose executable lies under ~1,400 bytes of directory names that are not UTF-8
 /// (anyone can create such directories): observer once panicked cutting the decoded path.
@@ -74,4 +74,36 @@ fn python_binary() -> PathBuf {
         .output()
         .expect("python3");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A link planted where observer is told to write (`--output`, `--record`): observer, running
+/// as root, refuses it with a message naming it, and the file it points at is untouched.
+#[test]
+fn links_at_output_and_record_are_refused() {
+    require_root();
+    let dir = TempDir::new("hostile-link");
+    let precious = dir.path.join("shadow");
+    std::fs::write(&precious, b"root:x:0:0\n").unwrap();
+    let server = Server::api();
+    for flag in ["--output", "--record"] {
+        let link = dir.path.join(format!("planted{flag}"));
+        std::os::unix::fs::symlink(&precious, &link).unwrap();
+        let out = std::process::Command::new(observer_bin())
+            .args(["run", "--pid", &server.pid().to_string()])
+            .arg("--key-file")
+            .arg(dir.path.join("secret.key"))
+            .arg("--state-file")
+            .arg(dir.path.join("integrity.state"))
+            .arg(flag)
+            .arg(&link)
+            .output()
+            .expect("running observer");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} through a link was accepted");
+        assert!(
+            stderr.contains("symbolic link") && stderr.contains(&*link.to_string_lossy()),
+            "{flag}: the message does not name the link: {stderr}"
+        );
+        assert_eq!(std::fs::read(&precious).unwrap(), b"root:x:0:0\n");
+    }
 }

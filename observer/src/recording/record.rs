@@ -6,9 +6,8 @@
 //! A kernel record is followed by the host answers its handling needed, in the order asked.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -104,6 +103,8 @@ impl Blind {
 pub enum RecordError {
     #[error("{0}")]
     Io(#[from] io::Error),
+    #[error("recording file: {0}")]
+    Create(#[from] crate::files::PrivateFileError),
     #[error("not an observer recording (bad magic line)")]
     Magic,
     #[error("damaged recording: {0}")]
@@ -117,12 +118,7 @@ pub struct Writer {
 impl Writer {
     pub fn create(path: &Path, header: &Header) -> Result<Self, RecordError> {
         // Recordings hold raw traffic, secrets included: owner-only, never appended to.
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
+        let f = crate::files::open_private(path, crate::files::Mode::Truncate)?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
         out.write_all(MAGIC)?;
         serde_json::to_writer(&mut out, header).map_err(io::Error::other)?;

@@ -1,9 +1,11 @@
-//! Files: the output opened private (0600) and appended to, and size-based rotation.
+//! Files: the output opened private (0600, never through a link, see [`crate::files`]) and
+//! appended to, and size-based rotation.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::files::{self, Mode};
 
 use super::SinkError;
 
@@ -27,15 +29,7 @@ pub(super) enum Out {
 }
 
 pub(super) fn open_private(path: &Path) -> Result<(File, u64), SinkError> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| SinkError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let f = files::open_private(path, Mode::Append)?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     Ok((f, size))
 }

@@ -39,8 +39,8 @@ use state::HostState;
 pub enum SinkError {
     #[error("the output was closed by its reader")]
     Closed,
-    #[error("cannot open output file {path}: {source}; check the directory exists and is writable")]
-    Open { path: PathBuf, source: io::Error },
+    #[error("output file: {0}")]
+    Open(#[from] crate::files::PrivateFileError),
     #[error("writing an event failed: {0}")]
     Write(#[source] io::Error),
     #[error("encoding an event failed: {0}")]

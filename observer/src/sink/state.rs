@@ -34,6 +34,8 @@ pub enum StateError {
          observer its own --state-file"
     )]
     Locked { path: PathBuf },
+    #[error("the state file's lock: {0}")]
+    Lock(Box<crate::files::PrivateFileError>),
     #[error("cannot use the state file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -89,13 +91,8 @@ impl HostState {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(lock_path(path))
-            .map_err(io)?;
+        let lock = crate::files::open_private(&lock_path(path), crate::files::Mode::Append)
+            .map_err(|e| StateError::Lock(Box::new(e)))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
             |_| StateError::Locked {
                 path: path.to_path_buf(),
