@@ -103,7 +103,7 @@ impl Blind {
 pub enum RecordError {
     #[error("{0}")]
     Io(#[from] io::Error),
-    #[error("recording file: {0}")]
+    #[error(transparent)]
     Create(#[from] crate::files::PrivateFileError),
     #[error("not an observer recording (bad magic line)")]
     Magic,

@@ -39,7 +39,7 @@ use state::HostState;
 pub enum SinkError {
     #[error("the output was closed by its reader")]
     Closed,
-    #[error("output file: {0}")]
+    #[error(transparent)]
     Open(#[from] crate::files::PrivateFileError),
     #[error("writing an event failed: {0}")]
     Write(#[source] io::Error),
