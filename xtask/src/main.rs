@@ -44,6 +44,9 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Check the layout alone: imports down the pipeline, no cycle, no file over 600 lines
+    /// (part of `test`).
+    Layout,
     /// Start a sample API, observe it, send it some traffic and show the events.
     Demo,
     /// Measure overhead, completeness and parser speed; writes bench/results.md (needs root).
@@ -199,6 +202,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test { filter } => test(filter)?,
+        Cmd::Layout => layout::check(&workspace_root())?,
         Cmd::Demo => demo::demo()?,
         Cmd::Bench => bench::bench()?,
         Cmd::Fuzz { seconds, target } => fuzz(seconds, target)?,
