@@ -24,6 +24,8 @@ pub struct FileConfig {
 pub struct IdentityFile {
     pub key_file: Option<PathBuf>,
     pub api_key_headers: Option<Vec<String>>,
+    /// Query parameters that carry credentials (replaces the default list).
+    pub query_credentials: Option<Vec<String>>,
     pub session_cookies: Option<Vec<String>>,
     /// `[[identity.login]]`: login routes, tried before the default ones.
     pub login: Option<Vec<LoginRouteFile>>,
@@ -308,15 +310,29 @@ impl FileConfig {
             names(key, v, default).map(|l| l.iter().map(|n| norm(n.as_bytes())).collect())
         };
         let f = FieldNames::default();
+        let password = fields(
+            "identity.password_fields",
+            &self.identity.password_fields,
+            f.password,
+        )?;
+        let query_params: Vec<String> = fields(
+            "identity.query_credentials",
+            &self.identity.query_credentials,
+            d.query_params,
+        )?;
+        // A password is a login's, never a credential to fingerprint.
+        if let Some(p) = query_params.iter().find(|q| password.contains(q)) {
+            return Err(bad(
+                "identity.query_credentials",
+                &format!("names the password field {p}: passwords are never fingerprinted"),
+            ));
+        }
         Ok(CredentialNames {
+            query_params,
             keep_response_body: markers,
             fields: FieldNames {
                 user: fields("identity.user_fields", &self.identity.user_fields, f.user)?,
-                password: fields(
-                    "identity.password_fields",
-                    &self.identity.password_fields,
-                    f.password,
-                )?,
+                password,
             },
             api_key_headers: names(
                 "identity.api_key_headers",

@@ -46,8 +46,8 @@ pub enum Command {
     /// Create this host's sealing key (in the state file) and print the verification key to
     /// keep off the host: from then on every line is sealed.
     SealInit(SealInitArgs),
-    /// Print the fingerprint a credential (read from standard input) has in the log, to find
-    /// every request a leaked key made.
+    /// Print the fingerprint a secret (read from standard input) has in the log, whatever
+    /// carried it, to find every request a leaked key made.
     Fingerprint(FingerprintArgs),
 }
 
@@ -118,13 +118,53 @@ pub struct SealInitArgs {
 
 #[derive(Debug, Args)]
 pub struct FingerprintArgs {
-    /// What the credential is. Without it, input starting with `Basic ` or `Bearer ` is read as
-    /// an Authorization header value.
-    #[arg(long = "type", value_name = "basic|bearer|api_key|cookie")]
-    pub kind: Option<String>,
+    /// How the credential was carried. The fingerprint is the same whatever carried it, so
+    /// this is only needed with --legacy, or to read a bare `--type basic` credential given
+    /// base64-encoded. Input starting with `Basic ` or `Bearer ` is read as an Authorization
+    /// value (it must then agree with this type).
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub kind: Option<CarrierArg>,
+    /// The fingerprint of logs written by earlier versions, which hashed the carrier's type
+    /// with the secret: needs --type unless the input is a whole Authorization value.
+    #[arg(long)]
+    pub legacy: bool,
     /// The host key observer fingerprints with.
     #[arg(long, value_name = "PATH", default_value = crate::detect::identity::DEFAULT_KEY_FILE)]
     pub key_file: PathBuf,
+}
+
+/// `observer fingerprint --type`: how a credential was carried, as `observer.credential.type`
+/// names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CarrierArg {
+    /// `Authorization: Basic`: the secret is `user:password`.
+    #[value(name = "basic")]
+    Basic,
+    /// `Authorization: Bearer`.
+    #[value(name = "bearer")]
+    Bearer,
+    /// An API-key header (`X-API-Key`, ...).
+    #[value(name = "api_key")]
+    ApiKey,
+    /// A credential query parameter (`?api_key=`, `?access_token=`, ...).
+    #[value(name = "query")]
+    Query,
+    /// A session cookie's value.
+    #[value(name = "cookie")]
+    Cookie,
+}
+
+impl CarrierArg {
+    pub fn kind(self) -> crate::http::CredentialKind {
+        use crate::http::CredentialKind as K;
+        match self {
+            Self::Basic => K::Basic,
+            Self::Bearer => K::Bearer,
+            Self::ApiKey => K::ApiKey,
+            Self::Query => K::Query,
+            Self::Cookie => K::Cookie,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -212,3 +212,22 @@ fn rotate_keep_zero_is_refused_and_the_state_file_sits_next_to_the_key() {
         std::path::PathBuf::from("/var/lib/observer/integrity.state")
     );
 }
+
+#[test]
+fn query_credential_names_are_configurable_but_never_passwords() {
+    let f =
+        FileConfig::parse("[identity]\nquery_credentials = [\"Sig-V2\", \"api_key\"]\n").unwrap();
+    assert_eq!(
+        f.credential_names().unwrap().query_params,
+        ["sigv2", "apikey"]
+    );
+    let d = FileConfig::parse("").unwrap().credential_names().unwrap();
+    assert!(d.query_params.contains(&"accesstoken".to_string()));
+    for bad in ["[\"Password\"]", "[\"\"]"] {
+        let e = FileConfig::parse(&format!("[identity]\nquery_credentials = {bad}\n"))
+            .unwrap()
+            .credential_names()
+            .unwrap_err();
+        assert!(e.to_string().contains("identity.query_credentials"), "{e}");
+    }
+}

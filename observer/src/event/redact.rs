@@ -1,16 +1,21 @@
 //! Redaction: a request target split into path and query, with the values of sensitive query
-//! keys replaced by `REDACTED`, and strings from traffic capped. Imports only `http::Text`.
+//! keys replaced by `REDACTED`, and strings from traffic capped. Imports only `http::Text` (and,
+//! in tests, the credential parameter names `http` already redacts, to check they stay covered).
+//! The query values of credential parameters are redacted earlier, where `http` takes the
+//! credential from them: these keys are the wider net for every other secret.
 
 use crate::http::Text;
 
 pub const REDACTED: &str = "REDACTED";
 
-/// Query keys whose values are secrets (compared case-insensitively, after percent-decoding).
+/// Query keys whose values are secrets (compared after percent-decoding, case-insensitively,
+/// `_` and `-` ignored, so `access_token` covers `accessToken` and `access-token`).
 pub const SENSITIVE_QUERY_KEYS: &[&str] = &[
     "access_token",
     "api_key",
     "apikey",
     "auth",
+    "auth_token",
     "client_secret",
     "code",
     "id_token",
@@ -28,6 +33,7 @@ pub const SENSITIVE_QUERY_KEYS: &[&str] = &[
     "sig",
     "signature",
     "token",
+    "x_api_key",
 ];
 
 pub(super) fn cap(s: &str) -> String {
@@ -52,8 +58,13 @@ pub fn split_target(target: &str) -> (String, Option<String>) {
 }
 
 fn is_sensitive(key: &str) -> bool {
-    let decoded = percent_decode_lower(key);
-    SENSITIVE_QUERY_KEYS.iter().any(|k| *k == decoded)
+    let decoded = fold(&percent_decode_lower(key));
+    SENSITIVE_QUERY_KEYS.iter().any(|k| fold(k) == decoded)
+}
+
+/// A key as compared: without `_` and `-`.
+fn fold(key: &str) -> String {
+    key.chars().filter(|c| !matches!(c, '_' | '-')).collect()
 }
 
 fn percent_decode_lower(s: &str) -> String {
@@ -106,6 +117,22 @@ mod tests {
             "user=alice&token=REDACTED&Api%5FKey=REDACTED&PASSWORD=REDACTED&x"
         );
         assert!(!q.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn spellings_of_a_sensitive_key_are_redacted() {
+        let (_, q) = split_target("/x?accessToken=a&ACCESS-TOKEN=b&api-key=c&x-api-key=d&page=1");
+        assert_eq!(
+            q.unwrap(),
+            "accessToken=REDACTED&ACCESS-TOKEN=REDACTED&api-key=REDACTED&x-api-key=REDACTED&page=1"
+        );
+    }
+
+    #[test]
+    fn every_default_credential_parameter_is_sensitive_here_too() {
+        for name in crate::http::DEFAULT_QUERY_CREDENTIALS {
+            assert!(is_sensitive(name), "{name}");
+        }
     }
 
     #[test]

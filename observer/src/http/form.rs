@@ -204,7 +204,8 @@ fn pick(best: Option<(usize, Vec<u8>)>) -> Option<RawUser> {
         .map(RawUser)
 }
 
-fn percent_decode(b: &[u8]) -> Vec<u8> {
+/// `%XX` escapes and `+` (a space) decoded; a malformed escape stays as sent.
+pub(super) fn percent_decode(b: &[u8]) -> Vec<u8> {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,8 +1,8 @@
 //! HTTP: the two byte streams of a connection in, request/response exchanges out.
 //!
 //! [`message`] holds what every version yields (requests, responses, exchanges, counters),
-//! [`credential`] what a request's headers carry as credentials, [`form`] what a login body
-//! names (the user, whether a password was sent), and [`h1`] the HTTP/1.x
+//! [`credential`] what a request's headers, query and cookies carry as credentials, [`form`]
+//! what a login body names (the user, whether a password was sent), and [`h1`] the HTTP/1.x
 //! reassembly (head parsing, body framing, the per-connection state machine). An `h2` module
 //! (frames, HPACK) would sit next to `h1` and yield the same messages.
 //!
@@ -15,8 +15,8 @@ pub mod h1;
 pub mod message;
 
 pub use credential::{
-    CredentialKind, CredentialNames, DEFAULT_API_KEY_HEADERS, DEFAULT_SESSION_COOKIES,
-    RawCredential, parse_authorization,
+    CredentialKind, CredentialNames, DEFAULT_API_KEY_HEADERS, DEFAULT_QUERY_CREDENTIALS,
+    DEFAULT_SESSION_COOKIES, MAX_SECRET, RawCredential, parse_authorization,
 };
 pub use form::{BodyKind, FieldNames, LoginFields, RawUser};
 pub use h1::{HttpConn, MAX_HEAD, MAX_PENDING, looks_like_start};

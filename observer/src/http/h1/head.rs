@@ -114,7 +114,8 @@ impl HttpConn {
     ) -> Request {
         Request {
             method: Text::from_checked(method),
-            target: Text::from_checked(target),
+            // Credential query values go no further than the credential taken from them.
+            target: Text::from_checked(&self.names.redact_query_credentials(target)),
             version,
             host: header_text(headers, "host"),
             user_agent: header_text(headers, "user-agent"),
@@ -129,7 +130,7 @@ impl HttpConn {
             login: LoginFields::default(),
             credential: self
                 .names
-                .extract(headers.iter().map(|h| (h.name, h.value))),
+                .extract(target, headers.iter().map(|h| (h.name, h.value))),
         }
     }
 

@@ -16,7 +16,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
-use crate::http::credential::CredentialNames;
+use crate::http::credential::{CredentialNames, MAX_SECRET, RawCredential};
 use crate::http::form::BodyKind;
 use crate::http::message::{
     Exchange, HttpCounters, MAX_BODY_KEPT, MAX_FIELD, Request, Response, Side, Sizes, Text,
@@ -198,6 +198,7 @@ impl HttpConn {
                     r.method.value.len()
                         + r.target.value.len()
                         + r.login.user.as_ref().map_or(0, |u| u.bytes().len())
+                        + r.credential.as_ref().map_or(0, RawCredential::len)
                         + text(&r.host)
                         + text(&r.user_agent)
                 })
@@ -213,7 +214,7 @@ impl HttpConn {
     pub const MAX_HELD: usize = 2 * MAX_HEAD
         + 2 * MAX_CHUNK_LINE
         + 2 * MAX_BODY_KEPT
-        + MAX_PENDING * (4 * MAX_FIELD + MAX_BODY_KEPT);
+        + MAX_PENDING * (4 * MAX_FIELD + MAX_BODY_KEPT + MAX_SECRET);
 
     /// True once the connection switched to another protocol.
     pub fn is_tunnel(&self) -> bool {
