@@ -56,7 +56,7 @@ fn ev(action: &'static str, seq: u64, run: &str) -> Event {
 /// One run of `n` lines appended to `log`, chained from (and sealed with) the state file, as
 /// `observer run` does. Returns the chain value of the heartbeat's head.
 fn write_run(log: &Path, state: &Path, run: &str, n: u64, shutdown: bool) -> String {
-    let st = HostState::open(state).unwrap();
+    let st = open_state(state);
     let start = match &st.head {
         Some(h) => Start::Continue(h.clone()),
         None => Start::New("no state file".into()),
@@ -82,6 +82,24 @@ fn write_run(log: &Path, state: &Path, run: &str, n: u64, shutdown: bool) -> Str
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(hb).unwrap();
     v["observer"]["head"]["chain"].as_str().unwrap().to_string()
+}
+
+/// The state file, waiting out a lock held for an instant by someone else: the other tests of
+/// this binary start processes, and a child between fork and exec still holds a copy of the
+/// lock file's descriptor (close-on-exec closes it only at exec), so the lock the last run let
+/// go of can look held for that instant.
+fn open_state(state: &Path) -> HostState {
+    let mut tries = 0;
+    loop {
+        match HostState::open(state) {
+            Ok(st) => return st,
+            Err(observer::sink::state::StateError::Locked { .. }) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening {}: {e}", state.display()),
+        }
+    }
 }
 
 fn s(p: &Path) -> &str {
