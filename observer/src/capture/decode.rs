@@ -21,8 +21,10 @@ pub struct Meta {
     pub fd: i32,
 }
 
-/// One record from the kernel, borrowing its bytes from the ring buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One record from the kernel, borrowing its bytes from the ring buffer. Its `Debug` shows how
+/// many bytes a data record holds, never the bytes: they are traffic, credentials included, and
+/// observer's own logs (`OBSERVER_LOG=trace`) must not carry them.
+#[derive(Clone, PartialEq, Eq)]
 pub enum CaptureEvent<'a> {
     Data {
         meta: Meta,
@@ -56,6 +58,52 @@ pub enum CaptureEvent<'a> {
         change: ProcChange,
         pid: u32,
     },
+}
+
+impl std::fmt::Debug for CaptureEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Data {
+                meta,
+                direction,
+                total_len,
+                bytes,
+                lost_before,
+                tls,
+            } => f
+                .debug_struct("Data")
+                .field("meta", meta)
+                .field("direction", direction)
+                .field("total_len", total_len)
+                .field("copied", &bytes.len())
+                .field("lost_before", lost_before)
+                .field("tls", tls)
+                .finish_non_exhaustive(),
+            Self::Accept {
+                meta,
+                listen_fd,
+                peer,
+            } => f
+                .debug_struct("Accept")
+                .field("meta", meta)
+                .field("listen_fd", listen_fd)
+                .field("peer", peer)
+                .finish(),
+            Self::Connect { meta, peer, local } => f
+                .debug_struct("Connect")
+                .field("meta", meta)
+                .field("peer", peer)
+                .field("local", local)
+                .finish(),
+            Self::Close { meta } => f.debug_struct("Close").field("meta", meta).finish(),
+            Self::Process { meta, change, pid } => f
+                .debug_struct("Process")
+                .field("meta", meta)
+                .field("change", change)
+                .field("pid", pid)
+                .finish(),
+        }
+    }
 }
 
 impl CaptureEvent<'_> {
@@ -373,6 +421,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn debug_of_a_data_record_never_shows_its_bytes() {
+        let rec = encode::data(&META, Direction::Ingress, 40, b"Authorization: Bearer sk-live-1");
+        let shown = format!("{:?}", decode(&rec).unwrap());
+        assert!(!shown.contains("Bearer") && !shown.contains("sk-live"), "{shown}");
+        assert!(shown.contains("copied: 31"), "{shown}");
     }
 
     #[test]
