@@ -425,9 +425,17 @@ mod tests {
 
     #[test]
     fn debug_of_a_data_record_never_shows_its_bytes() {
-        let rec = encode::data(&META, Direction::Ingress, 40, b"Authorization: Bearer sk-live-1");
+        let rec = encode::data(
+            &META,
+            Direction::Ingress,
+            40,
+            b"Authorization: Bearer sk-live-1",
+        );
         let shown = format!("{:?}", decode(&rec).unwrap());
-        assert!(!shown.contains("Bearer") && !shown.contains("sk-live"), "{shown}");
+        assert!(
+            !shown.contains("Bearer") && !shown.contains("sk-live"),
+            "{shown}"
+        );
         assert!(shown.contains("copied: 31"), "{shown}");
     }
 

@@ -19,5 +19,5 @@ pub use encode::{
     ConnView, ExchangeContext, alert_event, blind_event, exchange_event, heartbeat_event,
     lifecycle_event, loss_event, source_destination,
 };
-pub use redact::{REDACTED, SENSITIVE_QUERY_KEYS, redact_query, split_target};
+pub use redact::{REDACTED, SENSITIVE_KEY_WORDS, SENSITIVE_KEYS, redact_query, split_target};
 pub use schema::*;

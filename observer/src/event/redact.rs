@@ -1,73 +1,94 @@
 //! Redaction: a request target split into path and query, with the values of sensitive query
-//! keys replaced by `REDACTED`, and strings from traffic capped. Imports only `http::Text` (and,
+//! keys and anything that looks like a token ([`tokens`]) replaced by `REDACTED`, the user
+//! information of absolute-form targets dropped, and strings from traffic capped. Imports only `http::Text` (and,
 //! in tests, the credential parameter names `http` already redacts, to check they stay covered).
 //! The query values of credential parameters are redacted earlier, where `http` takes the
 //! credential from them: these keys are the wider net for every other secret.
 
 use crate::http::Text;
 
+mod tokens;
+
+pub use tokens::looks_like_secret;
+
 pub const REDACTED: &str = "REDACTED";
 
-/// Query keys whose values are secrets (compared after percent-decoding, case-insensitively,
-/// `_` and `-` ignored, so `access_token` covers `accessToken` and `access-token`).
-pub const SENSITIVE_QUERY_KEYS: &[&str] = &[
-    "access_token",
-    "api_key",
-    "apikey",
-    "auth",
-    "auth_token",
-    "client_secret",
-    "code",
-    "id_token",
-    "jwt",
-    "key",
-    "pass",
-    "passwd",
-    "password",
-    "pwd",
-    "refresh_token",
-    "secret",
-    "session",
-    "sessionid",
-    "sid",
-    "sig",
-    "signature",
+/// Words that make a query key (or a path parameter's name) sensitive wherever they appear in
+/// it, compared after folding (lower case, letters and digits only): `X-Amz-Security-Token`,
+/// `oauth_token`, `user[password]`, `apiToken`, `X-Goog-Signature`, `private_token`... It errs
+/// on the side of redacting: `author` and `keyword` lose their values too.
+pub const SENSITIVE_KEY_WORDS: &[&str] = &[
     "token",
-    "x_api_key",
+    "key",
+    "secret",
+    "pass",
+    "pwd",
+    "auth",
+    "sig",
+    "credential",
+    "session",
+    "sessid",
+    "jwt",
+    "bearer",
+    "cookie",
 ];
+
+/// Keys sensitive as a whole: too short, or too common inside other words, to search for.
+pub const SENSITIVE_KEYS: &[&str] = &["sid", "code", "otp", "pin", "nonce", "ticket", "hmac"];
 
 pub(super) fn cap(s: &str) -> String {
     Text::from_checked(s).value
 }
 
-/// Splits a request target into path and query, replacing the values of sensitive query keys.
+/// Splits a request target into path and query: the path with segments that look like tokens
+/// replaced, the query with the values of sensitive keys and token-like values replaced, and,
+/// for the absolute form (`scheme://user:pass@host/...`, any scheme and case), the authority
+/// dropped with whatever user information it held.
 pub fn split_target(target: &str) -> (String, Option<String>) {
-    // Absolute form (sent to proxies): keep the path part.
-    let rest = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-        .map(|r| r.find('/').map_or("/", |i| &r[i..]))
-        .unwrap_or(target);
+    let rest = absolute_path(target).unwrap_or(target);
+    let rest = rest.split('#').next().unwrap_or_default();
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };
-    let path = path.split('#').next().unwrap_or_default().to_string();
-    let query = query.map(|q| redact_query(q.split('#').next().unwrap_or_default()));
-    (path, query)
+    let path = if path.is_empty() { "/" } else { path };
+    (redact_path(path), query.map(redact_query))
 }
 
-fn is_sensitive(key: &str) -> bool {
-    let decoded = fold(&percent_decode_lower(key));
-    SENSITIVE_QUERY_KEYS.iter().any(|k| fold(k) == decoded)
+/// The part after the authority of an absolute-form target: `/` when there is none.
+fn absolute_path(target: &str) -> Option<&str> {
+    let colon = target.find("://")?;
+    let scheme = &target[..colon];
+    let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !valid {
+        return None;
+    }
+    let after = &target[colon + 3..];
+    // Whatever precedes the path, the query or the fragment is the authority, user
+    // information included.
+    Some(after.find(['/', '?', '#']).map_or("", |i| &after[i..]))
 }
 
-/// A key as compared: without `_` and `-`.
+/// A key is sensitive when its folded form contains a sensitive word or is a sensitive key.
+pub fn is_sensitive(key: &str) -> bool {
+    let folded = fold(&percent_decode_lower(key));
+    SENSITIVE_KEY_WORDS.iter().any(|w| folded.contains(w))
+        || SENSITIVE_KEYS.iter().any(|k| folded == *k)
+}
+
+/// A key as compared: lower case, letters and digits only (`X-Amz-Signature` is
+/// `xamzsignature`, `user[password]` is `userpassword`).
 fn fold(key: &str) -> String {
-    key.chars().filter(|c| !matches!(c, '_' | '-')).collect()
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
-fn percent_decode_lower(s: &str) -> String {
+fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -89,67 +110,66 @@ fn percent_decode_lower(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).trim().to_ascii_lowercase()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Replaces the values of sensitive keys in a query string by `REDACTED`.
+fn percent_decode_lower(s: &str) -> String {
+    percent_decode(s).trim().to_ascii_lowercase()
+}
+
+/// A value (or bare item) that is a secret by its looks, decoded first so `%2E` cannot hide
+/// a JWT's dots.
+fn secret_value(v: &str) -> bool {
+    !v.is_empty() && (looks_like_secret(v) || looks_like_secret(percent_decode(v).trim()))
+}
+
+/// Replaces, in a query string split on `&` and `;`, the values of sensitive keys, values that
+/// look like tokens whatever their key, and bare items that look like tokens, by `REDACTED`.
+/// Separators and everything else stay as sent.
 pub fn redact_query(q: &str) -> String {
-    q.split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if is_sensitive(k) => format!("{k}={REDACTED}"),
-            _ => pair.to_string(),
+    let mut out = String::with_capacity(q.len());
+    let mut rest = q;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        out.push_str(&redact_item(&rest[..end]));
+        if end == rest.len() {
+            return out;
+        }
+        out.push_str(&rest[end..=end]);
+        rest = &rest[end + 1..];
+    }
+}
+
+fn redact_item(item: &str) -> String {
+    match item.split_once('=') {
+        Some((k, v)) if is_sensitive(k) || secret_value(v) => format!("{k}={REDACTED}"),
+        Some(_) => item.to_string(),
+        None if secret_value(item) => REDACTED.to_string(),
+        None => item.to_string(),
+    }
+}
+
+/// Replaces path segments that look like tokens, and the values of `;name=value` path
+/// parameters whose name is sensitive (`;jsessionid=...`), by `REDACTED`.
+pub fn redact_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let mut parts = segment.split(';');
+            let head = parts.next().unwrap_or_default();
+            let mut s = if secret_value(head) {
+                REDACTED.to_string()
+            } else {
+                head.to_string()
+            };
+            for param in parts {
+                s.push(';');
+                s.push_str(&redact_item(param));
+            }
+            s
         })
         .collect::<Vec<_>>()
-        .join("&")
+        .join("/")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sensitive_query_values_are_redacted() {
-        let (path, q) = split_target("/login?user=alice&token=s3cr3t&Api%5FKey=k&PASSWORD=x&x");
-        assert_eq!(path, "/login");
-        let q = q.unwrap();
-        assert_eq!(
-            q,
-            "user=alice&token=REDACTED&Api%5FKey=REDACTED&PASSWORD=REDACTED&x"
-        );
-        assert!(!q.contains("s3cr3t"));
-    }
-
-    #[test]
-    fn spellings_of_a_sensitive_key_are_redacted() {
-        let (_, q) = split_target("/x?accessToken=a&ACCESS-TOKEN=b&api-key=c&x-api-key=d&page=1");
-        assert_eq!(
-            q.unwrap(),
-            "accessToken=REDACTED&ACCESS-TOKEN=REDACTED&api-key=REDACTED&x-api-key=REDACTED&page=1"
-        );
-    }
-
-    #[test]
-    fn every_default_credential_parameter_is_sensitive_here_too() {
-        for name in crate::http::DEFAULT_QUERY_CREDENTIALS {
-            assert!(is_sensitive(name), "{name}");
-        }
-    }
-
-    #[test]
-    fn absolute_form_and_fragments() {
-        assert_eq!(
-            split_target("http://api.example/v1/x?a=1"),
-            ("/v1/x".to_string(), Some("a=1".to_string()))
-        );
-        assert_eq!(split_target("http://api.example"), ("/".to_string(), None));
-        assert_eq!(split_target("/p#frag"), ("/p".to_string(), None));
-    }
-
-    #[test]
-    fn percent_decoding_is_total() {
-        for s in ["%", "%4", "%zz", "a%", "%%%", "%41%42"] {
-            let _ = percent_decode_lower(s);
-        }
-        assert_eq!(percent_decode_lower("%41%62"), "ab");
-    }
-}
+mod tests;
