@@ -11,7 +11,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{
+    FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 /// How an existing file is written.
@@ -27,10 +29,14 @@ pub enum Mode {
 pub enum PrivateFileError {
     #[error(
         "{path} is a symbolic link: observer does not write through links, which would let \
-         whoever planted one point it at any file; give the real path, or remove the link"
+         whoever planted one point it at any file; give the real path, or remove the link \
+         (for standard output, give -)"
     )]
     Symlink { path: PathBuf },
-    #[error("{path} is not a regular file; give the path of a file (it is created if missing)")]
+    #[error(
+        "{path} is not a regular file, a named pipe or a character device; give the path of \
+         a file (it is created if missing)"
+    )]
     NotRegular { path: PathBuf },
     #[error(
         "{path} is owned by uid {owner}, not by observer's user (uid {ours}): someone else \
@@ -53,8 +59,7 @@ pub fn open_private(path: &Path, mode: Mode) -> Result<File, PrivateFileError> {
     let p = || path.to_path_buf();
     let mut opts = OpenOptions::new();
     opts.write(true).create(true).mode(0o600);
-    // O_NOFOLLOW makes open fail with ELOOP on a link; O_NONBLOCK keeps a FIFO planted at the
-    // path from blocking the open (it is refused below).
+    // O_NOFOLLOW makes open fail with ELOOP on a link.
     opts.custom_flags(libc_flags());
     match mode {
         Mode::Append => opts.append(true),
@@ -70,7 +75,14 @@ pub fn open_private(path: &Path, mode: Mode) -> Result<File, PrivateFileError> {
     })?;
     let io = |source| PrivateFileError::Io { path: p(), source };
     let meta = file.metadata().map_err(io)?;
-    if !meta.file_type().is_file() {
+    let kind = meta.file_type();
+    // A character device (/dev/null, a terminal) holds nothing for anyone to read later, and
+    // its mode is the system's: written to as it is.
+    if kind.is_char_device() {
+        return Ok(file);
+    }
+    // A named pipe feeds a forwarder, as stdout does; it follows the rules of a file.
+    if !kind.is_file() && !kind.is_fifo() {
         return Err(PrivateFileError::NotRegular { path: p() });
     }
     let ours = rustix::process::geteuid().as_raw();
@@ -90,15 +102,14 @@ pub fn open_private(path: &Path, mode: Mode) -> Result<File, PrivateFileError> {
             path.display()
         );
     }
-    if mode == Mode::Truncate {
+    if mode == Mode::Truncate && kind.is_file() {
         file.set_len(0).map_err(io)?;
     }
     Ok(file)
 }
 
 fn libc_flags() -> i32 {
-    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC)
-        .bits() as i32
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32
 }
 
 #[cfg(test)]
@@ -155,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn tightens_a_loose_mode_and_refuses_what_is_not_a_file() {
+    fn tightens_a_loose_mode_refuses_a_directory_and_leaves_devices_be() {
         let d = dir("mode");
         let path = d.join("out.json");
         std::fs::write(&path, b"").unwrap();
@@ -171,17 +182,13 @@ mod tests {
             ),
             "{e}"
         );
-        let fifo = d.join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-        // Opening a FIFO for writing with no reader fails (ENXIO) or is refused: never blocks.
-        assert!(open_private(&fifo, Mode::Append).is_err());
+        // A device is written to as it is, its mode untouched.
+        let before = std::fs::metadata("/dev/null").unwrap().permissions().mode();
+        open_private(Path::new("/dev/null"), Mode::Truncate).unwrap();
+        assert_eq!(
+            std::fs::metadata("/dev/null").unwrap().permissions().mode(),
+            before
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
