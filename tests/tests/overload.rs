@@ -301,6 +301,11 @@ fn stalled_output_never_holds_up_capture_and_drops_are_reported() {
     let started = Instant::now();
     requests(&server, "/health?i=", 300);
     let took = started.elapsed();
+    // A brute force while the queue is full of exchanges: its alert takes a reserved place.
+    let url = server.url("/api/items");
+    for i in 0..5 {
+        assert_eq!(curl(&["-u", &format!("alice:guess-{i}"), &url]).status, 401);
+    }
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -349,7 +354,17 @@ fn stalled_output_never_holds_up_capture_and_drops_are_reported() {
     let dropped = lost(&events, "sink", "queue_full");
     assert!(dropped > 0, "the queue overflowed");
     let written = events.iter().filter(|e| e.get("http").is_some()).count() as u64;
-    assert_eq!(written + dropped, 300, "every exchange written or counted");
+    assert_eq!(written + dropped, 305, "every exchange written or counted");
+    let alerts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"]["kind"] == "alert")
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the brute force alert was delivered through the full queue ({dropped} dropped)"
+    );
+    assert_eq!(alerts[0]["event"]["action"], "authn_login_fail_max");
     assert_eq!(
         shutdown_stats(&events)["sink"]["queue_full"]
             .as_u64()

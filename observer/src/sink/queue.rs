@@ -3,6 +3,11 @@
 //! loop that drains the kernel's ring buffer, or the ring would overflow and capture would lose
 //! traffic instead. When the queue is full, events are dropped, counted, and reported by a loss
 //! line that takes their place in the sequence.
+//!
+//! Alerts, loss lines and lifecycle events have a reserved lane: the last [`RESERVED`] places of
+//! the queue take only them, so a flood that fills the queue with exchanges cannot drop the
+//! alert about itself. They share the one queue with everything else, so the output keeps the
+//! sequence order the hash chain and `verify` rely on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +22,10 @@ use crate::event::Event;
 /// Events waiting for the writer, at most. About 1 KiB each at worst: a few MiB of memory
 /// buys seconds of a stalled output at thousands of events per second.
 pub const QUEUE_EVENTS: usize = 8192;
+/// Places of the queue, past its capacity for ordinary events, that only alerts, loss lines and
+/// lifecycle events may take. Rules fire at most once per key and cooldown, so a flood of
+/// alerts large enough to fill this too is itself bounded by `max_keys`.
+pub const RESERVED: usize = 1024;
 /// How often written lines are put on disk (fsync), besides at rotation and at the end.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Events written per batch before the batch is flushed.
@@ -53,6 +62,8 @@ enum Msg {
 
 pub struct Writer {
     tx: Option<Sender<Msg>>,
+    /// Ordinary events are taken while fewer than this many wait.
+    capacity: usize,
     thread: Option<JoinHandle<Result<(), SinkError>>>,
     /// Dropped events not yet announced to the writer.
     gap: Option<Gap>,
@@ -61,7 +72,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn spawn(sink: Sink, capacity: usize) -> std::io::Result<Self> {
-        let (tx, rx) = bounded(capacity);
+        let (tx, rx) = bounded(capacity + RESERVED);
         let stats = Arc::new(SinkStats::default());
         let shared = stats.clone();
         let thread = std::thread::Builder::new()
@@ -69,6 +80,7 @@ impl Writer {
             .spawn(move || write_loop(sink, rx, &shared))?;
         Ok(Self {
             tx: Some(tx),
+            capacity,
             thread: Some(thread),
             gap: None,
             stats,
@@ -96,7 +108,13 @@ impl Writer {
                 Err(TrySendError::Disconnected(_)) => return Err(self.stopped()),
             }
         }
-        match self.tx().try_send(Msg::Event(ev)) {
+        let ordinary_full = !reserved(&ev) && self.depth() >= self.capacity;
+        let sent = if ordinary_full {
+            Err(TrySendError::Full(Msg::Event(ev)))
+        } else {
+            self.tx().try_send(Msg::Event(ev))
+        };
+        match sent {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 if self.stats.queue_full.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -162,6 +180,15 @@ impl Drop for Writer {
     fn drop(&mut self) {
         let _ = self.join();
     }
+}
+
+/// Events that may take the reserved places: what says something went wrong, or that observer
+/// started or stopped.
+fn reserved(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::Alert(_) | Event::Loss(_) | Event::Lifecycle(_) | Event::Blind(_)
+    )
 }
 
 fn write_loop(mut sink: Sink, rx: Receiver<Msg>, stats: &SinkStats) -> Result<(), SinkError> {
