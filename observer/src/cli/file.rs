@@ -33,7 +33,8 @@ pub struct IdentityFile {
     pub login_bodies: Option<bool>,
     /// Body fields that name the user of a login, in order of preference.
     pub user_fields: Option<Vec<String>>,
-    /// Body fields that carry its password (noticed, never kept).
+    /// Body fields that carry its password (hashed in memory for password spraying, never
+    /// written).
     pub password_fields: Option<Vec<String>>,
 }
 
