@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::{TempDir, free_port, wait_for_port, workspace_root};
 
+mod express;
 mod keyed;
 
 /// A server process the test owns; killed on drop.

@@ -1,5 +1,7 @@
 //! `cargo xtask demo`: the whole thing in one command. Starts the sample API, points observer at
-//! its PID, sends it a short mix of requests with curl and shows what observer reported.
+//! its PID, sends it a short mix of requests with curl, then credential stuffing spread over 25
+//! loopback source addresses (one attempt each, as through a proxy pool), and shows what
+//! observer reported.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -133,6 +135,25 @@ pub fn demo() -> anyhow::Result<()> {
         );
     }
 
+    // Stuffing through a pool of addresses: one attempt per source, so no per-source rule can
+    // see it; the service-wide rule does.
+    const POOL: usize = 25;
+    step(&format!(
+        "credential stuffing: {POOL} accounts, one attempt each from 127.0.50.1..{POOL}"
+    ));
+    let mut stuffing_statuses = Vec::new();
+    for i in 1..=POOL {
+        let body = format!(r#"{{"user":"shopper{i:02}@example.org","password":"Leaked-{i:02}"}}"#);
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--interface", &format!("127.0.50.{i}"), "-d", &body])
+            .arg(format!("{base}/login"))
+            .output()
+            .context("running curl")?;
+        stuffing_statuses.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    eprintln!("    statuses: {}", stuffing_statuses.join(" "));
+
     step("stopping observer (SIGINT)");
     signal(&observer.0, rustix::process::Signal::INT);
     for line in lines {
@@ -202,12 +223,20 @@ pub fn demo() -> anyhow::Result<()> {
         .iter()
         .filter(|e| e["event"]["kind"] == "alert")
         .count();
+    let sent = requests.len() + POOL;
     step(&format!(
-        "{exchanges} exchanges reported for {} requests sent; {alerts} alerts",
-        requests.len()
+        "{exchanges} exchanges reported for {sent} requests sent; {alerts} alerts"
     ));
-    if exchanges != requests.len() {
+    if exchanges != sent {
         bail!("observer missed exchanges");
     }
+    let Some(wide) = events
+        .iter()
+        .find(|e| e["rule"]["name"] == "distributed_credential_stuffing")
+    else {
+        bail!("the stuffing spread over {POOL} sources raised no distributed_credential_stuffing");
+    };
+    step("the stuffing spread over sources, as the service-wide rule reports it");
+    println!("{}", serde_json::to_string_pretty(wide)?);
     Ok(())
 }

@@ -184,7 +184,58 @@ pub fn test_tools() -> anyhow::Result<()> {
             apt_install(&[deb])?;
         }
     }
+    npm_install(
+        EXPRESS_LOGIN_DIR,
+        EXPRESS_LOGIN,
+        "the stuffing tests' Express login",
+    )?;
     Ok(())
+}
+
+/// Where the stuffing tests find Express and Passport (as NODE_PATH=<dir>/node_modules).
+pub const EXPRESS_LOGIN_DIR: &str = "target/npm/express-login";
+/// (package, pinned version): the JSON login of tests/servers/express_login.js.
+const EXPRESS_LOGIN: &[(&str, &str)] = &[
+    ("express", "4.21.2"),
+    ("passport", "0.7.0"),
+    ("passport-local", "1.0.0"),
+];
+
+/// Installs pinned npm packages into `dir` (under the workspace) unless each is there at its
+/// version already; only the npm registry is reached.
+fn npm_install(dir: &str, packages: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
+    let root = crate::workspace_root().join(dir);
+    let installed = |name: &str, version: &str| {
+        std::fs::read_to_string(root.join("node_modules").join(name).join("package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["version"] == version)
+    };
+    if packages.iter().all(|(n, v)| installed(n, v)) {
+        return Ok(());
+    }
+    let specs: Vec<String> = packages.iter().map(|(n, v)| format!("{n}@{v}")).collect();
+    step(&format!(
+        "installing {} from npm into {dir} ({why})",
+        specs.join(" ")
+    ));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    run(Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--save-exact",
+            "--prefix",
+        ])
+        .arg(&root)
+        .args(&specs))
+    .with_context(|| {
+        format!(
+            "npm could not install {}; it needs the npm registry (registry.npmjs.org) reachable",
+            specs.join(" ")
+        )
+    })
 }
 
 fn on_path(cmd: &str) -> bool {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::ConfigError;
 use crate::detect::login::{LoginConfig, LoginRoute};
-use crate::detect::rules::{DetectConfig, Threshold};
+use crate::detect::rules::{DetectConfig, Spread, Threshold};
 use crate::http::form::norm;
 use crate::http::{CredentialNames, FieldNames};
 
@@ -35,7 +35,8 @@ pub struct IdentityFile {
     pub login_bodies: Option<bool>,
     /// Body fields that name the user of a login, in order of preference.
     pub user_fields: Option<Vec<String>>,
-    /// Body fields that carry its password (noticed, never kept).
+    /// Body fields that carry its password (hashed in memory for password spraying, never
+    /// written).
     pub password_fields: Option<Vec<String>>,
 }
 
@@ -66,6 +67,23 @@ pub struct DetectionFile {
     pub credential_stuffing_accounts: Option<ThresholdFile>,
     pub success_after_fail: Option<ThresholdFile>,
     pub attack_tool: Option<AttackToolFile>,
+    pub distributed_credential_stuffing: Option<SpreadFile>,
+    pub password_spraying: Option<ThresholdFile>,
+}
+
+/// `[detection.distributed_credential_stuffing]`: failed logins across many sources.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadFile {
+    pub enabled: Option<bool>,
+    /// Distinct accounts whose logins failed.
+    pub accounts: Option<u64>,
+    /// Distinct sources those failures came from.
+    pub sources: Option<u64>,
+    /// Fraction of the service's login attempts that failed.
+    pub failure_ratio: Option<f64>,
+    pub min_attempts: Option<u64>,
+    pub window_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -132,6 +150,35 @@ fn apply_threshold(
     }
     if let Some(w) = f.window_seconds {
         base.window_ns = seconds(&format!("detection.{rule}.window_seconds"), w)?;
+    }
+    Ok(())
+}
+
+fn apply_spread(base: &mut Spread, f: &Option<SpreadFile>) -> Result<(), ConfigError> {
+    let Some(f) = f else { return Ok(()) };
+    let key = |k: &str| format!("detection.distributed_credential_stuffing.{k}");
+    let at_least_one = |k: &str, v: Option<u64>, to: &mut u64| match v {
+        Some(0) => Err(bad(&key(k), "must be at least 1")),
+        Some(n) => {
+            *to = n;
+            Ok(())
+        }
+        None => Ok(()),
+    };
+    if let Some(e) = f.enabled {
+        base.enabled = e;
+    }
+    at_least_one("accounts", f.accounts, &mut base.accounts)?;
+    at_least_one("sources", f.sources, &mut base.sources)?;
+    at_least_one("min_attempts", f.min_attempts, &mut base.min_attempts)?;
+    if let Some(r) = f.failure_ratio {
+        if !(r > 0.0 && r <= 1.0) {
+            return Err(bad(&key("failure_ratio"), "must be above 0 and at most 1"));
+        }
+        base.ratio = r;
+    }
+    if let Some(w) = f.window_seconds {
+        base.window_ns = seconds(&key("window_seconds"), w)?;
     }
     Ok(())
 }
@@ -206,6 +253,15 @@ impl FileConfig {
             &mut c.success_after_fail,
             &d.success_after_fail,
             "success_after_fail",
+        )?;
+        apply_spread(
+            &mut c.distributed_stuffing,
+            &d.distributed_credential_stuffing,
+        )?;
+        apply_threshold(
+            &mut c.password_spraying,
+            &d.password_spraying,
+            "password_spraying",
         )?;
         if let Some(t) = &d.attack_tool {
             if let Some(e) = t.enabled {

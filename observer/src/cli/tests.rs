@@ -231,3 +231,42 @@ fn query_credential_names_are_configurable_but_never_passwords() {
         assert!(e.to_string().contains("identity.query_credentials"), "{e}");
     }
 }
+
+#[test]
+fn rules_across_sources_from_the_config_file() {
+    let f = FileConfig::parse(
+        "[detection.distributed_credential_stuffing]\naccounts = 50\nsources = 25\n\
+         failure_ratio = 0.5\nmin_attempts = 100\nwindow_seconds = 300\n\
+         [detection.password_spraying]\nthreshold = 5\n",
+    )
+    .unwrap();
+    let d = f.detection().unwrap();
+    let s = d.distributed_stuffing;
+    assert_eq!(
+        (s.accounts, s.sources, s.ratio, s.min_attempts, s.window_ns),
+        (50, 25, 0.5, 100, 300 * SEC)
+    );
+    assert!(s.enabled);
+    assert_eq!(d.password_spraying.threshold, 5);
+    assert_eq!(d.password_spraying.window_ns, 600 * SEC, "defaults stay");
+    for (bad, key) in [
+        ("failure_ratio = 0.0", "failure_ratio"),
+        ("failure_ratio = 1.5", "failure_ratio"),
+        ("accounts = 0", "accounts"),
+        ("sources = 0", "sources"),
+        ("window_seconds = 0", "window_seconds"),
+    ] {
+        let e = FileConfig::parse(&format!(
+            "[detection.distributed_credential_stuffing]\n{bad}\n"
+        ))
+        .unwrap()
+        .detection()
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("distributed_credential_stuffing.{key}")),
+            "{e}"
+        );
+    }
+    assert!(FileConfig::parse("[detection.distributed_credential_stuffing]\nratio = 1\n").is_err());
+}

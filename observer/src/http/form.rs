@@ -1,7 +1,8 @@
-//! What a login body says: the user name it names and whether it carries a password, read from
-//! the first bytes of an `application/x-www-form-urlencoded` or JSON request body (top level and
-//! one nested object). The user name is held only until `detect::identity` hashes it; the
-//! password is never kept, only noticed.
+//! What a login body says: the user name it names and the password it carries, read from the
+//! first bytes of an `application/x-www-form-urlencoded` or JSON request body (top level and
+//! one nested object). The user name is held only until `detect::identity` hashes it, the
+//! password only until the pipeline hashes it under the run's in-memory key for password
+//! spraying; neither is ever written.
 //!
 //! The body may be cut (the kernel's copy, the cap on what is kept): only values seen whole
 //! count. Part of HTTP parsing: imports nothing of the crate.
@@ -79,12 +80,41 @@ impl RawUser {
     }
 }
 
+/// A password as sent, held only until the pipeline hashes it, wiped when dropped. Its
+/// `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawPassword(zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for RawPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawPassword({} bytes)", self.0.len())
+    }
+}
+
+impl RawPassword {
+    /// The password itself: only for hashing.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Bytes held, for the connection's memory bound.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What a request body says of a login.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoginFields {
     pub user: Option<RawUser>,
-    /// A password field was present (its value is never kept).
+    /// A password field was present.
     pub password: bool,
+    /// Its value, when it was a non-empty string seen whole.
+    pub secret: Option<RawPassword>,
 }
 
 impl LoginFields {
@@ -154,6 +184,7 @@ impl FieldNames {
     fn read_form(&self, body: &[u8], whole: bool) -> LoginFields {
         let mut best: Option<(usize, Vec<u8>)> = None;
         let mut password = false;
+        let mut secret = None;
         let mut pairs: Vec<&[u8]> = body.split(|&c| c == b'&').collect();
         if !whole {
             pairs.pop();
@@ -165,6 +196,10 @@ impl FieldNames {
             };
             let k = percent_decode(k);
             if self.is_password(&k) {
+                // The first occurrence wins, as for the user name.
+                if !password {
+                    secret = raw_password(percent_decode(v));
+                }
                 password = true;
             } else if let Some(rank) = self.user_rank(&k)
                 && best.as_ref().is_none_or(|(r, _)| rank < *r)
@@ -175,6 +210,7 @@ impl FieldNames {
         LoginFields {
             user: pick(best),
             password,
+            secret,
         }
     }
 
@@ -188,13 +224,20 @@ impl FieldNames {
             top: None,
             nested: None,
             password: false,
+            secret: None,
         };
         let _ = s.object(0);
         LoginFields {
             user: pick(s.top.or(s.nested)),
             password: s.password,
+            secret: s.secret.take(),
         }
     }
+}
+
+/// A password value worth counting: empty ones are left out.
+fn raw_password(v: Vec<u8>) -> Option<RawPassword> {
+    (!v.is_empty()).then(|| RawPassword(zeroize::Zeroizing::new(v)))
 }
 
 /// The chosen value, normalised later; empty names name nobody.
@@ -240,6 +283,8 @@ struct Scan<'a> {
     top: Option<(usize, Vec<u8>)>,
     nested: Option<(usize, Vec<u8>)>,
     password: bool,
+    /// The last password string seen, at any level read.
+    secret: Option<RawPassword>,
 }
 
 /// Nesting beyond which values are skipped without recursion.
@@ -273,6 +318,8 @@ impl Scan<'_> {
                     let v = self.string()?;
                     if self.names.is_password(&key) {
                         self.password = true;
+                        // The last occurrence wins, as JSON parsers read duplicates.
+                        self.secret = raw_password(v);
                     } else if let Some(rank) = self.names.user_rank(&key) {
                         let slot = if depth == 0 {
                             &mut self.top
@@ -400,142 +447,5 @@ impl Scan<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(kind: BodyKind, body: &str, whole: bool) -> (Option<String>, bool) {
-        let f = FieldNames::default().read(kind, body.as_bytes(), whole);
-        (
-            f.user
-                .map(|u| String::from_utf8_lossy(u.bytes()).into_owned()),
-            f.password,
-        )
-    }
-
-    fn user(kind: BodyKind, body: &str) -> Option<String> {
-        read(kind, body, true).0
-    }
-
-    #[test]
-    fn forms_are_percent_decoded_and_the_first_field_wins() {
-        use BodyKind::Form;
-        assert_eq!(
-            read(Form, "username=al%69ce+b&password=x", true),
-            (Some("alice b".into()), true)
-        );
-        assert_eq!(user(Form, "user=a&user=b"), Some("a".into()));
-        // A better-named field wins over an earlier one.
-        assert_eq!(user(Form, "email=e%40x&username=u"), Some("u".into()));
-        assert_eq!(user(Form, "User_Name=mixed"), Some("mixed".into()));
-        assert_eq!(user(Form, "username=&password=x"), None);
-        assert_eq!(user(Form, "username"), None);
-        assert_eq!(user(Form, "%zz=1&username=%4"), Some("%4".into()));
-        // A cut body: the last pair may be cut, so it is not read.
-        assert_eq!(read(Form, "password=x&username=ali", false), (None, true));
-        assert_eq!(
-            read(Form, "username=alice&password=hun", false),
-            (Some("alice".into()), false)
-        );
-        // The password's value is never part of what is read.
-        let f = FieldNames::default().read(Form, b"username=a&password=hunter2", true);
-        assert!(!format!("{f:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn json_top_level_and_one_nested_object() {
-        use BodyKind::Json;
-        assert_eq!(
-            read(Json, r#" {"username": "alice", "password": "x"}"#, true),
-            (Some("alice".into()), true)
-        );
-        assert_eq!(
-            read(Json, r#"{"user":{"email":"a@x","password":"p"}}"#, true),
-            (Some("a@x".into()), true)
-        );
-        // The top level wins over a nested object, whatever the order.
-        assert_eq!(
-            user(Json, r#"{"credentials":{"username":"n"},"email":"t"}"#),
-            Some("t".into())
-        );
-        // Deeper objects, arrays and other values are skipped.
-        assert_eq!(
-            user(
-                Json,
-                r#"{"a":[1,{"username":"no"}],"b":{"c":{"username":"deep"}},"n":1.5e3,"t":true,"login":"yes"}"#
-            ),
-            Some("yes".into())
-        );
-        // The last occurrence wins, as JSON parsers read duplicates.
-        assert_eq!(user(Json, r#"{"user":"a","user":"b"}"#), Some("b".into()));
-        assert_eq!(
-            user(Json, r#"{"username":"\u0041l\u00efce\ud83d\ude00\"q"}"#),
-            Some("Alïce😀\"q".into())
-        );
-        assert_eq!(
-            user(Json, r#"{"username":"\ud800x"}"#),
-            Some("\u{fffd}x".into())
-        );
-        assert_eq!(user(Json, r#"{"username":12}"#), None);
-        assert_eq!(user(Json, "not json"), None);
-        assert_eq!(user(Json, "{"), None);
-        // JSON sent as a form (curl -d) is read as JSON.
-        assert_eq!(
-            read(
-                BodyKind::Form,
-                r#"{"user":"alice","password":"guess"}"#,
-                true
-            ),
-            (Some("alice".into()), true)
-        );
-    }
-
-    #[test]
-    fn cut_json_keeps_only_whole_values() {
-        let body = r#"{"username":"alice","password":"hunter2","remember":true}"#;
-        for cut in 0..body.len() {
-            let (u, _) = read(BodyKind::Json, &body[..cut], false);
-            let whole_value = cut >= r#"{"username":"alice""#.len();
-            assert_eq!(u.is_some(), whole_value, "cut at {cut}: {u:?}");
-        }
-    }
-
-    #[test]
-    fn content_types() {
-        assert_eq!(
-            BodyKind::of(Some(b"application/x-www-form-urlencoded; charset=UTF-8")),
-            Some(BodyKind::Form)
-        );
-        assert_eq!(
-            BodyKind::of(Some(b"Application/JSON")),
-            Some(BodyKind::Json)
-        );
-        assert_eq!(
-            BodyKind::of(Some(b"application/vnd.api+json")),
-            Some(BodyKind::Json)
-        );
-        assert_eq!(BodyKind::of(Some(b"multipart/form-data; boundary=x")), None);
-        assert_eq!(BodyKind::of(Some(b"text/plain")), None);
-        assert_eq!(BodyKind::of(None), Some(BodyKind::Form));
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        let n = FieldNames::default();
-        let samples: [&[u8]; 8] = [
-            b"{\"a\":\"\\",
-            b"{\"username\":\"\\u12",
-            b"{\"x\":[[[[[[[[",
-            b"{\"x\":}}}}",
-            b"\xff\xfe{\"user\"\xff:\"\xff\"}",
-            b"%%%&&&===",
-            b"{\"user\":{\"user\":{\"user\":\"x\"}}}",
-            b"{,}",
-        ];
-        for s in samples {
-            for cut in 0..=s.len() {
-                let _ = n.read(BodyKind::Json, &s[..cut], false);
-                let _ = n.read(BodyKind::Form, &s[..cut], cut == s.len());
-            }
-        }
-    }
-}
+#[path = "form_tests.rs"]
+mod tests;

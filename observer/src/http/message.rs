@@ -93,7 +93,7 @@ pub struct Request {
     pub head_truncated: bool,
     /// The credential the request carried, until the pipeline fingerprints it.
     pub credential: Option<RawCredential>,
-    /// What the body says of a login (user name until hashed, whether a password was sent).
+    /// What the body says of a login (user name and password until hashed).
     pub login: LoginFields,
 }
 
@@ -148,6 +148,8 @@ pub struct HttpCounters {
     pub dropped_at_holes: u64,
     /// Bodies longer than the [`MAX_BODY_KEPT`] bytes kept of them: read from their prefix.
     pub bodies_capped: u64,
+    /// Responses with no request that the status rules never saw (too many in one piece).
+    pub unpaired_dropped: u64,
 }
 
 impl HttpCounters {
@@ -162,5 +164,6 @@ impl HttpCounters {
         self.capture_holes += o.capture_holes;
         self.dropped_at_holes += o.dropped_at_holes;
         self.bodies_capped += o.bodies_capped;
+        self.unpaired_dropped += o.unpaired_dropped;
     }
 }

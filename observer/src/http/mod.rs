@@ -2,7 +2,7 @@
 //!
 //! [`message`] holds what every version yields (requests, responses, exchanges, counters),
 //! [`credential`] what a request's headers, query and cookies carry as credentials, [`form`]
-//! what a login body names (the user, whether a password was sent), and [`h1`] the HTTP/1.x
+//! what a login body names (the user, the password until it is hashed), and [`h1`] the HTTP/1.x
 //! reassembly (head parsing, body framing, the per-connection state machine). An `h2` module
 //! (frames, HPACK) would sit next to `h1` and yield the same messages.
 //!
@@ -18,6 +18,6 @@ pub use credential::{
     CredentialKind, CredentialNames, DEFAULT_API_KEY_HEADERS, DEFAULT_QUERY_CREDENTIALS,
     DEFAULT_SESSION_COOKIES, MAX_SECRET, RawCredential, parse_authorization,
 };
-pub use form::{BodyKind, FieldNames, LoginFields, RawUser};
-pub use h1::{HttpConn, MAX_HEAD, MAX_PENDING, looks_like_start};
+pub use form::{BodyKind, FieldNames, LoginFields, RawPassword, RawUser};
+pub use h1::{HttpConn, MAX_HEAD, MAX_PENDING, Unpaired, looks_like_start};
 pub use message::{Exchange, HttpCounters, MAX_FIELD, Request, Response, Side, Sizes, Text};

@@ -8,9 +8,9 @@ use crate::addr::Role;
 use crate::capture::Meta;
 use crate::conn::host::Host;
 use crate::conn::{Conn, ConnKey};
-use crate::detect::rules::Facts;
-use crate::event::{ConnView, Event, ExchangeContext, alert_event, exchange_event};
-use crate::http::{Side, looks_like_start};
+use crate::detect::rules::{Detector, Facts};
+use crate::event::{Clock, ConnView, Event, ExchangeContext, alert_event, exchange_event};
+use crate::http::{Side, Unpaired, looks_like_start};
 
 /// Pieces of non-HTTP bytes after which a connection that never carried an exchange is
 /// dropped, and the kernel side stops copying it.
@@ -75,12 +75,23 @@ impl<H: Host> Pipeline<H> {
         let mut done = std::mem::take(&mut self.scratch);
         conn.http
             .on_data(side, bytes, total_len, meta.ts_ns, &mut done);
+        let mut unpaired = Vec::new();
+        conn.http.take_unpaired(&mut unpaired);
         conn.exchanges += done.len() as u64;
         if conn.exchanges == 0 && conn.http.counters.skipped_pieces >= NON_HTTP_PIECES {
             self.counters.non_http_connections += 1;
             self.counters.filtered_connections =
                 self.counters.filtered_connections.saturating_sub(1);
             self.ignore(key);
+        }
+        if let (false, Some(conn)) = (unpaired.is_empty(), self.conns.get_mut(&key)) {
+            let (id, ends) = (conn.id, conn.endpoints.clone());
+            let view = match self.views.remove(&id) {
+                Some(v) => v,
+                None => self.view(role, &ends, meta.tgid),
+            };
+            self.unpaired_statuses(&unpaired, &view, out);
+            self.views.insert(id, view);
         }
         if !done.is_empty() {
             let conn = self.conns.get_mut(&key).expect("still tracked");
@@ -141,6 +152,12 @@ impl<H: Host> Pipeline<H> {
                 (Some(_), Some(u), Some(f)) => Some(f.login_user(&u)),
                 _ => credential.as_ref().and_then(|c| c.user_hash.clone()),
             };
+            // The password of a login body is replaced by its keyed hash here, under the run's
+            // in-memory key, and dropped (wiped): the hash goes to the rules and nowhere else.
+            let password = match (&verdict.login, x.request.login.secret.take()) {
+                (Some(_), Some(raw)) => self.detector.password_hash(raw.bytes()),
+                _ => None,
+            };
             self.next_sequence += 1;
             let mut ev = exchange_event(
                 &x,
@@ -162,13 +179,34 @@ impl<H: Host> Pipeline<H> {
                 credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
                 tool: verdict.tool,
                 service: Some(&view.service),
+                password: password.as_ref(),
             };
-            for alert in self.detector.observe(&facts) {
-                self.next_sequence += 1;
-                let mut ev = alert_event(&alert, &self.clock, &self.run_id);
-                ev.meta_mut().sequence = self.next_sequence;
-                out.push(ev);
-            }
+            let (d, seq) = (&mut self.detector, &mut self.next_sequence);
+            detect(d, seq, (&self.clock, &self.run_id), &facts, out);
+        }
+    }
+
+    /// Responses whose request was not parsed reach the status rules with the connection's
+    /// source and service, and nothing else (no login, account or credential): they have no
+    /// line of their own (sequence 0), and an alert over them says so by its samples.
+    fn unpaired_statuses(&mut self, unpaired: &[Unpaired], view: &ConnView, out: &mut Vec<Event>) {
+        let source_ip = view.source.as_ref().and_then(|s| s.ip.as_deref());
+        for u in unpaired {
+            self.counters.unpaired_responses += 1;
+            let facts = Facts {
+                ts_ns: u.end_ns,
+                sequence: 0,
+                status: u.status,
+                login: None,
+                user: None,
+                source_ip,
+                credential: None,
+                tool: None,
+                service: Some(&view.service),
+                password: None,
+            };
+            let (d, seq) = (&mut self.detector, &mut self.next_sequence);
+            detect(d, seq, (&self.clock, &self.run_id), &facts, out);
         }
     }
 
@@ -176,7 +214,16 @@ impl<H: Host> Pipeline<H> {
         let cached = self.views.remove(&conn.id);
         let mut done = Vec::new();
         conn.http.on_close(ts_ns, &mut done);
+        let mut unpaired = Vec::new();
+        conn.http.take_unpaired(&mut unpaired);
         self.http_closed.add(&conn.http.counters);
+        if let (Some(role), false) = (conn.role, unpaired.is_empty()) {
+            let view = match &cached {
+                Some(v) => v.clone(),
+                None => self.view(role, &conn.endpoints, conn.key.tgid),
+            };
+            self.unpaired_statuses(&unpaired, &view, out);
+        }
         if let (Some(role), false) = (conn.role, done.is_empty()) {
             let (tgid, tid) = (conn.key.tgid, conn.last_tid);
             let view = match cached {
@@ -185,6 +232,22 @@ impl<H: Host> Pipeline<H> {
             };
             self.emit_exchanges(&mut done, role, conn.id, &view, conn.tls, tgid, tid, out);
         }
+    }
+}
+
+/// Shows one exchange's facts to the rules and emits the alerts they raise, in sequence.
+fn detect(
+    detector: &mut Detector,
+    sequence: &mut u64,
+    (clock, run_id): (&Clock, &str),
+    facts: &Facts<'_>,
+    out: &mut Vec<Event>,
+) {
+    for alert in detector.observe(facts) {
+        *sequence += 1;
+        let mut ev = alert_event(&alert, clock, run_id);
+        ev.meta_mut().sequence = *sequence;
+        out.push(ev);
     }
 }
 

@@ -11,6 +11,8 @@ mod exchanges;
 mod tests;
 #[cfg(test)]
 mod tests_login;
+#[cfg(test)]
+mod tests_spread;
 
 use std::collections::HashMap;
 
@@ -81,6 +83,8 @@ pub struct PipelineCounters {
     /// Records that could not be decoded (never expected from the kernel; possible in files).
     pub decode_errors: u64,
     pub exchanges: u64,
+    /// Responses whose request was not parsed, shown to the status rules only.
+    pub unpaired_responses: u64,
     /// Pieces on a connection of unknown role that did not show which way requests flow.
     pub unassigned_pieces: u64,
     /// Connections left out by the port filter.
@@ -368,6 +372,8 @@ impl<H: Host> Pipeline<H> {
                 "capture_holes": http.capture_holes,
                 "dropped_at_holes": http.dropped_at_holes,
                 "bodies_capped": http.bodies_capped,
+                "unpaired_dropped": http.unpaired_dropped,
+                "unpaired_responses": self.counters.unpaired_responses,
             },
             "late_address_lookups": self.counters.late_address_lookups,
             "tls_connections": self.counters.tls_connections,

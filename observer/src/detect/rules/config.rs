@@ -13,6 +13,8 @@ pub enum Rule {
     ErrorSpike,
     AttackTool,
     SuccessAfterFail,
+    DistributedStuffing,
+    PasswordSpraying,
 }
 
 /// User-Agent words of known attack tools, matched case-insensitively anywhere in the header,
@@ -46,7 +48,7 @@ pub const DEFAULT_ATTACK_TOOLS: &[&str] = &[
 ];
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 10] = [
         Rule::BruteForce,
         Rule::CredentialStuffing,
         Rule::DistributedBruteForce,
@@ -55,6 +57,8 @@ impl Rule {
         Rule::ErrorSpike,
         Rule::AttackTool,
         Rule::SuccessAfterFail,
+        Rule::DistributedStuffing,
+        Rule::PasswordSpraying,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,8 @@ impl Rule {
             Rule::ErrorSpike => "error_spike",
             Rule::AttackTool => "attack_tool",
             Rule::SuccessAfterFail => "success_after_fail",
+            Rule::DistributedStuffing => "distributed_credential_stuffing",
+            Rule::PasswordSpraying => "password_spraying",
         }
     }
 
@@ -95,6 +101,11 @@ impl Rule {
             Rule::ErrorSpike => "Server errors well above normal for one service",
             Rule::AttackTool => "Requests from a known attack tool",
             Rule::SuccessAfterFail => "An account logged in after many failed logins",
+            Rule::DistributedStuffing => {
+                "Failed logins of many distinct accounts from many sources, most logins of the \
+                 service failing"
+            }
+            Rule::PasswordSpraying => "One password failing to log in to many distinct accounts",
         }
     }
 
@@ -102,7 +113,7 @@ impl Rule {
     pub fn key_field(self) -> &'static str {
         match self {
             Rule::DistributedBruteForce => "observer.credential.fingerprint",
-            Rule::ErrorSpike => "service",
+            Rule::ErrorSpike | Rule::DistributedStuffing | Rule::PasswordSpraying => "service",
             Rule::AttackTool => "source.ip,user_agent.name",
             Rule::SuccessAfterFail => "user.hash",
             _ => "source.ip",
@@ -129,6 +140,20 @@ pub struct ErrorSpike {
     pub consecutive: u64,
 }
 
+/// Failed logins spread over many sources, for one service: fires when, within `window_ns`,
+/// failed logins named at least `accounts` distinct accounts from at least `sources` distinct
+/// sources, and at least `ratio` of the service's login attempts (at least `min_attempts` of
+/// them) failed. The ratio is what keeps a busy service's normal typos quiet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub enabled: bool,
+    pub accounts: u64,
+    pub sources: u64,
+    pub ratio: f64,
+    pub min_attempts: u64,
+    pub window_ns: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectConfig {
     pub brute_force: Threshold,
@@ -145,6 +170,10 @@ pub struct DetectConfig {
     pub attack_tools: Vec<String>,
     /// A login of an account after this many failures (from any source) in the window.
     pub success_after_fail: Threshold,
+    /// Stuffing or spraying spread over many sources, per service.
+    pub distributed_stuffing: Spread,
+    /// One password (a keyed hash held in memory) failing for this many distinct accounts.
+    pub password_spraying: Threshold,
     /// After an alert, repeats of the same rule and key are counted, not emitted, this long.
     pub cooldown_ns: u64,
     pub max_keys: usize,
@@ -175,6 +204,20 @@ impl Default for DetectConfig {
             attack_tool: t(1, 600),
             attack_tools: DEFAULT_ATTACK_TOOLS.iter().map(|s| s.to_string()).collect(),
             success_after_fail: t(5, 600),
+            // 20 accounts from 10 sources in 10 minutes, with 30 % of at least 20 login attempts
+            // failing: a typo rate of a few percent (up to 10 % on phones) stays three times
+            // below the ratio; stuffing fails for nearly every attempt. See README.
+            distributed_stuffing: Spread {
+                enabled: true,
+                accounts: 20,
+                sources: 10,
+                ratio: 0.30,
+                min_attempts: 20,
+                window_ns: 600 * SEC,
+            },
+            // Ten accounts failing with one password in 10 minutes: users mistyping their own
+            // passwords seldom mistype them into the same string.
+            password_spraying: t(10, 600),
             cooldown_ns: 300 * SEC,
             max_keys: 10_000,
         }

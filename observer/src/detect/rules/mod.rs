@@ -1,27 +1,34 @@
 //! Windowed rules: brute force, credential stuffing (by credentials and by accounts),
 //! distributed brute force, authorization probing, excess 404s, error spikes, attack tools and
-//! logins that succeed after many failures.
+//! logins that succeed after many failures; stuffing spread over many sources and password
+//! spraying, per service.
 //!
 //! Time is the exchanges' own (monotonic nanoseconds), so rules are tested on generated streams
 //! with no sleeps. Memory is bounded: each rule keeps at most `max_keys` keys and each key a
 //! bounded window; the least recently seen key is evicted first, and evictions are counted.
 //!
 //! [`config`] holds the rules and their settings, [`window`] the per-key state, [`logins`] the
-//! rules on accounts and tools, this file the detector. Plain data in (`Facts`), alerts out: imports nothing of the crate but the login
+//! rules on accounts and tools, [`spread`] the rules across sources (and the in-memory password
+//! key), this file the detector. Plain data in (`Facts`), alerts out: imports nothing of the crate but the login
 //! outcome of [`super::login`].
 
 mod config;
 mod logins;
+mod spread;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_logins;
+#[cfg(test)]
+mod tests_spread;
 mod window;
 
 use std::collections::{HashMap, VecDeque};
 
 use super::login::LoginOutcome;
-pub use config::{DEFAULT_ATTACK_TOOLS, DetectConfig, ErrorSpike, Rule, Threshold};
+pub use config::{DEFAULT_ATTACK_TOOLS, DetectConfig, ErrorSpike, Rule, Spread, Threshold};
+pub use spread::PasswordHash;
+use spread::{Logins, SprayKey};
 use window::{Cooldown, Distinct, Hits, Spike, slot};
 
 /// Sample exchanges (their `event.sequence`) an alert carries.
@@ -33,6 +40,8 @@ const MAX_SPIKE_WINDOW: usize = 10_000;
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
     pub ts_ns: u64,
+    /// The exchange's `event.sequence`; 0 for a response whose request could not be parsed
+    /// (it has no line of its own, so it is never an alert's sample).
     pub sequence: u64,
     pub status: u16,
     /// Set for a login attempt whose answer tells how it ended.
@@ -45,6 +54,8 @@ pub struct Facts<'a> {
     pub tool: Option<&'a str>,
     /// The target service: process and local port.
     pub service: Option<&'a str>,
+    /// The keyed hash of a login body's password; only ever counted, never reported.
+    pub password: Option<&'a PasswordHash>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +91,11 @@ pub struct Detector {
     /// Per rule and the field whose distinct values it counts.
     distinct: HashMap<(Rule, &'static str), HashMap<String, Distinct>>,
     spikes: HashMap<String, Spike>,
+    /// Per service: its login attempts, failed accounts and sources.
+    logins: HashMap<String, Logins>,
+    /// Per password hash: the accounts it failed for.
+    sprays: HashMap<String, Distinct>,
+    spray_key: SprayKey,
     cooldowns: HashMap<(Rule, String), Cooldown>,
     /// (time, records lost) as reported, oldest first.
     losses: VecDeque<(u64, u64)>,
@@ -93,6 +109,9 @@ impl Detector {
             counts: HashMap::new(),
             distinct: HashMap::new(),
             spikes: HashMap::new(),
+            logins: HashMap::new(),
+            sprays: HashMap::new(),
+            spray_key: SprayKey::random(),
             cooldowns: HashMap::new(),
             losses: VecDeque::new(),
             counters: DetectCounters::default(),
@@ -120,6 +139,8 @@ impl Detector {
             c.error_spike.window_ns,
             c.attack_tool.window_ns,
             c.success_after_fail.window_ns,
+            c.distributed_stuffing.window_ns,
+            c.password_spraying.window_ns,
         ]
         .into_iter()
         .max()
@@ -167,6 +188,8 @@ impl Detector {
         }
         self.attack_tool(f, &mut fired);
         self.success_after_fail(f, &mut fired);
+        self.distributed_stuffing(f, &mut fired);
+        self.password_spraying(f, &mut fired);
         if let Some(service) = f.service {
             self.spike(service, f, &mut fired);
         }
@@ -357,9 +380,11 @@ impl Detector {
         window_ns: u64,
         first_ns: u64,
         now_ns: u64,
-        samples: Vec<u64>,
+        mut samples: Vec<u64>,
         out: &mut Vec<Alert>,
     ) {
+        // Responses whose request was not parsed have no line to point at.
+        samples.retain(|s| *s != 0);
         let ck = (rule, key.to_string());
         if let Some(cd) = self.cooldowns.get_mut(&ck)
             && now_ns < cd.until_ns

@@ -20,6 +20,7 @@ pub(super) fn facts<'a>(
         credential: cred,
         tool: None,
         service: Some("api:8080"),
+        password: None,
     }
 }
 
@@ -35,15 +36,15 @@ pub(super) fn of(alerts: &[Alert], rule: Rule) -> Vec<&Alert> {
 fn brute_force_fires_at_the_fifth_failure_within_the_window() {
     let mut d = Detector::new(DetectConfig::default());
     let four: Vec<_> = (0..4)
-        .map(|i| facts(i * 100, i, 401, "10.0.0.1", None))
+        .map(|i| facts(i * 100, i + 1, 401, "10.0.0.1", None))
         .collect();
     assert!(of(&run(&mut d, &four), Rule::BruteForce).is_empty());
     // The fifth comes 600 s after the first: still inside the 10 min window.
-    let a = run(&mut d, &[facts(600, 4, 401, "10.0.0.1", None)]);
+    let a = run(&mut d, &[facts(600, 5, 401, "10.0.0.1", None)]);
     let bf = of(&a, Rule::BruteForce);
     assert_eq!(bf.len(), 1);
     assert_eq!(bf[0].count, 5);
-    assert_eq!(bf[0].samples, vec![0, 1, 2, 3, 4]);
+    assert_eq!(bf[0].samples, vec![1, 2, 3, 4, 5]);
     assert_eq!(bf[0].first_ns, 0);
 }
 

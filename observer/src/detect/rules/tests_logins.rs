@@ -8,7 +8,13 @@ const USERS: [&str; 12] = [
     "u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9", "u10", "u11",
 ];
 
-fn login<'a>(ts_s: u64, seq: u64, outcome: LoginOutcome, ip: &'a str, user: &'a str) -> Facts<'a> {
+pub(super) fn login<'a>(
+    ts_s: u64,
+    seq: u64,
+    outcome: LoginOutcome,
+    ip: &'a str,
+    user: &'a str,
+) -> Facts<'a> {
     let status = match outcome {
         LoginOutcome::Success => 200,
         LoginOutcome::Fail => 400,
@@ -77,6 +83,7 @@ fn attack_tools_alert_once_per_source_and_tool() {
         credential: None,
         tool: Some(t),
         service: None,
+        password: None,
     };
     let a = run(&mut d, &[tool(0, 1, "10.0.0.1", "nikto")]);
     let at = of(&a, Rule::AttackTool);

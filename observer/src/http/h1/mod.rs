@@ -26,6 +26,21 @@ pub use head::{MAX_HEAD, looks_like_start};
 
 /// Requests waiting for their response (pipelining) before the oldest is given up.
 pub const MAX_PENDING: usize = 64;
+/// Unpaired responses held until the pipeline takes them (after every piece): more than one
+/// piece of the kernel's copy can frame.
+pub const MAX_UNPAIRED: usize = 256;
+
+/// A response whose request was not parsed: its head was cut by the kernel's copy before the
+/// request line ended, it hid behind bytes that do not start a message, it was lost at a
+/// capture hole, or the connection was seen from its middle. Only its status is known, which
+/// is all the status rules (brute force on 401, the error spike) need: without it, padding a
+/// request past the copy would hide it from them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unpaired {
+    pub status: u16,
+    /// Monotonic time of its last byte.
+    pub end_ns: u64,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Framing {
@@ -148,6 +163,8 @@ pub struct HttpConn {
     /// A request asked to switch protocols; its response decides.
     upgrade_asked: bool,
     names: Arc<CredentialNames>,
+    /// Responses with no request, until [`HttpConn::take_unpaired`].
+    unpaired: Vec<Unpaired>,
     pub counters: HttpCounters,
 }
 
@@ -177,6 +194,7 @@ impl HttpConn {
             pending: VecDeque::new(),
             upgrade_asked: false,
             names,
+            unpaired: Vec::new(),
             counters: HttpCounters::default(),
         }
     }
@@ -199,10 +217,16 @@ impl HttpConn {
                         + r.target.value.len()
                         + r.login.user.as_ref().map_or(0, |u| u.bytes().len())
                         + r.credential.as_ref().map_or(0, RawCredential::len)
+                        + r.login.secret.as_ref().map_or(0, |p| p.len())
                         + text(&r.host)
                         + text(&r.user_agent)
                 })
                 .sum::<usize>()
+    }
+
+    /// Moves the responses that had no request into `out` (call after each piece and close).
+    pub fn take_unpaired(&mut self, out: &mut Vec<Unpaired>) {
+        out.append(&mut self.unpaired);
     }
 
     /// Requests waiting for their response.
@@ -214,7 +238,9 @@ impl HttpConn {
     pub const MAX_HELD: usize = 2 * MAX_HEAD
         + 2 * MAX_CHUNK_LINE
         + 2 * MAX_BODY_KEPT
-        + MAX_PENDING * (4 * MAX_FIELD + MAX_BODY_KEPT + MAX_SECRET);
+        + MAX_PENDING * (4 * MAX_FIELD + 2 * MAX_BODY_KEPT + MAX_SECRET);
+    // A login's password is a copy from the body kept (at most MAX_BODY_KEPT); the unpaired
+    // responses (MAX_UNPAIRED of 16 bytes) are fixed-size and not counted.
 
     /// True once the connection switched to another protocol.
     pub fn is_tunnel(&self) -> bool {
@@ -405,7 +431,17 @@ impl HttpConn {
                         request,
                         response: r,
                     }),
-                    None => self.counters.orphan_responses += 1,
+                    None => {
+                        self.counters.orphan_responses += 1;
+                        if self.unpaired.len() < MAX_UNPAIRED {
+                            self.unpaired.push(Unpaired {
+                                status: r.status,
+                                end_ns: r.end_ns,
+                            });
+                        } else {
+                            self.counters.unpaired_dropped += 1;
+                        }
+                    }
                 }
             }
         }

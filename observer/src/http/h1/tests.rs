@@ -468,3 +468,47 @@ fn text_is_capped_and_flagged() {
     assert_eq!(Text::from_checked(&long), Text::from_bytes(long.as_bytes()));
     assert_eq!(Text::from_checked("/ok"), Text::from_bytes(b"/ok"));
 }
+
+#[test]
+fn responses_to_unparsed_requests_are_kept_for_the_status_rules() {
+    let mut c = HttpConn::new();
+    let mut out = Vec::new();
+    // A request line longer than the copy, then one behind padding: neither is parsed.
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "p".repeat(5000));
+    c.on_data(
+        Side::Request,
+        &long.as_bytes()[..4096],
+        long.len() as u64,
+        1,
+        &mut out,
+    );
+    let resp = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n";
+    c.on_data(Side::Response, resp, resp.len() as u64, 2, &mut out);
+    c.on_data(
+        Side::Request,
+        b"\0\0\0\0GET / HTTP/1.1\r\n\r\n",
+        23,
+        3,
+        &mut out,
+    );
+    let err = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
+    c.on_data(Side::Response, err, err.len() as u64, 4, &mut out);
+    assert!(out.is_empty());
+    let mut unpaired = Vec::new();
+    c.take_unpaired(&mut unpaired);
+    let got: Vec<(u16, u64)> = unpaired.iter().map(|u| (u.status, u.end_ns)).collect();
+    assert_eq!(got, vec![(401, 2), (502, 4)]);
+    assert_eq!(c.counters.orphan_responses, 2);
+    // Taken once; a parsed exchange is not among them.
+    c.on_data(Side::Request, REQ, REQ.len() as u64, 5, &mut out);
+    c.on_data(Side::Response, RESP, RESP.len() as u64, 6, &mut out);
+    c.take_unpaired(&mut unpaired);
+    assert_eq!((unpaired.len(), out.len()), (2, 1));
+    // Bounded: a flood of pipelined responses with no request keeps at most MAX_UNPAIRED.
+    let many = resp.repeat(MAX_UNPAIRED + 10);
+    c.on_data(Side::Response, &many, many.len() as u64, 7, &mut out);
+    let mut flood = Vec::new();
+    c.take_unpaired(&mut flood);
+    assert_eq!(flood.len(), MAX_UNPAIRED);
+    assert_eq!(c.counters.unpaired_dropped, 10);
+}
