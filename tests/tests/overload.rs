@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use observer_tests::{
-    Observer, Server, TempDir, assert_schema, curl_paths, read_events, require_root,
+    Observer, Server, TempDir, assert_schema, curl, curl_paths, read_events, require_root,
 };
 use serde_json::Value;
 
