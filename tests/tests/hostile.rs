@@ -107,3 +107,52 @@ fn links_at_output_and_record_are_refused() {
         assert_eq!(std::fs::read(&precious).unwrap(), b"root:x:0:0\n");
     }
 }
+
+/// Hundreds of idle connections to `--metrics` (anyone who can reach the port can open them):
+/// the ring is drained as before, every exchange is reported, and scrapes work again once they
+/// are gone.
+#[test]
+fn idle_metrics_connections_never_hold_up_capture() {
+    require_root();
+    let server = Server::api();
+    let port = observer_tests::free_port();
+    let obs = Observer::start(&[
+        "--pid".into(),
+        server.pid().to_string(),
+        "--metrics".into(),
+        format!("127.0.0.1:{port}"),
+    ]);
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(
+        idle.len() >= 100,
+        "only {} idle connections opened",
+        idle.len()
+    );
+    let paths: Vec<String> = (0..200).map(|i| format!("/health?i={i}")).collect();
+    let reqs: Vec<(&[&str], &str)> = paths.iter().map(|p| (&[][..], p.as_str())).collect();
+    let done = observer_tests::curl_paths(&server, &reqs);
+    assert!(done.iter().all(|t| t.status == 200));
+    drop(idle);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    observer_tests::wait_until("a scrape once the idle connections are gone", || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "2", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("observer_exchanges 200\n")
+    });
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    assert_eq!(f.exchanges().len(), 200, "every exchange reported");
+    let last = f.events.last().unwrap();
+    assert_eq!(last["event"]["action"], "sys_shutdown");
+    let losses = &last["observer"]["stats"]["kernel_losses"];
+    assert!(
+        losses
+            .as_object()
+            .is_some_and(|m| m.values().all(|v| v == 0)),
+        "kernel losses: {losses}"
+    );
+}

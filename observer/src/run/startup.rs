@@ -33,7 +33,7 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     let sink = open_sink(cfg, &run_id)?;
     let (chain_from, new_chain) = sink.start_fields();
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
-    let metrics_page = serve_metrics(cfg.metrics).await?;
+    let metrics_page = serve_metrics(cfg.metrics)?;
     let mut capture = load(cfg)?;
     let (initial, seeded) = seed(&mut capture, cfg)?;
     let mut tls = Tracker::new(cfg.tls, &mut capture);
@@ -189,13 +189,10 @@ fn written_after(
 }
 
 /// The metrics page, served from now on, when `--metrics` asks for one.
-async fn serve_metrics(
-    addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Option<metrics::Page>> {
+fn serve_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<metrics::Page>> {
     let Some(addr) = addr else { return Ok(None) };
-    let listener = metrics::bind(addr).await?;
     let page = metrics::Page::default();
-    tokio::spawn(metrics::serve(listener, page.clone()));
+    metrics::spawn(addr, page.clone())?;
     tracing::info!("serving metrics at http://{addr}/metrics");
     Ok(Some(page))
 }

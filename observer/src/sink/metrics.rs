@@ -1,6 +1,11 @@
 //! `--metrics ADDR`: the counters of heartbeats in Prometheus' text format, for scraping.
 //! The page is rendered by the capture loop once a second and served as is, so a scraper
 //! costs the loop nothing and sees a consistent set of numbers.
+//!
+//! The server runs on a thread of its own, never on the one that drains the kernel's ring, and
+//! is bounded: at most [`MAX_CONNECTIONS`] at once (more are closed as they come), each
+//! given [`CONNECTION_TIME`] and a request head of at most 4 KiB. Whoever can reach the port
+//! can make scrapes slow, not capture.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -56,24 +61,58 @@ fn flatten(prefix: &str, v: &Value, out: &mut String) {
     }
 }
 
-/// Binds `addr` (before capture starts, so a taken port is an error at startup).
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A connection's whole life: reading the request and writing the page.
+pub const CONNECTION_TIME: Duration = Duration::from_secs(5);
+
+/// Binds `addr` now (so a taken port is an error at startup, before capture starts) and
+/// serves `GET /metrics` from `page` on a thread of its own until the process ends.
+pub fn spawn(addr: SocketAddr, page: Page) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve metrics on {addr} (--metrics); is the port free?"))
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot serve metrics on {addr} (--metrics); is the port free?")
+    })?;
+    listener
+        .set_nonblocking(true)
+        .context("setting up the metrics listener")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the metrics server's runtime")?;
+    std::thread::Builder::new()
+        .name("observer-metrics".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, page).await,
+                    Err(e) => tracing::warn!("the metrics server stopped: {e}"),
+                }
+            });
+        })
+        .context("starting the metrics server's thread")?;
+    Ok(())
 }
 
-/// Serves `GET /metrics` until the task is dropped.
+/// Serves `GET /metrics`, at most [`MAX_CONNECTIONS`] at once, until the task is dropped.
 pub async fn serve(listener: TcpListener, page: Page) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        // Past the limit a connection is closed at once: idle ones time out within
+        // CONNECTION_TIME and free their slots, so scrapes come through again soon after.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let page = page.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, page)).await;
+            let _ = tokio::time::timeout(CONNECTION_TIME, answer(stream, page)).await;
+            drop(slot);
         });
     }
 }
