@@ -2,7 +2,8 @@
 //!
 //! [`message`] holds what every version yields (requests, responses, exchanges, counters),
 //! [`credential`] what a request's headers carry as credentials, [`form`] what a login body
-//! names (the user, whether a password was sent), and [`h1`] the HTTP/1.x
+//! names (the user, whether a password was sent), [`forwarded`] who a request came from behind
+//! trusted proxies (`X-Forwarded-For`, `Forwarded`), and [`h1`] the HTTP/1.x
 //! reassembly (head parsing, body framing, the per-connection state machine). An `h2` module
 //! (frames, HPACK) would sit next to `h1` and yield the same messages.
 //!
@@ -11,6 +12,7 @@
 
 pub mod credential;
 pub mod form;
+pub mod forwarded;
 pub mod h1;
 pub mod message;
 
@@ -19,5 +21,6 @@ pub use credential::{
     RawCredential, parse_authorization,
 };
 pub use form::{BodyKind, FieldNames, LoginFields, RawUser};
+pub use forwarded::{ForwardedHeaders, TrustedProxies};
 pub use h1::{HttpConn, MAX_HEAD, MAX_PENDING, looks_like_start};
 pub use message::{Exchange, HttpCounters, MAX_FIELD, Request, Response, Side, Sizes, Text};

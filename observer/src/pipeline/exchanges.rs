@@ -9,7 +9,9 @@ use crate::capture::Meta;
 use crate::conn::host::Host;
 use crate::conn::{Conn, ConnKey};
 use crate::detect::rules::Facts;
-use crate::event::{ConnView, Event, ExchangeContext, alert_event, exchange_event};
+use crate::event::{
+    ConnView, Event, ExchangeContext, alert_event, exchange_event, forwarded_client,
+};
 use crate::http::{Side, looks_like_start};
 
 /// Pieces of non-HTTP bytes after which a connection that never carried an exchange is
@@ -150,6 +152,12 @@ impl<H: Host> Pipeline<H> {
                 &ctx,
             );
             ev.meta_mut().sequence = self.next_sequence;
+            // Behind a trusted proxy the client its headers name is the one rules count.
+            let forwarded = self.forwarded(view, &x.request);
+            if let Some(r) = &forwarded {
+                forwarded_client(&mut ev, r);
+            }
+            let client = forwarded.and_then(|r| r.client).map(|c| c.key());
             out.push(ev);
             self.counters.exchanges += 1;
             let facts = Facts {
@@ -158,7 +166,7 @@ impl<H: Host> Pipeline<H> {
                 status: x.response.status,
                 login: verdict.login,
                 user: user_hash.as_deref(),
-                source_ip,
+                source_ip: client.as_deref().or(source_ip),
                 credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
                 tool: verdict.tool,
                 service: Some(&view.service),

@@ -4,6 +4,7 @@
 use super::body::BodyFraming;
 use super::{Framing, HttpConn, Partial};
 use crate::http::form::{BodyKind, LoginFields};
+use crate::http::forwarded::ForwardedHeaders;
 use crate::http::message::{Exchange, Request, Response, Side, Sizes, Text};
 
 /// Largest message head held while waiting for its end.
@@ -127,6 +128,13 @@ impl HttpConn {
             incomplete_copy: false,
             head_truncated: false,
             login: LoginFields::default(),
+            forwarded: {
+                let mut f = ForwardedHeaders::default();
+                for h in headers {
+                    f.note(h.name, h.value);
+                }
+                f
+            },
             credential: self
                 .names
                 .extract(headers.iter().map(|h| (h.name, h.value))),
