@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::{TempDir, free_port, wait_for_port, workspace_root};
 
+mod proxy;
+
 /// A server process the test owns; killed on drop.
 pub struct Server {
     pub child: Child,
