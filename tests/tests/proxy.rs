@@ -55,13 +55,18 @@ fn a_trusted_nginx_names_each_real_client() {
         assert_eq!(curl(&["--interface", from, &proxy.url("/")]).status, 200);
     }
     for i in 0..2 {
-        failed_login(&proxy, "127.0.0.13", i, &["-H", "X-Forwarded-For: 10.9.9.9"]);
+        failed_login(
+            &proxy,
+            "127.0.0.13",
+            i,
+            &["-H", "X-Forwarded-For: 10.9.9.9"],
+        );
     }
     let f = obs.stop();
     assert!(f.status.success(), "{}", f.stderr);
 
     let x = f.exchanges();
-    assert_eq!(x.len(), 12, "{}", f.lines.join("\n"));
+    assert_eq!(x.len(), 14, "{}", f.lines.join("\n"));
     // source.* is the network peer, nginx; client.* the address each request came from.
     assert!(x.iter().all(|e| ip(e, "source") == "127.0.0.1"));
     assert!(
@@ -81,8 +86,15 @@ fn a_trusted_nginx_names_each_real_client() {
     assert_eq!(clients, want);
     // The forger's header is left of what nginx appended: it named no one.
     assert!(!f.lines.iter().any(|l| l.contains("10.9.9.9")));
-    let forged: Vec<&&Value> = x.iter().filter(|e| ip(e, "client") == "127.0.0.13").collect();
-    assert!(forged.iter().all(|e| e["observer"]["forwarded"]["hops"] == 1));
+    let forged: Vec<&&Value> = x
+        .iter()
+        .filter(|e| ip(e, "client") == "127.0.0.13")
+        .collect();
+    assert!(
+        forged
+            .iter()
+            .all(|e| e["observer"]["forwarded"]["hops"] == 1)
+    );
 
     // One brute force, naming the attacker; the bystanders' and the forger's few failures
     // raise nothing.
@@ -107,14 +119,24 @@ fn untrusted_the_forwarding_headers_change_nothing() {
     let proxy = Server::nginx_proxy(backend.port);
     let obs = observe(&backend, &[]);
     // Through nginx, untrusted: every request is nginx's, whatever the header says.
-    failed_login(&proxy, "127.0.0.20", 0, &["-H", "X-Forwarded-For: 10.9.9.9"]);
+    failed_login(
+        &proxy,
+        "127.0.0.20",
+        0,
+        &["-H", "X-Forwarded-For: 10.9.9.9"],
+    );
     failed_login(&proxy, "127.0.0.21", 1, &[]);
     // Straight to the backend, a forged header and a forged Forwarded.
     failed_login(
         &backend,
         "127.0.0.22",
         2,
-        &["-H", "X-Forwarded-For: 10.9.9.9", "-H", "Forwarded: for=10.9.9.8"],
+        &[
+            "-H",
+            "X-Forwarded-For: 10.9.9.9",
+            "-H",
+            "Forwarded: for=10.9.9.8",
+        ],
     );
     let f = obs.stop();
     assert!(f.status.success(), "{}", f.stderr);
