@@ -202,6 +202,22 @@ impl ForwardedHeaders {
     pub fn is_empty(&self) -> bool {
         self.x_forwarded_for.is_empty() && self.forwarded.is_empty()
     }
+
+    /// The forwarding headers among a request's `(name, value)` headers; `None` (and nothing
+    /// allocated) when it has none, as most requests.
+    pub fn from_headers<'a>(
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Option<Box<Self>> {
+        let mut f: Option<Box<Self>> = None;
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("x-forwarded-for")
+                || name.eq_ignore_ascii_case("forwarded")
+            {
+                f.get_or_insert_default().note(name, value);
+            }
+        }
+        f
+    }
 }
 
 /// Which header named the client.

@@ -331,3 +331,17 @@ fn arbitrary_bytes_never_panic_and_stay_bounded() {
     }
     assert!(resolved > 10_000, "{resolved}");
 }
+
+#[test]
+fn only_requests_with_forwarding_headers_keep_anything() {
+    let plain: [(&str, &[u8]); 2] = [("Host", b"api"), ("X-Forwarded-Host", b"evil")];
+    assert_eq!(ForwardedHeaders::from_headers(plain.into_iter()), None);
+    let both: [(&str, &[u8]); 3] = [
+        ("x-forwarded-FOR", b"192.0.2.1"),
+        ("Host", b"api"),
+        ("FORWARDED", b"for=192.0.2.2"),
+    ];
+    let h = ForwardedHeaders::from_headers(both.into_iter()).unwrap();
+    assert_eq!(h.x_forwarded_for.bytes, b"192.0.2.1");
+    assert_eq!(h.forwarded.bytes, b"for=192.0.2.2");
+}

@@ -97,8 +97,8 @@ pub struct Request {
     /// What the body says of a login (user name until hashed, whether a password was sent).
     pub login: LoginFields,
     /// `X-Forwarded-For` and `Forwarded` as sent (bounded), read only when the peer is a
-    /// trusted proxy.
-    pub forwarded: ForwardedHeaders,
+    /// trusted proxy; `None` when the request had neither.
+    pub forwarded: Option<Box<ForwardedHeaders>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

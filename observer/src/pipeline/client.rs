@@ -36,9 +36,9 @@ impl<H: Host> Pipeline<H> {
     /// The client a trusted source's headers name; `None` from an untrusted source (its
     /// headers change nothing) or when they name no one.
     pub(super) fn forwarded(&self, view: &ConnView, request: &Request) -> Option<Resolution> {
-        if !view.trusted_source || request.forwarded.is_empty() {
+        if !view.trusted_source {
             return None;
         }
-        forwarded::resolve(&request.forwarded, &self.proxies)
+        forwarded::resolve(request.forwarded.as_deref()?, &self.proxies)
     }
 }

@@ -128,13 +128,7 @@ impl HttpConn {
             incomplete_copy: false,
             head_truncated: false,
             login: LoginFields::default(),
-            forwarded: {
-                let mut f = ForwardedHeaders::default();
-                for h in headers {
-                    f.note(h.name, h.value);
-                }
-                f
-            },
+            forwarded: ForwardedHeaders::from_headers(headers.iter().map(|h| (h.name, h.value))),
             credential: self
                 .names
                 .extract(headers.iter().map(|h| (h.name, h.value))),
