@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use observer_tests::{Observer, Server, curl, require_root};
+use observer_tests::{Observer, Recording, Server, curl, observer_bin, require_root};
 use serde_json::Value;
 
 /// A failed login from `from`, through `server`, with `extra` curl options.
@@ -43,7 +43,10 @@ fn a_trusted_nginx_names_each_real_client() {
     require_root();
     let backend = Server::flask_login();
     let proxy = Server::nginx_proxy(backend.port);
-    let obs = observe(&backend, &["--trusted-proxy", "127.0.0.1"]);
+    let rec = Recording::new("proxy");
+    let mut args = rec.run_args(backend.pid());
+    args.extend(["--trusted-proxy".to_string(), "127.0.0.1".to_string()]);
+    let obs = Observer::start(&args);
     // The attacker: six wrong passwords. Two bystanders: two typos and a page each. A forger:
     // two failures claiming to be 10.9.9.9.
     for i in 0..6 {
@@ -110,6 +113,46 @@ fn a_trusted_nginx_names_each_real_client() {
         "{alerts:#?}"
     );
     f.assert_no_secrets(&["guess", "alice"]);
+
+    // Replayed with the same proxy trusted, the recording names the same clients and raises
+    // the same alert; replayed without it, every exchange is nginx's.
+    let live: Vec<&Value> = f.events.iter().filter(|e| is_traffic(e)).collect();
+    let replayed = replay(&rec, &["--trusted-proxy", "127.0.0.1"]);
+    assert_eq!(replayed.iter().collect::<Vec<_>>(), live);
+    let untrusted = replay(&rec, &[]);
+    let untrusted_x: Vec<&Value> = untrusted
+        .iter()
+        .filter(|e| e.get("http").is_some())
+        .collect();
+    assert_eq!(untrusted_x.len(), 14);
+    assert!(untrusted_x.iter().all(|e| ip(e, "client") == "127.0.0.1"));
+}
+
+/// Exchanges and alerts: what a replay must reproduce.
+fn is_traffic(e: &Value) -> bool {
+    e.get("http").is_some() || e["event"]["kind"] == "alert"
+}
+
+/// `observer replay` of `rec` with `extra` arguments: its exchanges and alerts.
+fn replay(rec: &Recording, extra: &[&str]) -> Vec<Value> {
+    let out = std::process::Command::new(observer_bin())
+        .arg("replay")
+        .arg(&rec.rec)
+        .arg("--key-file")
+        .arg(&rec.key)
+        .args(extra)
+        .output()
+        .expect("running observer replay");
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("replay prints JSON"))
+        .filter(is_traffic)
+        .collect()
 }
 
 #[test]
