@@ -48,10 +48,15 @@ impl Feed {
 
     /// One exchange on a new connection from `peer`: `headers` in the request, `status` back.
     fn exchange(&mut self, peer: [u8; 4], headers: &str, status: u16) {
+        let addr = SocketAddrV4::new(Ipv4Addr::from(peer), 40000 + self.fd as u16 + 1);
+        self.exchange_from(&encode::sockaddr_in(addr), headers, status);
+    }
+
+    /// As [`Feed::exchange`], from a peer given as a raw `sockaddr`.
+    fn exchange_from(&mut self, sockaddr: &[u8], headers: &str, status: u16) {
         self.fd += 1;
-        let addr = SocketAddrV4::new(Ipv4Addr::from(peer), 40000 + self.fd as u16);
         let m = self.meta();
-        self.rec(encode::conn(&m, 3, &encode::sockaddr_in(addr)));
+        self.rec(encode::conn(&m, 3, sockaddr));
         let req = format!("GET /account HTTP/1.1\r\nHost: api\r\n{headers}\r\n");
         let m = self.meta();
         self.rec(encode::data(
@@ -204,4 +209,25 @@ fn distinct_sources_are_distinct_clients() {
         .collect();
     assert_eq!(db.len(), 1, "{:#?}", f.alerts());
     assert_eq!(db[0]["observer"]["alert"]["distinct"], "client.ip");
+}
+
+#[test]
+fn unix_socket_peers_are_trusted_only_when_asked() {
+    // An unnamed AF_UNIX peer, as a proxy connecting to a backend's socket path is.
+    let unix = 1u16.to_ne_bytes().to_vec();
+    let h = "X-Forwarded-For: 198.51.100.9\r\n";
+    let mut f = Feed::new(&["unix"]);
+    f.exchange_from(&unix, h, 200);
+    f.exchange([127, 0, 0, 1], h, 200);
+    let x = f.exchanges();
+    assert_eq!(x[0]["source"]["address"], "unix:unnamed");
+    assert_eq!(x[0]["client"]["ip"], "198.51.100.9");
+    assert_eq!(
+        x[1]["client"]["ip"], "127.0.0.1",
+        "only Unix peers are trusted"
+    );
+    let mut f = Feed::new(&["127.0.0.1"]);
+    f.exchange_from(&unix, h, 200);
+    let x = f.exchanges();
+    assert_eq!(x[0]["client"], x[0]["source"]);
 }
