@@ -7,7 +7,7 @@ use super::ConfigError;
 use crate::detect::login::{LoginConfig, LoginRoute};
 use crate::detect::rules::{DetectConfig, Spread, Threshold};
 use crate::http::form::norm;
-use crate::http::{CredentialNames, FieldNames};
+use crate::http::{CredentialNames, FieldNames, TrustedProxies};
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -38,6 +38,8 @@ pub struct IdentityFile {
     /// Body fields that carry its password (hashed in memory for password spraying, never
     /// written).
     pub password_fields: Option<Vec<String>>,
+    /// Reverse proxies whose forwarding headers name the client (as `--trusted-proxy`).
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -352,6 +354,26 @@ impl FileConfig {
             });
         }
         Ok(c)
+    }
+
+    /// The trusted proxies of this file and of `flags` (`--trusted-proxy`), together.
+    pub fn trusted_proxies(&self, flags: &[String]) -> Result<TrustedProxies, ConfigError> {
+        let mut t = TrustedProxies::default();
+        let file = self.identity.trusted_proxies.iter().flatten();
+        let all = flags
+            .iter()
+            .map(|v| ("--trusted-proxy".to_string(), v))
+            .chain(
+                file.enumerate()
+                    .map(|(i, v)| (format!("identity.trusted_proxies[{i}]"), v)),
+            );
+        for (n, (key, value)) in all.enumerate() {
+            if n >= crate::http::forwarded::MAX_TRUSTED {
+                return Err(bad(&key, "is one too many: at most 1024 trusted proxies"));
+            }
+            t.add(value).map_err(|e| bad(&key, &e.to_string()))?;
+        }
+        Ok(t)
     }
 
     pub fn credential_names(&self) -> Result<CredentialNames, ConfigError> {

@@ -71,6 +71,9 @@ pub struct ReplayArgs {
     /// Key the chain as the recorded run did (`run --integrity-key`).
     #[arg(long, value_name = "PATH")]
     pub integrity_key: Option<PathBuf>,
+    /// Trusted proxies, as for `run`.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +233,12 @@ pub struct RunArgs {
     /// `raw` and `tracepoints` insist on one.
     #[arg(long, value_enum, default_value_t = SyscallHook::Auto)]
     pub syscall_hook: SyscallHook,
+    /// A reverse proxy in front of the target (repeatable): a CIDR block (10.0.0.0/8,
+    /// fd00::/8), a bare address (127.0.0.1 is 127.0.0.1/32), or `unix` for peers on
+    /// Unix-domain sockets. Requests from these peers are counted for the client their
+    /// X-Forwarded-For (or Forwarded) header names; other peers' headers change nothing.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
     /// A TOML file with detection thresholds and credential names (see README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,

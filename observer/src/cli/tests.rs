@@ -23,6 +23,7 @@ fn args(pids: &[u32]) -> RunArgs {
         syscall_hook: SyscallHook::Auto,
         format: crate::sink::Format::Json,
         state_file: None,
+        trusted_proxies: Vec::new(),
     }
 }
 
@@ -269,4 +270,41 @@ fn rules_across_sources_from_the_config_file() {
         );
     }
     assert!(FileConfig::parse("[detection.distributed_credential_stuffing]\nratio = 1\n").is_err());
+}
+
+#[test]
+fn trusted_proxies_from_flags_and_file_and_bad_ones_named() {
+    let parent = std::os::unix::process::parent_id();
+    let mut a = args(&[parent]);
+    a.trusted_proxies = vec!["127.0.0.1".into(), "fd00::/8".into(), "unix".into()];
+    let c = a.validate().unwrap();
+    assert!(c.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+    assert!(!c.trusted_proxies.trusts("127.0.0.2".parse().unwrap()));
+    assert!(c.trusted_proxies.trusts("fd12::1".parse().unwrap()));
+    assert!(c.trusted_proxies.unix);
+    assert_ne!(
+        c.config_hash(),
+        args(&[parent]).validate().unwrap().config_hash()
+    );
+    for bad in ["10.0.0.0/33", "10.0.0", "proxy.internal"] {
+        let mut a = args(&[parent]);
+        a.trusted_proxies = vec![bad.into()];
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.contains("--trusted-proxy") && e.contains(bad), "{e}");
+    }
+    let file =
+        FileConfig::parse("[identity]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n").unwrap();
+    let e = file.trusted_proxies(&[]).unwrap_err().to_string();
+    assert!(
+        e.contains("identity.trusted_proxies[1]") && e.contains("\"nope\""),
+        "{e}"
+    );
+    let file = FileConfig::parse("[identity]\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+    let t = file.trusted_proxies(&["192.0.2.1".into()]).unwrap();
+    assert!(t.trusts("10.1.1.1".parse().unwrap()) && t.trusts("192.0.2.1".parse().unwrap()));
+    let many: Vec<String> = (0..1025)
+        .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+        .collect();
+    let e = file.trusted_proxies(&many).unwrap_err().to_string();
+    assert!(e.contains("at most 1024"), "{e}");
 }

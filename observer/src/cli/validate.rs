@@ -8,7 +8,7 @@ use crate::capture::target::{CgroupSpec, TargetError, resolve_cgroup};
 use crate::detect::identity::DEFAULT_KEY_FILE;
 use crate::detect::login::LoginConfig;
 use crate::detect::rules::DetectConfig;
-use crate::http::CredentialNames;
+use crate::http::{CredentialNames, TrustedProxies};
 use crate::sink::Rotation;
 
 /// A validated run configuration.
@@ -34,6 +34,7 @@ pub struct RunConfig {
     pub detection: DetectConfig,
     pub credential_names: CredentialNames,
     pub login: LoginConfig,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl RunConfig {
@@ -161,6 +162,7 @@ impl RunArgs {
             detection: file.detection()?,
             credential_names: file.credential_names()?,
             login: file.login()?,
+            trusted_proxies: file.trusted_proxies(&self.trusted_proxies)?,
         })
     }
 }

@@ -11,6 +11,7 @@ use crate::detect::Verdict;
 use crate::detect::identity::Credential;
 use crate::detect::rules::{Alert, Rule};
 use crate::http::Exchange;
+use crate::http::forwarded::{ClientId, Resolution};
 
 pub fn blind_event(now: String, run_id: &str, process: BlindProcess, reason: String) -> Event {
     Event::Blind(Box::new(BlindEvent {
@@ -50,6 +51,8 @@ pub struct ConnView {
     pub destination: Option<Endpoint>,
     /// The service whose error rate counts: the process and the server end it answers on.
     pub service: String,
+    /// The source is a trusted proxy: its forwarding headers name the client.
+    pub trusted_source: bool,
 }
 
 impl ConnView {
@@ -73,6 +76,7 @@ impl ConnView {
         };
         Self {
             service: format!("{}@{server}", process_name.unwrap_or("?")),
+            trusted_source: false,
             source,
             destination,
         }
@@ -93,6 +97,30 @@ pub struct ExchangeContext<'a> {
     pub clock: &'a Clock,
 }
 
+/// The field a rule counted by, as the output names it. Rules count per `Facts.source_ip`,
+/// which the pipeline fills with the client (the peer unless a trusted proxy names another).
+fn client_field(field: &'static str) -> &'static str {
+    match field {
+        "source.ip" => "client.ip",
+        "source.ip,user_agent.name" => "client.ip,user_agent.name",
+        other => other,
+    }
+}
+
+/// A client as a rule key names it: an address, or an obfuscated identifier.
+fn client_endpoint(key: &str) -> Endpoint {
+    match key.parse::<std::net::IpAddr>() {
+        Ok(_) => Endpoint {
+            ip: Some(key.to_string()),
+            ..Endpoint::default()
+        },
+        Err(_) => Endpoint {
+            address: Some(super::redact::cap(key)),
+            ..Endpoint::default()
+        },
+    }
+}
+
 pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
     let field = a.rule.key_field();
     // An attack tool's key is "ip tool".
@@ -103,10 +131,7 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
         },
         _ => ((field == "source.ip").then_some(a.key.as_str()), None),
     };
-    let source = ip.filter(|ip| *ip != "-").map(|ip| Endpoint {
-        ip: Some(ip.to_string()),
-        ..Endpoint::default()
-    });
+    let client = ip.filter(|ip| *ip != "-").map(client_endpoint);
     let credential = (a.rule == Rule::DistributedBruteForce).then(|| AlertCredential {
         fingerprint: a.key.clone(),
     });
@@ -125,7 +150,8 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
             name: a.rule.name(),
             description: a.rule.description(),
         },
-        source,
+        source: client.clone().filter(|c| c.ip.is_some()),
+        client,
         user_agent: tool.map(|t| AlertUserAgent {
             name: t.to_string(),
         }),
@@ -135,7 +161,7 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
         observer: ObserverAlert {
             alert: AlertBody {
                 key: AlertKey {
-                    field,
+                    field: client_field(field),
                     value: a.key.clone(),
                 },
                 count: a.count,
@@ -146,7 +172,7 @@ pub fn alert_event(a: &Alert, clock: &Clock, run_id: &str) -> Event {
                 samples: a.samples.clone(),
                 losses_in_window: a.losses,
                 suppressed: a.suppressed,
-                distinct: a.distinct,
+                distinct: a.distinct.map(client_field),
             },
             credential,
             run_id: run_id.to_string(),
@@ -211,6 +237,7 @@ pub fn exchange_event(
                 }
             }),
         },
+        client: source.clone(),
         source,
         destination,
         user_agent: x.request.user_agent.as_ref().map(|u| UserAgent {
@@ -233,6 +260,7 @@ pub fn exchange_event(
                 kind: c.kind.as_str(),
                 fingerprint: c.fingerprint.clone(),
             }),
+            forwarded: None,
             connection_id: ctx.connection_id,
             truncated,
             partial_capture: x.request.incomplete_copy,
@@ -240,6 +268,29 @@ pub fn exchange_event(
             run_id: ctx.run_id.clone(),
         },
     }))
+}
+
+/// Names in an exchange event the client a trusted proxy's headers named (`client.*`, and how:
+/// `observer.forwarded`); `source.*` stays the peer. A chain that named no one leaves the
+/// client the peer.
+pub fn forwarded_client(ev: &mut Event, r: &Resolution) {
+    let Event::Exchange(e) = ev else { return };
+    match &r.client {
+        Some(ClientId::Addr { ip, port }) => {
+            e.client = Some(Endpoint {
+                ip: Some(ip.to_string()),
+                port: *port,
+                address: None,
+            })
+        }
+        Some(ClientId::Obfuscated(id)) => e.client = Some(client_endpoint(id)),
+        None => {}
+    }
+    e.observer.forwarded = Some(ForwardedOut {
+        header: r.header.as_str(),
+        hops: r.hops,
+        stopped: r.stop.map(|s| s.as_str()),
+    });
 }
 
 pub fn lifecycle_event(

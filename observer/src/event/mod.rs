@@ -16,8 +16,8 @@ pub mod schema;
 
 pub use clock::{Clock, new_run_id, rfc3339};
 pub use encode::{
-    ConnView, ExchangeContext, alert_event, blind_event, exchange_event, heartbeat_event,
-    lifecycle_event, loss_event, source_destination,
+    ConnView, ExchangeContext, alert_event, blind_event, exchange_event, forwarded_client,
+    heartbeat_event, lifecycle_event, loss_event, source_destination,
 };
 pub use redact::{REDACTED, SENSITIVE_KEY_WORDS, SENSITIVE_KEYS, redact_query, split_target};
 pub use schema::*;

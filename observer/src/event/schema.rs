@@ -133,11 +133,27 @@ pub struct CredentialOut {
     pub fingerprint: String,
 }
 
+/// `observer.forwarded`: the header a trusted proxy named the client in.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ForwardedOut {
+    /// `x-forwarded-for` or `forwarded`.
+    pub header: &'static str,
+    /// Elements read from the right end of the chain, the client's included.
+    pub hops: usize,
+    /// Why the client is a trusted hop (or the peer) rather than an untrusted address:
+    /// `all_trusted`, `unknown`, `malformed`, `too_long`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<&'static str>,
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ObserverExchange {
     pub role: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialOut>,
+    /// How the client was told from forwarding headers, when a trusted proxy sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<ForwardedOut>,
     /// Unique within the run, so exchanges of one connection can be grouped.
     pub connection_id: u64,
     /// Some traffic-derived string was cut to length or had invalid UTF-8 replaced.
@@ -158,6 +174,11 @@ pub struct ExchangeEvent {
     pub event: EventMeta,
     pub http: Http,
     pub url: Url,
+    /// Who the request came from: the source, or behind a trusted proxy the client its
+    /// forwarding headers name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<Endpoint>,
+    /// The network peer (the proxy, behind one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,6 +251,10 @@ pub struct AlertEvent {
     pub timestamp: String,
     pub event: EventMeta,
     pub rule: RuleOut,
+    /// The client the rule counted (for rules counted per client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<Endpoint>,
+    /// The same address, for searches on `source.ip` (rules count per client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,10 +1,11 @@
 //! What HTTP reassembly yields, whatever the version: requests, responses and their pairing
 //! into exchanges, the strings taken from traffic, the byte counts, and the counters of what
 //! reassembly gave up on. Shared by `h1` and a future `h2`; imports nothing of the crate but
-//! [`super::credential`] and [`super::form`].
+//! [`super::credential`], [`super::form`] and [`super::forwarded`].
 
 use super::credential::RawCredential;
 use super::form::LoginFields;
+use super::forwarded::ForwardedHeaders;
 
 /// Longest string kept from a traffic field (method, target, header value).
 pub const MAX_FIELD: usize = 2048;
@@ -95,6 +96,9 @@ pub struct Request {
     pub credential: Option<RawCredential>,
     /// What the body says of a login (user name and password until hashed).
     pub login: LoginFields,
+    /// `X-Forwarded-For` and `Forwarded` as sent (bounded), read only when the peer is a
+    /// trusted proxy; `None` when the request had neither.
+    pub forwarded: Option<Box<ForwardedHeaders>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

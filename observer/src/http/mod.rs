@@ -2,7 +2,9 @@
 //!
 //! [`message`] holds what every version yields (requests, responses, exchanges, counters),
 //! [`credential`] what a request's headers, query and cookies carry as credentials, [`form`]
-//! what a login body names (the user, the password until it is hashed), and [`h1`] the HTTP/1.x
+//! what a login body names (the user, the password until it is hashed), [`forwarded`] who a
+//! request came from behind trusted proxies (`X-Forwarded-For`, `Forwarded`), and [`h1`] the
+//! HTTP/1.x
 //! reassembly (head parsing, body framing, the per-connection state machine). An `h2` module
 //! (frames, HPACK) would sit next to `h1` and yield the same messages.
 //!
@@ -11,6 +13,7 @@
 
 pub mod credential;
 pub mod form;
+pub mod forwarded;
 pub mod h1;
 pub mod message;
 
@@ -19,5 +22,6 @@ pub use credential::{
     DEFAULT_SESSION_COOKIES, MAX_SECRET, RawCredential, parse_authorization,
 };
 pub use form::{BodyKind, FieldNames, LoginFields, RawPassword, RawUser};
+pub use forwarded::{ForwardedHeaders, TrustedProxies};
 pub use h1::{HttpConn, MAX_HEAD, MAX_PENDING, Unpaired, looks_like_start};
 pub use message::{Exchange, HttpCounters, MAX_FIELD, Request, Response, Side, Sizes, Text};

@@ -24,7 +24,9 @@ impl<H: Host> Pipeline<H> {
     /// The shared view of a connection's exchanges.
     pub(super) fn view(&mut self, role: Role, ends: &Endpoints, tgid: u32) -> Box<ConnView> {
         let name = self.process(tgid).name.as_deref();
-        Box::new(ConnView::new(role, ends, name))
+        let mut view = Box::new(ConnView::new(role, ends, name));
+        self.mark_trusted(&mut view, role, ends);
+        view
     }
 
     pub(super) fn accepted_endpoints(

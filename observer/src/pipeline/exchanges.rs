@@ -9,7 +9,9 @@ use crate::capture::Meta;
 use crate::conn::host::Host;
 use crate::conn::{Conn, ConnKey};
 use crate::detect::rules::{Detector, Facts};
-use crate::event::{Clock, ConnView, Event, ExchangeContext, alert_event, exchange_event};
+use crate::event::{
+    Clock, ConnView, Event, ExchangeContext, alert_event, exchange_event, forwarded_client,
+};
 use crate::http::{Side, Unpaired, looks_like_start};
 
 /// Pieces of non-HTTP bytes after which a connection that never carried an exchange is
@@ -167,6 +169,12 @@ impl<H: Host> Pipeline<H> {
                 &ctx,
             );
             ev.meta_mut().sequence = self.next_sequence;
+            // Behind a trusted proxy the client its headers name is the one rules count.
+            let forwarded = self.forwarded(view, &x.request);
+            if let Some(r) = &forwarded {
+                forwarded_client(&mut ev, r);
+            }
+            let client = forwarded.and_then(|r| r.client).map(|c| c.key());
             out.push(ev);
             self.counters.exchanges += 1;
             let facts = Facts {
@@ -175,7 +183,7 @@ impl<H: Host> Pipeline<H> {
                 status: x.response.status,
                 login: verdict.login,
                 user: user_hash.as_deref(),
-                source_ip,
+                source_ip: client.as_deref().or(source_ip),
                 credential: credential.as_ref().map(|c| c.fingerprint.as_str()),
                 tool: verdict.tool,
                 service: Some(&view.service),
@@ -189,8 +197,13 @@ impl<H: Host> Pipeline<H> {
     /// Responses whose request was not parsed reach the status rules with the connection's
     /// source and service, and nothing else (no login, account or credential): they have no
     /// line of their own (sequence 0), and an alert over them says so by its samples.
+    /// Behind a trusted proxy the source is the proxy, and the client its headers would have
+    /// named is unknown: such responses count for the service only, never against the proxy.
     fn unpaired_statuses(&mut self, unpaired: &[Unpaired], view: &ConnView, out: &mut Vec<Event>) {
-        let source_ip = view.source.as_ref().and_then(|s| s.ip.as_deref());
+        let source_ip = match view.trusted_source {
+            true => None,
+            false => view.source.as_ref().and_then(|s| s.ip.as_deref()),
+        };
         for u in unpaired {
             self.counters.unpaired_responses += 1;
             let facts = Facts {

@@ -5,12 +5,15 @@
 //! [`conns`] the connection bookkeeping, [`exchanges`] the way from bytes to events. Joins every
 //! stage after capture's decoding; must never import `sink`, `run` or `cli`.
 
+mod client;
 mod conns;
 mod exchanges;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_login;
+#[cfg(test)]
+mod tests_proxy;
 #[cfg(test)]
 mod tests_spread;
 
@@ -28,7 +31,7 @@ use crate::detect::identity::Fingerprinter;
 use crate::detect::login::LoginConfig;
 use crate::detect::rules::{DetectConfig, Detector};
 use crate::event::{Clock, ConnView, Event, alert_event};
-use crate::http::{CredentialNames, HttpCounters};
+use crate::http::{CredentialNames, HttpCounters, TrustedProxies};
 
 /// Processes and listening sockets whose details are cached.
 const MAX_CACHED: usize = 4096;
@@ -57,6 +60,8 @@ pub struct Pipeline<H: Host> {
     fingerprinter: Option<Fingerprinter>,
     classifier: Classifier,
     detector: Detector,
+    /// Peers whose forwarding headers name the client.
+    proxies: TrustedProxies,
     /// `event.sequence` of the last event made: gap-free per run.
     next_sequence: u64,
     /// Userspace caps that bit, as last reported in a loss event.
@@ -121,6 +126,7 @@ impl<H: Host> Pipeline<H> {
             fingerprinter: None,
             classifier: Classifier::default(),
             detector: Detector::new(DetectConfig::default()),
+            proxies: TrustedProxies::default(),
             next_sequence: 0,
             reported_caps: [0; CAPS.len()],
         }

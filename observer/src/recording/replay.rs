@@ -33,7 +33,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     .with_ports(args.ports.clone())
     .with_credential_names(file.credential_names()?)
     .with_login(file.login()?)
-    .with_detection(file.detection()?);
+    .with_detection(file.detection()?)
+    .with_trusted_proxies(file.trusted_proxies(&args.trusted_proxies)?);
     if let Some(k) = &args.key_file {
         pipeline = pipeline.with_fingerprinter(Fingerprinter::load(k, false)?);
     }

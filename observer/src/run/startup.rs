@@ -51,7 +51,8 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
         .with_fingerprinter(fingerprinter)
         .with_credential_names(cfg.credential_names.clone())
         .with_login(cfg.login.clone())
-        .with_detection(cfg.detection.clone());
+        .with_detection(cfg.detection.clone())
+        .with_trusted_proxies(cfg.trusted_proxies.clone());
     let mut recorder = match &cfg.record {
         Some(path) => Some(record::Writer::create(
             path,

@@ -4,6 +4,7 @@
 use super::body::BodyFraming;
 use super::{Framing, HttpConn, Partial};
 use crate::http::form::{BodyKind, LoginFields};
+use crate::http::forwarded::ForwardedHeaders;
 use crate::http::message::{Exchange, Request, Response, Side, Sizes, Text};
 
 /// Largest message head held while waiting for its end.
@@ -128,6 +129,7 @@ impl HttpConn {
             incomplete_copy: false,
             head_truncated: false,
             login: LoginFields::default(),
+            forwarded: ForwardedHeaders::from_headers(headers.iter().map(|h| (h.name, h.value))),
             credential: self
                 .names
                 .extract(target, headers.iter().map(|h| (h.name, h.value))),
