@@ -77,6 +77,33 @@ impl Feed {
         self.rec(encode::close(&m));
     }
 
+    /// A request of `total` bytes of which only the first 4 KiB were copied (nothing of it can
+    /// be parsed), answered `status`, on a new connection from `peer`.
+    fn unparsed(&mut self, peer: [u8; 4], status: u16) {
+        let addr = SocketAddrV4::new(Ipv4Addr::from(peer), 40000 + self.fd as u16 + 1);
+        self.fd += 1;
+        let m = self.meta();
+        self.rec(encode::conn(&m, 3, &encode::sockaddr_in(addr)));
+        let req = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(6000));
+        let m = self.meta();
+        self.rec(encode::data(
+            &m,
+            Direction::Ingress,
+            req.len() as u64,
+            &req.as_bytes()[..4096],
+        ));
+        let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        let m = self.meta();
+        self.rec(encode::data(
+            &m,
+            Direction::Egress,
+            resp.len() as u64,
+            resp.as_bytes(),
+        ));
+        let m = self.meta();
+        self.rec(encode::close(&m));
+    }
+
     fn events(&self) -> Vec<Value> {
         self.out
             .iter()
@@ -230,4 +257,22 @@ fn unix_socket_peers_are_trusted_only_when_asked() {
     f.exchange_from(&unix, h, 200);
     let x = f.exchanges();
     assert_eq!(x[0]["client"], x[0]["source"]);
+}
+
+#[test]
+fn unparsed_requests_through_a_trusted_proxy_never_count_against_it() {
+    // Behind the proxy the client of an unparsed request is unknown: no per-client rule.
+    let mut f = Feed::new(&["127.0.0.1"]);
+    for _ in 0..6 {
+        f.unparsed([127, 0, 0, 1], 401);
+    }
+    assert!(f.alerts().is_empty(), "{:?}", f.alerts());
+    // From an untrusted peer the same responses are that peer's brute force.
+    let mut f = Feed::new(&["127.0.0.1"]);
+    for _ in 0..5 {
+        f.unparsed([10, 0, 0, 5], 401);
+    }
+    let alerts = f.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["client"]["ip"], "10.0.0.5");
 }
