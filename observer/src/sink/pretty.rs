@@ -15,6 +15,7 @@ fn endpoint(v: &serde_json::Value) -> String {
     match (v["ip"].as_str(), v["port"].as_u64(), v["address"].as_str()) {
         (Some(ip), Some(p), _) if ip.contains(':') => format!("[{ip}]:{p}"),
         (Some(ip), Some(p), _) => format!("{ip}:{p}"),
+        (Some(ip), None, _) => term(&serde_json::Value::String(ip.into())),
         (None, Some(p), _) => format!("*:{p}"),
         (_, _, Some(a)) => term(&serde_json::Value::String(a.into())),
         _ => "?".into(),
@@ -32,12 +33,17 @@ pub(super) fn pretty(e: &serde_json::Value) -> String {
             Some(h) => format!(" user {}", h.chars().take(8).collect::<String>()),
             None => String::new(),
         };
+        // Behind a trusted proxy: the client it named, before the proxy the connection came from.
+        let client = match (&e["client"], &e["source"]) {
+            (c, s) if c.is_object() && c["ip"] != s["ip"] => format!("{} via ", endpoint(c)),
+            _ => String::new(),
+        };
         let query = match e["url"]["query"].as_str() {
             Some(q) => format!("?{}", q.escape_debug()),
             None => String::new(),
         };
         format!(
-            "{ts} #{seq} {} → {} {} {}{query} {} {action} {}B/{}B {ms:.1}ms {}[{}] {}{who}",
+            "{ts} #{seq} {client}{} → {} {} {}{query} {} {action} {}B/{}B {ms:.1}ms {}[{}] {}{who}",
             endpoint(&e["source"]),
             endpoint(&e["destination"]),
             term(&e["http"]["request"]["method"]),

@@ -240,6 +240,16 @@ fn pretty_lines_escape_traffic() {
         line.contains("200 http_request 10B/20B 1.5ms py[3] server"),
         "{line}"
     );
+    // The client a trusted proxy named comes first; a client that is the source is not repeated.
+    let mut v = v;
+    v["client"] = serde_json::json!({"ip": "203.0.113.9"});
+    assert!(
+        pretty(&v).contains(" 203.0.113.9 via [::1]:5 → "),
+        "{}",
+        pretty(&v)
+    );
+    v["client"] = serde_json::json!({"ip": "::1", "port": 5});
+    assert!(!pretty(&v).contains("via"), "{}", pretty(&v));
 }
 
 #[test]
