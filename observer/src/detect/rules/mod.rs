@@ -15,6 +15,7 @@
 mod config;
 mod logins;
 mod spread;
+mod table;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -29,6 +30,7 @@ use super::login::LoginOutcome;
 pub use config::{DEFAULT_ATTACK_TOOLS, DetectConfig, ErrorSpike, Rule, Spread, Threshold};
 pub use spread::PasswordHash;
 use spread::{Logins, SprayKey};
+use table::Table;
 use window::{Cooldown, Distinct, Hits, Spike, slot};
 
 /// Sample exchanges (their `event.sequence`) an alert carries.
@@ -87,16 +89,17 @@ pub struct DetectCounters {
 #[derive(Debug)]
 pub struct Detector {
     cfg: DetectConfig,
-    counts: HashMap<Rule, HashMap<String, Hits>>,
+    counts: HashMap<Rule, Table<Hits>>,
     /// Per rule and the field whose distinct values it counts.
-    distinct: HashMap<(Rule, &'static str), HashMap<String, Distinct>>,
-    spikes: HashMap<String, Spike>,
+    distinct: HashMap<(Rule, &'static str), Table<Distinct>>,
+    spikes: Table<Spike>,
     /// Per service: its login attempts, failed accounts and sources.
-    logins: HashMap<String, Logins>,
+    logins: Table<Logins>,
     /// Per password hash: the accounts it failed for.
-    sprays: HashMap<String, Distinct>,
+    sprays: Table<Distinct>,
     spray_key: SprayKey,
-    cooldowns: HashMap<(Rule, String), Cooldown>,
+    /// Bounded like the keys: `max_keys` of them, least recently used dropped first.
+    cooldowns: lru::LruCache<(Rule, String), Cooldown>,
     /// (time, records lost) as reported, oldest first.
     losses: VecDeque<(u64, u64)>,
     pub counters: DetectCounters,
@@ -108,11 +111,11 @@ impl Detector {
             cfg,
             counts: HashMap::new(),
             distinct: HashMap::new(),
-            spikes: HashMap::new(),
-            logins: HashMap::new(),
-            sprays: HashMap::new(),
+            spikes: Table::default(),
+            logins: Table::default(),
+            sprays: Table::default(),
             spray_key: SprayKey::random(),
-            cooldowns: HashMap::new(),
+            cooldowns: lru::LruCache::unbounded(),
             losses: VecDeque::new(),
             counters: DetectCounters::default(),
         }
@@ -395,12 +398,23 @@ impl Detector {
             return;
         }
         // A cooldown that ended with suppressed hits is summarised before the new alert.
-        if let Some(cd) = self.cooldowns.remove(&ck)
+        if let Some(cd) = self.cooldowns.pop(&ck)
             && cd.suppressed > 0
         {
             out.push(self.summary(rule, key, &cd));
         }
-        self.cooldowns.insert(
+        // Cooldowns are bounded like keys; one pushed out early is summarised now, so what it
+        // suppressed is still reported.
+        while self.cooldowns.len() >= self.cfg.max_keys.max(1) {
+            let Some(((r, k), cd)) = self.cooldowns.pop_lru() else {
+                break;
+            };
+            self.counters.evicted += 1;
+            if cd.suppressed > 0 {
+                out.push(self.summary(r, &k, &cd));
+            }
+        }
+        self.cooldowns.put(
             ck,
             Cooldown {
                 until_ns: now_ns + self.cfg.cooldown_ns,
@@ -454,7 +468,7 @@ impl Detector {
             .collect();
         let mut out = Vec::new();
         for k in done {
-            if let Some(cd) = self.cooldowns.remove(&k)
+            if let Some(cd) = self.cooldowns.pop(&k)
                 && cd.suppressed > 0
             {
                 out.push(self.summary(k.0, &k.1, &cd));

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::window::{Distinct, LastSeen, slot};
+use super::window::{Distinct, slot};
 use super::{Alert, Detector, Facts, LoginOutcome, Rule, SAMPLES};
 
 /// Login attempts remembered per service for the failure ratio.
@@ -75,12 +75,6 @@ impl Logins {
     }
     pub(super) fn attempts_held(&self) -> usize {
         self.attempts.len()
-    }
-}
-
-impl LastSeen for Logins {
-    fn last_ns(&self) -> u64 {
-        self.last_ns
     }
 }
 

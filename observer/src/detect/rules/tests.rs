@@ -228,3 +228,32 @@ fn disabled_rules_stay_silent() {
         .collect();
     assert!(of(&run(&mut d, &fs), Rule::BruteForce).is_empty());
 }
+
+#[test]
+fn a_flood_of_100_000_sources_keeps_the_real_attackers_count() {
+    // A source-rotating flood, one failure per address, with an attacker's five failures
+    // spread through it (three of them more than `max_keys` new addresses apart): the
+    // attacker is seen again early, so the one-off addresses never push it out.
+    let mut d = Detector::new(DetectConfig::default());
+    let max = DetectConfig::default().max_keys;
+    let attacker_at = [0u64, 1, 33_000, 66_000, 99_999];
+    let mut alerts = Vec::new();
+    let mut seq = 0;
+    for i in 0..100_000u64 {
+        let ts = i / 200;
+        if attacker_at.contains(&i) {
+            seq += 1;
+            alerts.extend(d.observe(&facts(ts, seq, 401, "10.9.9.9", None)));
+        }
+        seq += 1;
+        let ip = format!("172.{}.{}.{}", 16 + i / 65_536, (i / 256) % 256, i % 256);
+        alerts.extend(d.observe(&facts(ts, seq, 401, &ip, None)));
+    }
+    let bf = of(&alerts, Rule::BruteForce);
+    assert_eq!(bf.len(), 1, "only the attacker: {bf:?}");
+    assert_eq!(bf[0].key, "10.9.9.9");
+    assert_eq!(bf[0].count, 5);
+    // Memory stays bounded: the table never holds more than max_keys keys.
+    assert!(d.counts[&Rule::BruteForce].len() <= max);
+    assert!(d.counters.evicted >= 100_000 - max as u64);
+}

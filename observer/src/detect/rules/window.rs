@@ -1,7 +1,9 @@
 //! The state each rule keeps per key: hits in a window, distinct items, error-spike windows,
-//! cooldowns, and the bounded tables they live in (least recently seen key evicted first).
+//! cooldowns; the bounded tables they live in are [`super::table`]'s.
 
 use std::collections::{HashMap, VecDeque};
+
+use super::table::Table;
 
 #[derive(Debug, Default)]
 pub(super) struct Hits {
@@ -38,9 +40,6 @@ pub(super) struct Cooldown {
     pub(super) distinct: Option<&'static str>,
 }
 
-pub(super) trait LastSeen {
-    fn last_ns(&self) -> u64;
-}
 impl Hits {
     /// The sequences of the newest `n` hits, oldest first: an alert's samples.
     pub(super) fn last_sequences(&self, n: usize) -> Vec<u64> {
@@ -49,40 +48,13 @@ impl Hits {
     }
 }
 
-impl LastSeen for Hits {
-    fn last_ns(&self) -> u64 {
-        self.last_ns
-    }
-}
-impl LastSeen for Distinct {
-    fn last_ns(&self) -> u64 {
-        self.last_ns
-    }
-}
-impl LastSeen for Spike {
-    fn last_ns(&self) -> u64 {
-        self.last_ns
-    }
-}
-
-/// Gets `key`'s state, making room by evicting the least recently seen key when full.
-pub(super) fn slot<'m, T: Default + LastSeen>(
-    map: &'m mut HashMap<String, T>,
+/// Gets `key`'s state, making room when the table is full (see [`Table`]: one-off keys go
+/// first).
+pub(super) fn slot<'m, T: Default>(
+    map: &'m mut Table<T>,
     key: &str,
     max: usize,
     evicted: &mut u64,
 ) -> &'m mut T {
-    if !map.contains_key(key) {
-        if map.len() >= max
-            && let Some(old) = map
-                .iter()
-                .min_by_key(|(_, v)| v.last_ns())
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&old);
-            *evicted += 1;
-        }
-        map.insert(key.to_string(), T::default());
-    }
-    map.get_mut(key).expect("inserted above")
+    map.slot(key, max, evicted)
 }
