@@ -10,6 +10,7 @@ use crate::{TempDir, free_port, wait_for_port, workspace_root};
 mod express;
 mod keyed;
 mod proxy;
+mod uring;
 
 /// A server process the test owns; killed on drop.
 pub struct Server {
@@ -18,7 +19,7 @@ pub struct Server {
     pub name: &'static str,
     /// It speaks HTTPS.
     pub tls: bool,
-    _dir: Option<TempDir>,
+    pub(crate) _dir: Option<TempDir>,
 }
 
 impl Server {

@@ -156,3 +156,30 @@ fn idle_metrics_connections_never_hold_up_capture() {
         "kernel losses: {losses}"
     );
 }
+
+/// A server whose bytes all move through io_uring: observer cannot see them, and says so once
+/// with `sys_monitor_disabled` naming the process, rather than staying silent.
+#[test]
+fn an_io_uring_server_is_reported_as_unseen() {
+    require_root();
+    let server = Server::uring();
+    let obs = Observer::for_pids(&[server.pid()]);
+    for i in 0..3 {
+        assert_eq!(curl(&[&server.url(&format!("/x?i={i}"))]).status, 200);
+    }
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let blind: Vec<_> = f
+        .events
+        .iter()
+        .filter(|e| e["event"]["action"] == "sys_monitor_disabled")
+        .collect();
+    assert_eq!(blind.len(), 1, "one report: {}", f.lines.join("\n"));
+    assert_eq!(blind[0]["process"]["pid"], server.pid());
+    assert_eq!(blind[0]["process"]["name"], "uring_server");
+    let reason = blind[0]["observer"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("io_uring"), "{}", blind[0]);
+    assert!(f.stderr.contains("io_uring"), "one warning: {}", f.stderr);
+    // What it could not see is not made up either.
+    assert!(f.exchanges().is_empty(), "{}", f.lines.join("\n"));
+}

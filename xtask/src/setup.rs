@@ -157,6 +157,10 @@ pub fn test_tools() -> anyhow::Result<()> {
     if !std::path::Path::new("/usr/include/openssl/ssl.h").exists() {
         missing.push("libssl-dev");
     }
+    // The io_uring server the hostile-target tests build.
+    if !std::path::Path::new("/usr/include/liburing.h").exists() {
+        missing.push("liburing-dev");
+    }
     apt_install(&missing)?;
     // (module, what for, Debian's package when pip cannot install it)
     let modules = [

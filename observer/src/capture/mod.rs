@@ -13,6 +13,7 @@ mod load;
 pub mod target;
 pub mod tls;
 mod tracefs;
+pub mod uring;
 
 pub use kernel::CaptureReport;
 

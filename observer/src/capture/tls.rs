@@ -254,9 +254,11 @@ impl TlsWatch {
 
 /// Keeps the OpenSSL hooks up with the targets: their libraries are looked at when they
 /// appear (fork, cgroup join), when they open connections (at most once a second each), and
-/// every few seconds.
+/// every few seconds; at the same moments, whether they use io_uring.
 pub struct Tracker {
     watch: Option<TlsWatch>,
+    /// Targets using io_uring are looked for at the same moments, TLS hooks or not.
+    uring: super::uring::UringWatch,
     targets: std::collections::HashSet<u32>,
     last_look: std::collections::HashMap<u32, std::time::Instant>,
     ticks: u64,
@@ -277,6 +279,7 @@ impl Tracker {
         }
         Self {
             watch,
+            uring: Default::default(),
             targets: Default::default(),
             last_look: Default::default(),
             ticks: 0,
@@ -286,6 +289,7 @@ impl Tracker {
     pub fn scan(&mut self, capture: &mut Capture, pid: u32, out: &mut Vec<Blind>) {
         self.targets.insert(pid);
         self.last_look.insert(pid, std::time::Instant::now());
+        out.extend(self.uring.scan(pid));
         if let Some(w) = self.watch.as_mut() {
             out.extend(w.scan(capture, pid));
         }
@@ -299,15 +303,13 @@ impl Tracker {
         tick: bool,
         out: &mut Vec<Blind>,
     ) {
-        if self.watch.is_none() {
-            return;
-        }
         for &(change, pid) in changes {
             match change {
                 ProcChange::Fork | ProcChange::Join => self.scan(capture, pid, out),
                 ProcChange::Exit => {
                     self.targets.remove(&pid);
                     self.last_look.remove(&pid);
+                    self.uring.forget(pid);
                     if let Some(w) = self.watch.as_mut() {
                         w.forget(pid);
                     }
