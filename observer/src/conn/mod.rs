@@ -11,7 +11,6 @@
 
 pub mod host;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use observer_common::Direction;
@@ -70,16 +69,30 @@ pub struct ConnCounters {
     pub expired: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnTable {
     /// Keyed by (process, fd) that the kernel hands out, not by anything traffic chooses, so a
     /// fast hash without flooding protection fits.
-    conns: HashMap<ConnKey, Conn, foldhash::fast::FixedState>,
+    /// Least recently used first, so making room is O(1): every access through
+    /// [`ConnTable::get_mut`] counts as a use.
+    conns: lru::LruCache<ConnKey, Conn, foldhash::fast::FixedState>,
     next_id: u64,
     names: Arc<CredentialNames>,
-    /// Id of the connection the last [`ConnTable::open`] evicted to make room, if any.
-    last_evicted: Option<u64>,
+    /// The connection the last [`ConnTable::open`] evicted to make room, if any.
+    last_evicted: Option<Conn>,
     pub counters: ConnCounters,
+}
+
+impl Default for ConnTable {
+    fn default() -> Self {
+        Self {
+            conns: lru::LruCache::unbounded_with_hasher(foldhash::fast::FixedState::default()),
+            next_id: 0,
+            names: Arc::default(),
+            last_evicted: None,
+            counters: ConnCounters::default(),
+        }
+    }
 }
 
 impl ConnTable {
@@ -98,7 +111,7 @@ impl ConnTable {
     /// HTTP counters of the open connections, summed.
     pub fn open_http_counters(&self) -> HttpCounters {
         let mut sum = HttpCounters::default();
-        for c in self.conns.values() {
+        for (_, c) in self.conns.iter() {
             sum.add(&c.http.counters);
         }
         sum
@@ -122,14 +135,14 @@ impl ConnTable {
         endpoints: Endpoints,
         now_ns: u64,
     ) -> Option<Conn> {
-        let replaced = self.conns.remove(&key);
+        let replaced = self.conns.pop(&key);
         self.last_evicted = None;
         if replaced.is_none() {
             self.make_room();
         }
         self.next_id += 1;
         self.counters.opened += 1;
-        self.conns.insert(
+        self.conns.put(
             key,
             Conn {
                 id: self.next_id,
@@ -147,9 +160,9 @@ impl ConnTable {
         replaced
     }
 
-    /// The id of the connection the last [`ConnTable::open`] dropped to make room (its state is
-    /// gone, uncounted as closed), for whoever keeps something per connection.
-    pub fn take_evicted(&mut self) -> Option<u64> {
+    /// The connection the last [`ConnTable::open`] dropped to make room, for whoever keeps
+    /// something per connection and so that its counters still reach the totals.
+    pub fn take_evicted(&mut self) -> Option<Conn> {
         self.last_evicted.take()
     }
 
@@ -163,7 +176,7 @@ impl ConnTable {
     }
 
     pub fn close(&mut self, key: &ConnKey) -> Option<Conn> {
-        self.conns.remove(key)
+        self.conns.pop(key)
     }
 
     /// Removes connections idle since before `now_ns - IDLE_NS`, returning them.
@@ -176,31 +189,26 @@ impl ConnTable {
             .map(|(k, _)| *k)
             .collect();
         self.counters.expired += stale.len() as u64;
-        stale.iter().filter_map(|k| self.conns.remove(k)).collect()
+        stale.iter().filter_map(|k| self.conns.pop(k)).collect()
     }
 
     /// Forgets every connection of a process that exited.
     pub fn forget_process(&mut self, tgid: u32) -> Vec<Conn> {
         let keys: Vec<ConnKey> = self
             .conns
-            .keys()
+            .iter()
+            .map(|(k, _)| *k)
             .filter(|k| k.tgid == tgid)
-            .copied()
             .collect();
-        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+        keys.iter().filter_map(|k| self.conns.pop(k)).collect()
     }
 
     fn make_room(&mut self) {
         if self.conns.len() < MAX_CONNS {
             return;
         }
-        if let Some(oldest) = self
-            .conns
-            .iter()
-            .min_by_key(|(_, c)| c.last_ns)
-            .map(|(k, _)| *k)
-        {
-            self.last_evicted = self.conns.remove(&oldest).map(|c| c.id);
+        if let Some((_, oldest)) = self.conns.pop_lru() {
+            self.last_evicted = Some(oldest);
             self.counters.evicted += 1;
         }
     }
@@ -235,9 +243,28 @@ mod tests {
         }
         assert_eq!(t.len(), MAX_CONNS);
         assert_eq!(t.counters.evicted, 10);
-        // The oldest went first.
+        // The oldest went first, and each one evicted is handed over, counters and all.
         assert!(t.get_mut(&key(0)).is_none());
         assert!(t.get_mut(&key(MAX_CONNS as i32 + 9)).is_some());
+        let last = t.take_evicted().expect("the last open evicted one");
+        assert_eq!(last.key, key(9));
+        assert!(t.take_evicted().is_none());
+    }
+
+    #[test]
+    fn a_connection_in_use_is_not_the_one_evicted() {
+        let mut t = ConnTable::new();
+        t.open(key(0), 0, None, Endpoints::default(), 0);
+        for fd in 1..MAX_CONNS as i32 {
+            t.open(key(fd), 0, None, Endpoints::default(), fd as u64);
+            if fd % 1000 == 0 {
+                // Traffic on the first connection keeps it recent.
+                assert!(t.get_mut(&key(0)).is_some());
+            }
+        }
+        t.open(key(-1), 0, None, Endpoints::default(), u64::MAX);
+        assert!(t.get_mut(&key(0)).is_some(), "the busy connection stays");
+        assert_eq!(t.take_evicted().map(|c| c.key), Some(key(1)));
     }
 
     #[test]

@@ -115,10 +115,12 @@ impl<H: Host> Pipeline<H> {
         self.ignore(key);
     }
 
-    /// Drops the view of the connection the table just evicted, if it did.
+    /// Drops the view of the connection the table just evicted, if it did, keeping its HTTP
+    /// counters in the totals (its losses and drops are still reported).
     pub(super) fn forget_evicted(&mut self) {
-        if let Some(id) = self.conns.take_evicted() {
-            self.views.remove(&id);
+        if let Some(c) = self.conns.take_evicted() {
+            self.views.remove(&c.id);
+            self.http_closed.add(&c.http.counters);
         }
     }
 }
