@@ -56,7 +56,7 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Only this target (http_reassembly, capture_decode, pipeline_events).
+        /// Only this target (http_reassembly, capture_decode, pipeline_events, host_answers).
         #[arg(long)]
         target: Option<String>,
     },
@@ -78,7 +78,12 @@ enum Cmd {
     },
 }
 
-const FUZZ_TARGETS: &[&str] = &["http_reassembly", "capture_decode", "pipeline_events"];
+const FUZZ_TARGETS: &[&str] = &[
+    "http_reassembly",
+    "capture_decode",
+    "pipeline_events",
+    "host_answers",
+];
 
 fn fuzz(seconds: u64, target: Option<String>) -> anyhow::Result<()> {
     setup::build_tools()?;

@@ -85,20 +85,32 @@ fn to_sockaddr(a: SocketAddrAny) -> Option<SockAddr> {
     }
     let unix = SocketAddrUnix::try_from(a).ok()?;
     if let Some(path) = unix.path_bytes() {
-        return Some(SockAddr::Unix(String::from_utf8_lossy(path).into_owned()));
+        return Some(unix_addr(path, false));
     }
     if let Some(name) = unix.abstract_name() {
-        return Some(SockAddr::Unix(format!(
-            "@{}",
-            String::from_utf8_lossy(name)
-        )));
+        return Some(unix_addr(name, true));
     }
     Some(SockAddr::UnixUnnamed)
 }
 
-fn read_capped(path: &str) -> Option<String> {
-    let s = fs::read(path).ok()?;
-    Some(capped_lossy(&s).trim_end_matches('\n').to_string())
+/// A process as /proc describes it, from the raw bytes of its `comm` and `exe` link: whatever
+/// the process chose, cut and decoded without fail. Public for the fuzz target that drives the
+/// pipeline with arbitrary host answers.
+pub fn process_info(comm: Option<&[u8]>, exe: Option<&[u8]>) -> ProcessInfo {
+    ProcessInfo {
+        name: comm.map(|c| capped_lossy(c).trim_end_matches('\n').into()),
+        executable: exe.map(|e| capped_lossy(e).into()),
+    }
+}
+
+/// A Unix-domain socket's address from the bytes of its path or abstract name.
+pub fn unix_addr(name: &[u8], abstract_name: bool) -> SockAddr {
+    let name = capped_lossy(name);
+    if abstract_name {
+        SockAddr::Unix(format!("@{name}"))
+    } else {
+        SockAddr::Unix(name)
+    }
 }
 
 /// At most `MAX_PROC_STRING` bytes of what a process chose (its name, its executable's path),
@@ -123,11 +135,12 @@ impl Host for LiveHost {
     }
 
     fn process(&mut self, tgid: u32) -> ProcessInfo {
-        let name = read_capped(&format!("/proc/{tgid}/comm")).map(Into::into);
-        let executable = fs::read_link(format!("/proc/{tgid}/exe"))
-            .ok()
-            .map(|p| capped_lossy(p.as_os_str().as_encoded_bytes()).into());
-        ProcessInfo { name, executable }
+        let name = fs::read(format!("/proc/{tgid}/comm")).ok();
+        let executable = fs::read_link(format!("/proc/{tgid}/exe")).ok();
+        process_info(
+            name.as_deref(),
+            executable.as_ref().map(|p| p.as_os_str().as_encoded_bytes()),
+        )
     }
 
     fn forget(&mut self, tgid: u32) {
