@@ -139,7 +139,9 @@ impl Host for LiveHost {
         let executable = fs::read_link(format!("/proc/{tgid}/exe")).ok();
         process_info(
             name.as_deref(),
-            executable.as_ref().map(|p| p.as_os_str().as_encoded_bytes()),
+            executable
+                .as_ref()
+                .map(|p| p.as_os_str().as_encoded_bytes()),
         )
     }
 

@@ -95,38 +95,53 @@ impl Writer {
     /// output was closed, or it failed for good).
     pub fn send(&mut self, ev: Event) -> Result<(), SinkError> {
         let seq = ev.meta().sequence;
+        let limit = if reserved(&ev) {
+            self.capacity + RESERVED
+        } else {
+            self.capacity
+        };
+        // Room is judged before anything is sent: an event that cannot go makes the pending
+        // gap longer instead of sending it, so a long flood costs one loss line, not one per
+        // dropped event, and the reserved places stay free for alerts. Only this thread sends,
+        // so the room found here can only grow before the sends below.
+        let need = 1 + usize::from(self.gap.is_some());
+        if self.depth() + need > limit {
+            self.drop_one(seq);
+            return Ok(());
+        }
         if let Some(g) = self.gap.take() {
             match self.tx().try_send(Msg::Gap(g)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    let mut g = g;
-                    g.push(seq, Cause::QueueFull);
+                Err(TrySendError::Full(Msg::Gap(g))) => {
                     self.gap = Some(g);
-                    self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                    self.drop_one(seq);
                     return Ok(());
                 }
+                Err(TrySendError::Full(_)) => unreachable!("a gap was sent"),
                 Err(TrySendError::Disconnected(_)) => return Err(self.stopped()),
             }
         }
-        let ordinary_full = !reserved(&ev) && self.depth() >= self.capacity;
-        let sent = if ordinary_full {
-            Err(TrySendError::Full(Msg::Event(ev)))
-        } else {
-            self.tx().try_send(Msg::Event(ev))
-        };
-        match sent {
+        match self.tx().try_send(Msg::Event(ev)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
-                if self.stats.queue_full.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(
-                        "the output is slower than the traffic: events are dropped, counted \
-                         and reported in the output"
-                    );
-                }
-                self.gap = Some(Gap::new(seq, Cause::QueueFull));
+                self.drop_one(seq);
                 Ok(())
             }
             Err(TrySendError::Disconnected(_)) => Err(self.stopped()),
+        }
+    }
+
+    /// Counts event `seq` as dropped for a full queue, in the pending gap.
+    fn drop_one(&mut self, seq: u64) {
+        if self.stats.queue_full.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                "the output is slower than the traffic: events are dropped, counted and \
+                 reported in the output"
+            );
+        }
+        match self.gap.as_mut() {
+            Some(g) => g.push(seq, Cause::QueueFull),
+            None => self.gap = Some(Gap::new(seq, Cause::QueueFull)),
         }
     }
 

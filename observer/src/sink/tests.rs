@@ -273,3 +273,82 @@ fn file_sink_is_private() {
     assert_eq!(mode & 0o777, 0o600);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An output that blocks every write until opened, like a stalled pipe.
+#[derive(Clone, Default)]
+struct Gate {
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    buf: Shared,
+}
+impl Write for Gate {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let (lock, cv) = &*self.open;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        self.buf.write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_long_flood_through_a_stalled_output_still_delivers_the_alert() {
+    let gate = Gate::default();
+    let sink = Sink::new(Box::new(gate.clone()), Chain::new("r", None));
+    let mut w = Writer::spawn(sink, 16).unwrap();
+    let mut seq = 0;
+    let mut next = |ev: Event| {
+        let mut ev = ev;
+        seq += 1;
+        ev.meta_mut().sequence = seq;
+        ev
+    };
+    w.send(next(numbered(1, false))).unwrap();
+    // Far more drops than the reserved places: each must not take one.
+    for _ in 0..5000 {
+        let hb = crate::event::heartbeat_event("t".into(), "r", serde_json::json!({}));
+        w.send(next(hb)).unwrap();
+    }
+    // What must come through: an event of the reserved lane, after the flood.
+    let mut alert = lifecycle_event("sys_monitor", "t".into(), "r", vec![], None);
+    alert.meta_mut().sequence = 5002;
+    w.send(alert).unwrap();
+    {
+        let (lock, cv) = &*gate.open;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    w.finish().unwrap();
+    let text = String::from_utf8(gate.buf.0.lock().unwrap().clone()).unwrap();
+    let seqs = sequences(&text);
+    assert_eq!(
+        seqs.last(),
+        Some(&5002),
+        "the reserved event was written last"
+    );
+    let losses: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"]["action"] == "loss")
+        .collect();
+    // A loss line where the queue drained a little and filled again: far fewer than the drops.
+    assert!(
+        !losses.is_empty() && losses.len() < 50,
+        "{} loss lines",
+        losses.len()
+    );
+    let lines = text.lines().count() as u64;
+    let dropped: u64 = losses
+        .iter()
+        .map(|l| {
+            l["observer"]["loss"]["sink"]["queue_full"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    // Every event written or counted: startup, heartbeats, the reserved one.
+    assert_eq!(lines - losses.len() as u64 + dropped, 5002, "{text}");
+}
