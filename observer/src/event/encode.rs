@@ -3,7 +3,7 @@
 //! import `capture` or `sink`.
 
 use super::clock::Clock;
-use super::redact::split_target;
+use super::redact::{split_cut_target, split_target};
 use super::schema::*;
 use crate::addr::{Endpoints, Role};
 use crate::conn::host::ProcessInfo;
@@ -188,7 +188,11 @@ pub fn exchange_event(
     ctx: &ExchangeContext<'_>,
 ) -> Event {
     let class = verdict.class;
-    let (path, query) = split_target(&x.request.target.value);
+    let (path, query) = if x.request.target.altered {
+        split_cut_target(&x.request.target.value)
+    } else {
+        split_target(&x.request.target.value)
+    };
     let (source, destination) = (ctx.view.source.clone(), ctx.view.destination.clone());
     let truncated = x.request.head_truncated
         || x.request.method.altered

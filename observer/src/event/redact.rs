@@ -31,10 +31,16 @@ pub const SENSITIVE_KEY_WORDS: &[&str] = &[
     "jwt",
     "bearer",
     "cookie",
+    // Who an account is goes out only as `user.hash`: never a user name in a URL.
+    "username",
+    "email",
+    "login",
 ];
 
 /// Keys sensitive as a whole: too short, or too common inside other words, to search for.
-pub const SENSITIVE_KEYS: &[&str] = &["sid", "code", "otp", "pin", "nonce", "ticket", "hmac"];
+pub const SENSITIVE_KEYS: &[&str] = &[
+    "sid", "code", "otp", "pin", "nonce", "ticket", "hmac", "user", "account", "uid", "mail",
+];
 
 pub(super) fn cap(s: &str) -> String {
     Text::from_checked(s).value
@@ -55,6 +61,27 @@ pub fn split_target(target: &str) -> (String, Option<String>) {
     (redact_path(path), query.map(redact_query))
 }
 
+/// As [`split_target`], for a target cut short (past `MAX_FIELD`) or not valid UTF-8: what was
+/// being sent where it was cut may be the start of a secret too short to recognise, so the last
+/// query value, or the last path segment when there is no query, is replaced too.
+pub fn split_cut_target(target: &str) -> (String, Option<String>) {
+    let (path, query) = split_target(target);
+    match query {
+        Some(q) => {
+            let at = q.rfind(['&', ';']).map_or(0, |i| i + 1);
+            let last = match q[at..].split_once('=') {
+                Some((k, _)) => format!("{k}={REDACTED}"),
+                None => REDACTED.to_string(),
+            };
+            (path, Some(format!("{}{last}", &q[..at])))
+        }
+        None => {
+            let at = path.rfind('/').map_or(0, |i| i + 1);
+            (format!("{}{REDACTED}", &path[..at]), None)
+        }
+    }
+}
+
 /// The part after the authority of an absolute-form target: `/` when there is none.
 fn absolute_path(target: &str) -> Option<&str> {
     let colon = target.find("://")?;
@@ -67,8 +94,14 @@ fn absolute_path(target: &str) -> Option<&str> {
         return None;
     }
     let after = &target[colon + 3..];
-    // Whatever precedes the path, the query or the fragment is the authority, user
-    // information included.
+    // User information ends at the last `@` before the query or fragment: a password may hold
+    // a `/` its client did not encode.
+    let end = after.find(['?', '#']).unwrap_or(after.len());
+    let after = match after[..end].rfind('@') {
+        Some(at) => &after[at + 1..],
+        None => after,
+    };
+    // Whatever precedes the path, the query or the fragment is the host and port.
     Some(after.find(['/', '?', '#']).map_or("", |i| &after[i..]))
 }
 

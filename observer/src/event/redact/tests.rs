@@ -5,12 +5,12 @@ use super::*;
 
 #[test]
 fn sensitive_query_values_are_redacted() {
-    let (path, q) = split_target("/login?user=alice&token=s3cr3t&Api%5FKey=k&PASSWORD=x&x");
+    let (path, q) = split_target("/login?lang=en&token=s3cr3t&Api%5FKey=k&PASSWORD=x&x");
     assert_eq!(path, "/login");
     let q = q.unwrap();
     assert_eq!(
         q,
-        "user=alice&token=REDACTED&Api%5FKey=REDACTED&PASSWORD=REDACTED&x"
+        "lang=en&token=REDACTED&Api%5FKey=REDACTED&PASSWORD=REDACTED&x"
     );
     assert!(!q.contains("s3cr3t"));
 }
@@ -260,4 +260,28 @@ mod property {
             let _ = split_target(&target);
         }
     }
+}
+
+#[test]
+fn a_cut_target_loses_what_was_cut() {
+    let (p, q) = split_cut_target("/x?q=long&t=Ab3dE");
+    assert_eq!(
+        (p.as_str(), q.as_deref()),
+        ("/x", Some("q=long&t=REDACTED"))
+    );
+    let (p, q) = split_cut_target("/reset/9f86d08188");
+    assert_eq!((p.as_str(), q), ("/reset/REDACTED", None));
+    let (_, q) = split_cut_target("/x?a=1&b");
+    assert_eq!(q.as_deref(), Some("a=1&REDACTED"));
+}
+
+#[test]
+fn user_names_in_urls_are_redacted() {
+    let (_, q) = split_target("/login?username=alice&email=a%40b.c&user=bob&page=2");
+    assert_eq!(
+        q.as_deref(),
+        Some("username=REDACTED&email=REDACTED&user=REDACTED&page=2")
+    );
+    // A password holding an unencoded '/' is still user information.
+    assert_eq!(split_target("http://bob:pa/ss@h/x").0, "/x");
 }
