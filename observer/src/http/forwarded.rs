@@ -269,6 +269,9 @@ pub enum Stop {
     Malformed,
     /// The chain went on past [`MAX_HOPS`] elements or [`MAX_FORWARDED`] bytes.
     TooLong,
+    /// The request head was longer than the kernel copied: a proxy that appends its own line
+    /// at the end of the head may have been cut off, leaving only what the client wrote.
+    Truncated,
 }
 
 impl Stop {
@@ -278,6 +281,7 @@ impl Stop {
             Self::Unknown => "unknown",
             Self::Malformed => "malformed",
             Self::TooLong => "too_long",
+            Self::Truncated => "truncated",
         }
     }
 }

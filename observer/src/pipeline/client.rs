@@ -39,6 +39,16 @@ impl<H: Host> Pipeline<H> {
         if !view.trusted_source {
             return None;
         }
-        forwarded::resolve(request.forwarded.as_deref()?, &self.proxies)
+        let r = forwarded::resolve(request.forwarded.as_deref()?, &self.proxies)?;
+        // A head cut by the copy may have lost the proxy's own entry at its end: what is left
+        // could be the client's forgery, so it names no one.
+        Some(match request.head_truncated {
+            true => Resolution {
+                client: None,
+                stop: Some(forwarded::Stop::Truncated),
+                ..r
+            },
+            false => r,
+        })
     }
 }

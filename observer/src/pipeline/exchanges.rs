@@ -174,6 +174,10 @@ impl<H: Host> Pipeline<H> {
             if let Some(r) = &forwarded {
                 forwarded_client(&mut ev, r);
             }
+            // A trusted proxy's headers that name no one (cut, malformed, unknown) leave the
+            // client unknown: the exchange counts for the service, never against the proxy.
+            let named_no_one = forwarded.as_ref().is_some_and(|r| r.client.is_none());
+            let source_ip = if named_no_one { None } else { source_ip };
             let client = forwarded.and_then(|r| r.client).map(|c| c.key());
             out.push(ev);
             self.counters.exchanges += 1;

@@ -276,3 +276,71 @@ fn unparsed_requests_through_a_trusted_proxy_never_count_against_it() {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["client"]["ip"], "10.0.0.5");
 }
+
+#[test]
+fn a_chain_that_names_no_one_never_counts_against_the_proxy() {
+    // A client's unterminated quote swallows the proxy's own element: the chain names no one,
+    // so the failures count for the service only.
+    let mut f = Feed::new(&["127.0.0.1"]);
+    for _ in 0..6 {
+        f.exchange(
+            [127, 0, 0, 1],
+            "Forwarded: for=1.1.1.1;a=\"x, for=203.0.113.5\r\n",
+            401,
+        );
+    }
+    let bf: Vec<Value> = f
+        .alerts()
+        .into_iter()
+        .filter(|a| a["rule"]["name"] == "brute_force")
+        .collect();
+    assert!(bf.is_empty(), "{bf:?}");
+}
+
+#[test]
+fn a_forwarding_header_in_a_head_cut_by_the_copy_is_not_believed() {
+    let mut f = Feed::new(&["127.0.0.1"]);
+    for _ in 0..5 {
+        let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 40000 + f.fd as u16 + 1);
+        f.fd += 1;
+        let m = f.meta();
+        f.rec(encode::conn(&m, 3, &encode::sockaddr_in(addr)));
+        // The forged line first, then a cookie long enough that the proxy's own line at the
+        // end of the head is past what the kernel copied.
+        let req = format!(
+            "GET /account HTTP/1.1\r\nHost: api\r\nX-Forwarded-For: 6.6.6.6\r\nCookie: c={}\r\n\
+             X-Forwarded-For: 203.0.113.7\r\n\r\n",
+            "x".repeat(5000)
+        );
+        let m = f.meta();
+        f.rec(encode::data(
+            &m,
+            Direction::Ingress,
+            req.len() as u64,
+            &req.as_bytes()[..4096],
+        ));
+        let m = f.meta();
+        let resp = b"HTTP/1.1 401 X\r\nContent-Length: 0\r\n\r\n";
+        f.rec(encode::data(&m, Direction::Egress, resp.len() as u64, resp));
+        let m = f.meta();
+        f.rec(encode::close(&m));
+    }
+    let text = f
+        .events()
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !text.contains("6.6.6.6"),
+        "the forgery named a client: {text}"
+    );
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 5, "{text}");
+    assert!(
+        ex.iter()
+            .all(|e| e["observer"]["forwarded"]["stopped"] == "truncated"),
+        "{text}"
+    );
+    assert!(f.alerts().is_empty(), "{text}");
+}
