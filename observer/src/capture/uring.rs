@@ -5,7 +5,8 @@
 //!
 //! Reads /proc only; owns the check and which processes were reported.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use super::tls::Blind;
 
@@ -15,16 +16,27 @@ const MAX_FDS: usize = 4096;
 /// What the kernel names a ring, in /proc/PID/fd links and /proc/PID/maps.
 const RING: &[u8] = b"[io_uring]";
 
-/// Which targets were reported: each at most once per process.
+/// How often one process is looked at again: a look reads its fd table and its maps (megabytes
+/// for a large runtime), on the thread that drains the ring.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// Which targets were reported (each at most once per process) and when each was looked at.
 #[derive(Default)]
 pub struct UringWatch {
     reported: HashSet<u32>,
+    looked: HashMap<u32, Instant>,
 }
 
 impl UringWatch {
     /// A [`Blind`] the first time `pid` is seen holding an io_uring ring.
     pub fn scan(&mut self, pid: u32) -> Option<Blind> {
-        if self.reported.contains(&pid) || !holds_ring(pid) {
+        if self.reported.contains(&pid)
+            || self.looked.get(&pid).is_some_and(|t| t.elapsed() < RECHECK)
+        {
+            return None;
+        }
+        self.looked.insert(pid, Instant::now());
+        if !holds_ring(pid) {
             return None;
         }
         self.reported.insert(pid);
@@ -36,8 +48,10 @@ impl UringWatch {
         })
     }
 
+    /// The process exited (or a new one took its place): look at the next one afresh.
     pub fn forget(&mut self, pid: u32) {
         self.reported.remove(&pid);
+        self.looked.remove(&pid);
     }
 }
 
