@@ -47,6 +47,11 @@ pub enum PrivateFileError {
         owner: u32,
         ours: u32,
     },
+    #[error(
+        "{path} has {links} names (hard links): another name may be someone else's file; \
+         remove the other links or choose another path"
+    )]
+    HardLink { path: PathBuf, links: u64 },
     #[error("cannot open {path}: {source}; check the directory exists and is writable")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -91,6 +96,14 @@ pub fn open_private(path: &Path, mode: Mode) -> Result<File, PrivateFileError> {
             path: p(),
             owner: meta.uid(),
             ours,
+        });
+    }
+    // A second name for the file: someone may have linked it to a file of theirs to have it
+    // truncated or written (hard links need no write access to their target's directory).
+    if kind.is_file() && meta.nlink() > 1 {
+        return Err(PrivateFileError::HardLink {
+            path: p(),
+            links: meta.nlink(),
         });
     }
     let bits = meta.permissions().mode() & 0o7777;
@@ -162,6 +175,22 @@ mod tests {
         std::os::unix::fs::symlink(d.join("nowhere"), &dangling).unwrap();
         assert!(open_private(&dangling, Mode::Append).is_err());
         assert!(!d.join("nowhere").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn refuses_a_file_with_a_second_name() {
+        let d = dir("hardlink");
+        let target = d.join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        let link = d.join("out.rec");
+        std::fs::hard_link(&target, &link).unwrap();
+        let e = open_private(&link, Mode::Truncate).unwrap_err();
+        assert!(
+            matches!(e, PrivateFileError::HardLink { links: 2, .. }),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -47,7 +47,8 @@ pub enum Command {
     /// keep off the host: from then on every line is sealed.
     SealInit(SealInitArgs),
     /// Print the fingerprint a secret (read from standard input) has in the log, whatever
-    /// carried it, to find every request a leaked key made.
+    /// carried it, to find every request a leaked key made. Give the secret itself: a key
+    /// copied from a URL must be percent-decoded first.
     Fingerprint(FingerprintArgs),
 }
 

@@ -120,7 +120,10 @@ impl<H: Host> Pipeline<H> {
     pub(super) fn forget_evicted(&mut self) {
         if let Some(c) = self.conns.take_evicted() {
             self.views.remove(&c.id);
-            self.http_closed.add(&c.http.counters);
+            let mut counters = c.http.counters;
+            // Requests still waiting for their answers go unanswered, and are counted so.
+            counters.unanswered += c.http.pending() as u64;
+            self.http_closed.add(&counters);
         }
     }
 }

@@ -7,6 +7,11 @@
 //! flood brings. Protected holds at most [`PROTECTED_SHARE`] of the table, so a flood of
 //! repeat keys still leaves room for new ones. The full scan for the oldest key this replaces
 //! made each new key cost the whole table.
+//!
+//! The limit: a flood whose addresses each come back (twice or more) fills protected too, and
+//! once more than three fourths of `max_keys` such addresses pass between two of the
+//! attacker's requests, the attacker's count is pushed out; evictions are counted then, as
+//! always.
 
 use lru::LruCache;
 
