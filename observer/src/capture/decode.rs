@@ -42,6 +42,8 @@ pub enum CaptureEvent<'a> {
         meta: Meta,
         listen_fd: i32,
         peer: Option<SockAddr>,
+        /// The accepted socket's local address, read from the kernel (with BTF).
+        local: Option<SockAddr>,
     },
     Connect {
         meta: Meta,
@@ -83,11 +85,13 @@ impl std::fmt::Debug for CaptureEvent<'_> {
                 meta,
                 listen_fd,
                 peer,
+                local,
             } => f
                 .debug_struct("Accept")
                 .field("meta", meta)
                 .field("listen_fd", listen_fd)
                 .field("peer", peer)
+                .field("local", local)
                 .finish(),
             Self::Connect { meta, peer, local } => f
                 .debug_struct("Connect")
@@ -214,6 +218,7 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
                     meta,
                     listen_fd,
                     peer,
+                    local,
                 }
             } else {
                 CaptureEvent::Connect { meta, peer, local }
@@ -448,7 +453,8 @@ mod tests {
             CaptureEvent::Accept {
                 meta: META,
                 listen_fd: 3,
-                peer: Some(SockAddr::Inet(SocketAddr::V4(addr)))
+                peer: Some(SockAddr::Inet(SocketAddr::V4(addr))),
+                local: None,
             }
         );
     }
