@@ -459,6 +459,7 @@ mod tests {
         assert_eq!(size_of::<IoArgs>(), 32);
         assert_eq!(size_of::<ConnArgs>(), 32);
         assert_eq!(size_of::<TlsArgs>(), 32);
-        assert_eq!(size_of::<Layout>(), 48);
+        assert_eq!(size_of::<SocketOffsets>(), 14 * 4);
+        assert_eq!(size_of::<Layout>(), 48 + 14 * 4);
     }
 }
