@@ -264,9 +264,11 @@ def one_run(name, servers, args, env, fork_port):
     curl(f"http://127.0.0.1:{servers.cg_port}/in-cgroup")
     curl(f"http://127.0.0.1:{late_port}/joined-later")
     net = 40 if name == "raw" else 41
+    servers.peer_codes = {}
     for i in range(1, PEERS + 1):
         src = f"127.0.{net}.{i}"
-        curl(f"http://127.0.0.1:{servers.peer_port}/from/{src}", "--interface", src)
+        servers.peer_codes[f"/from/{src}"] = curl(
+            f"http://127.0.0.1:{servers.peer_port}/from/{src}", "--interface", src)
     child = int(open(go + ".child").read())
     open(stop, "w").close()
     # The child exits; observer must notice.
@@ -320,11 +322,14 @@ def checks(results, tag, lines, codes, child, late, servers, want_hook, want_cgr
     peers = [(e["url"]["path"], e.get("source", {}).get("ip"))
              for e in exchanges(lines, servers.peer.pid)]
     wrong = [p for p in peers if p[0] != f"/from/{p[1]}"]
+    seen = {p[0] for p in peers}
+    missing = {path: code for path, code in servers.peer_codes.items() if path not in seen}
     check(results, f"accept_peer[{tag}]",
           len(peers) == PEERS and not wrong and cap.get("accept_addresses") == "kernel_socket",
           f"accept_addresses={cap.get('accept_addresses')}, {len(peers) - len(wrong)} of "
           f"{PEERS} accepts with no address buffer name their client"
-          + (f"; wrong: {wrong}" if wrong else ""))
+          + (f"; wrong: {wrong}" if wrong else "")
+          + (f"; no exchange for (path: curl's status) {missing}" if missing else ""))
     losses = stats.get("kernel_losses", {})
     total = len(exchanges(lines))
     check(results, f"shutdown_counters[{tag}]",

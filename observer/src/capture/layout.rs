@@ -365,6 +365,19 @@ print fmt: \"comm=%s pid=%d prio=%d\", REC->comm, REC->pid, REC->prio
     }
 
     #[test]
+    fn the_running_kernels_btf_leads_to_a_sockets_addresses() {
+        let btf = Btf::from_sys_fs().expect("this kernel has BTF");
+        let o = socket_offsets(&btf).expect("every offset of the path");
+        // The IPv4 pair, then the port pair, in that order in sock_common; IPv6 after both.
+        assert_eq!(o.skc_rcv_saddr, o.skc_daddr + 4);
+        assert_eq!(o.skc_num, o.skc_dport + 2);
+        assert!(o.skc_v6_daddr != Layout::ABSENT && o.skc_v6_daddr > o.skc_family);
+        assert_eq!(o.skc_v6_rcv_saddr, o.skc_v6_daddr + 16);
+        assert_ne!(o.socket_file, o.socket_sk);
+        assert!(o.task_files > 0 && o.task_files < 16384, "{o:?}");
+    }
+
+    #[test]
     fn pointers_and_odd_lines() {
         let f = parse_format(
             "\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
