@@ -201,11 +201,13 @@ pub struct ConnEvent {
     pub ret: i64,
     /// For accept: the listening socket's fd; -1 otherwise.
     pub listen_fd: i32,
-    /// Valid bytes of `addr` (0 when the caller passed no address).
+    /// Valid bytes of `addr` (0 when the address is unknown).
     pub addr_len: u32,
-    /// For connect over TCP: the local address the kernel bound.
+    /// For connect over TCP: the local address the kernel bound. For accept: the accepted
+    /// socket's local address, read from the kernel's socket (see [`SocketOffsets`]).
     pub local: LocalAddr,
-    /// The peer's `sockaddr` as the syscall saw it.
+    /// The peer's `sockaddr` as the syscall saw it; for an accept that asked for no address,
+    /// one built from the kernel's socket (`sockaddr_in` or `sockaddr_in6`).
     pub addr: [u8; MAX_SOCKADDR],
 }
 
@@ -349,6 +351,57 @@ pub struct Layout {
     pub sock_saddr_v6: u32,
     /// syscalls/sys_{enter,exit}_*: `__syscall_nr` (8, or 12 on PREEMPT_RT kernels).
     pub syscall_nr: u32,
+    /// Where an accepted socket's addresses are, from BTF.
+    pub socket: SocketOffsets,
+}
+
+/// Byte offsets, from BTF, of the path from the current task to a socket's addresses:
+/// `task->files->fdt->fd[fd]->private_data` is the `struct socket`, its `sk` the `struct sock`
+/// whose `__sk_common` holds them. Read at an accept's exit, so the peer of a connection that
+/// closes before userspace sees it is still known. `task_files` of [`Layout::ABSENT`] means
+/// the path is unknown on this kernel (the accept then carries only what the caller asked for);
+/// the `skc_v6_*` ones are absent on kernels without IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    /// `socket.file`: the socket's own file, checked against the file found, so that a
+    /// descriptor another thread has already closed and reused is not taken for the socket.
+    pub socket_file: u32,
+    pub socket_sk: u32,
+    /// The rest are offsets in `struct sock` (`__sk_common`'s offset added).
+    pub skc_family: u32,
+    /// Network byte order.
+    pub skc_dport: u32,
+    /// The local port, host byte order.
+    pub skc_num: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+}
+
+impl SocketOffsets {
+    pub const ABSENT: SocketOffsets = SocketOffsets {
+        task_files: Layout::ABSENT,
+        files_fdt: Layout::ABSENT,
+        fdt_max_fds: Layout::ABSENT,
+        fdt_fd: Layout::ABSENT,
+        file_private_data: Layout::ABSENT,
+        socket_file: Layout::ABSENT,
+        socket_sk: Layout::ABSENT,
+        skc_family: Layout::ABSENT,
+        skc_dport: Layout::ABSENT,
+        skc_num: Layout::ABSENT,
+        skc_daddr: Layout::ABSENT,
+        skc_rcv_saddr: Layout::ABSENT,
+        skc_v6_daddr: Layout::ABSENT,
+        skc_v6_rcv_saddr: Layout::ABSENT,
+    };
 }
 
 impl Layout {
@@ -369,6 +422,7 @@ impl Layout {
         sock_saddr: 32,
         sock_saddr_v6: 40,
         syscall_nr: 8,
+        socket: SocketOffsets::ABSENT,
     };
 }
 
@@ -405,6 +459,7 @@ mod tests {
         assert_eq!(size_of::<IoArgs>(), 32);
         assert_eq!(size_of::<ConnArgs>(), 32);
         assert_eq!(size_of::<TlsArgs>(), 32);
-        assert_eq!(size_of::<Layout>(), 48);
+        assert_eq!(size_of::<SocketOffsets>(), 14 * 4);
+        assert_eq!(size_of::<Layout>(), 48 + 14 * 4);
     }
 }

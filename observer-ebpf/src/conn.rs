@@ -3,12 +3,16 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+        generated::bpf_probe_read_user,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use observer_common::{
-    ConnArgs, ConnEvent, EventHeader, EventKind, LocalAddr, LossCounter, MAX_SOCKADDR, socket_key,
+    ConnArgs, ConnEvent, EventHeader, EventKind, Layout, LocalAddr, LossCounter, MAX_SOCKADDR,
+    socket_key,
 };
 
 use crate::helpers::{Call, count_loss, header, is_target, record_field, submit_flags, take};
@@ -123,10 +127,116 @@ pub(crate) fn conn_exit(call: &Call) -> u32 {
         }
     }
     ev.addr_len = len;
+    if accept {
+        socket_addresses(fd as u32, ev);
+    }
     if EVENTS.output::<ConnEvent>(&*ev, submit_flags()).is_err() {
         count_loss(LossCounter::RingFull);
     }
     0
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// A `T` at `base + offset` in kernel memory.
+#[inline(always)]
+fn kernel_at<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 || offset == Layout::ABSENT {
+        return None;
+    }
+    // SAFETY: the helper checks the kernel pointer.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
+}
+
+/// Fills in an accepted socket's addresses from the kernel's `struct sock`: the local one
+/// always, the peer's when the caller passed no buffer for it (Node.js's libuv does not). By
+/// the time userspace handles the record a short connection is often closed, and asking the
+/// process for the socket then finds nothing. Leaves the record as it was when any step fails.
+#[inline(always)]
+fn socket_addresses(fd: u32, ev: &mut ConnEvent) {
+    let o = layout().socket;
+    // SAFETY: plain helper call.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(files) = kernel_at::<u64>(task, o.task_files) else {
+        return;
+    };
+    let Some(fdt) = kernel_at::<u64>(files, o.files_fdt) else {
+        return;
+    };
+    // The fd table may have grown since the accept installed the descriptor, never shrunk
+    // below it: an index past max_fds is not ours to read.
+    match kernel_at::<u32>(fdt, o.fdt_max_fds) {
+        Some(max) if fd < max => {}
+        _ => return,
+    }
+    let Some(fds) = kernel_at::<u64>(fdt, o.fdt_fd) else {
+        return;
+    };
+    let Some(file) = kernel_at::<u64>(fds, fd * 8) else {
+        return;
+    };
+    let Some(socket) = kernel_at::<u64>(file, o.file_private_data) else {
+        return;
+    };
+    if kernel_at::<u64>(socket, o.socket_file) != Some(file) {
+        return;
+    }
+    let Some(sk) = kernel_at::<u64>(socket, o.socket_sk) else {
+        return;
+    };
+    let (Some(family), Some(dport), Some(num)) = (
+        kernel_at::<u16>(sk, o.skc_family),
+        kernel_at::<[u8; 2]>(sk, o.skc_dport),
+        kernel_at::<u16>(sk, o.skc_num),
+    ) else {
+        return;
+    };
+    let mut local = LocalAddr {
+        family,
+        port: num,
+        _pad: 0,
+        addr: [0; 16],
+    };
+    let peer_wanted = ev.addr_len == 0;
+    let f = family.to_ne_bytes();
+    if family == AF_INET {
+        let (Some(daddr), Some(saddr)) = (
+            kernel_at::<[u8; 4]>(sk, o.skc_daddr),
+            kernel_at::<[u8; 4]>(sk, o.skc_rcv_saddr),
+        ) else {
+            return;
+        };
+        local.addr[..4].copy_from_slice(&saddr);
+        if peer_wanted {
+            // struct sockaddr_in: family, port (network order), address, 8 bytes of zeros.
+            ev.addr[..16].copy_from_slice(&[
+                f[0], f[1], dport[0], dport[1], daddr[0], daddr[1], daddr[2], daddr[3], 0, 0, 0, 0,
+                0, 0, 0, 0,
+            ]);
+            ev.addr_len = 16;
+        }
+    } else if family == AF_INET6 {
+        // An IPv4 client of a dual-stack listener is here as ::ffff:a.b.c.d; userspace
+        // reports it as the IPv4 address it is.
+        let (Some(daddr), Some(saddr)) = (
+            kernel_at::<[u8; 16]>(sk, o.skc_v6_daddr),
+            kernel_at::<[u8; 16]>(sk, o.skc_v6_rcv_saddr),
+        ) else {
+            return;
+        };
+        local.addr = saddr;
+        if peer_wanted {
+            // struct sockaddr_in6: family, port, flow info, address, scope id.
+            ev.addr[..8].copy_from_slice(&[f[0], f[1], dport[0], dport[1], 0, 0, 0, 0]);
+            ev.addr[8..24].copy_from_slice(&daddr);
+            ev.addr[24..28].copy_from_slice(&[0; 4]);
+            ev.addr_len = 28;
+        }
+    } else {
+        return;
+    }
+    ev.local = local;
 }
 
 #[tracepoint]

@@ -3,7 +3,7 @@
 
 `cargo xtask test` runs it on the host and, through `xtask vm`, inside QEMU on each kernel of
 the matrix. It starts real servers (Python's http.server, a forking parent, an OpenSSL HTTPS
-server, a server inside a cgroup), drives them with curl, runs observer twice (raw syscall
+server, a server inside a cgroup, one that accepts with no address buffer as Node.js does), drives them with curl, runs observer twice (raw syscall
 tracepoints; then per-syscall tracepoints with the cgroup helper refused, so both fallbacks
 run), and checks what observer wrote. It prints one line per item, then one line
 `SMOKE-RESULT {json}` that xtask reads; it exits 1 when an item fails.
@@ -105,6 +105,39 @@ time.sleep(3600)
 """
 
 
+# Accepts the way Node.js's libuv does, with no address buffer (accept4(fd, NULL, NULL, 0)), on a
+# dual-stack socket, answers at once and closes: the client's address is only in the kernel's
+# socket (as ::ffff:a.b.c.d), and the connection is gone before observer handles its records.
+NULL_ACCEPT_SERVER = """
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1])))
+s.listen(64)
+while True:
+    fd = libc.accept4(s.fileno(), None, None, 0)
+    if fd < 0:
+        continue
+    try:
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            head += chunk
+        if head:
+            os.write(fd, b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+    except OSError:
+        pass
+    os.close(fd)
+"""
+
+# One-request connections to the server above, each from its own loopback address.
+PEERS = 10
+
+
 class Servers:
     """Every server the items need, started once and shared by both observer runs."""
 
@@ -128,7 +161,9 @@ class Servers:
         os.makedirs(self.cgroup, exist_ok=True)
         self.cg_port = free_port()
         self.cg = self.spawn_in_cgroup(self.cg_port)
-        for p in (self.http_port, self.https_port, self.cg_port):
+        self.peer_port = free_port()
+        self.peer = self.spawn([sys.executable, "-c", NULL_ACCEPT_SERVER, str(self.peer_port)])
+        for p in (self.http_port, self.https_port, self.cg_port, self.peer_port):
             wait_port(p)
 
     def spawn(self, argv):
@@ -210,7 +245,8 @@ def one_run(name, servers, args, env, fork_port):
     parent = servers.spawn([sys.executable, "-c", FORKING_PARENT, str(fork_port), go, stop])
     time.sleep(0.5)
     obs = Observer(name, ["--pid", str(servers.http.pid), "--pid", str(servers.https.pid),
-                          "--pid", str(parent.pid), "--cgroup", servers.cgroup, *args], env)
+                          "--pid", str(parent.pid), "--pid", str(servers.peer.pid),
+                          "--cgroup", servers.cgroup, *args], env)
     # A process that enters the target cgroup after observer started.
     late_port = free_port()
     late = servers.spawn_in_cgroup(late_port)
@@ -227,6 +263,12 @@ def one_run(name, servers, args, env, fork_port):
     curl(f"http://127.0.0.1:{fork_port}/forked")
     curl(f"http://127.0.0.1:{servers.cg_port}/in-cgroup")
     curl(f"http://127.0.0.1:{late_port}/joined-later")
+    net = 40 if name == "raw" else 41
+    servers.peer_codes = {}
+    for i in range(1, PEERS + 1):
+        src = f"127.0.{net}.{i}"
+        servers.peer_codes[f"/from/{src}"] = curl(
+            f"http://127.0.0.1:{servers.peer_port}/from/{src}", "--interface", src)
     child = int(open(go + ".child").read())
     open(stop, "w").close()
     # The child exits; observer must notice.
@@ -277,10 +319,22 @@ def checks(results, tag, lines, codes, child, late, servers, want_hook, want_cgr
           cg == ["/in-cgroup"] and joined == ["/joined-later"]
           and cap.get("cgroup_targets") == want_cgroup,
           f"cgroup_targets={cap.get('cgroup_targets')}, present {cg}, joined later {joined}")
+    peers = [(e["url"]["path"], e.get("source", {}).get("ip"))
+             for e in exchanges(lines, servers.peer.pid)]
+    wrong = [p for p in peers if p[0] != f"/from/{p[1]}"]
+    seen = {p[0] for p in peers}
+    missing = {path: code for path, code in servers.peer_codes.items() if path not in seen}
+    check(results, f"accept_peer[{tag}]",
+          len(peers) == PEERS and not wrong and cap.get("accept_addresses") == "kernel_socket",
+          f"accept_addresses={cap.get('accept_addresses')}, {len(peers) - len(wrong)} of "
+          f"{PEERS} accepts with no address buffer name their client"
+          + (f"; wrong: {wrong}" if wrong else "")
+          + (f"; no exchange for (path: curl's status) {missing}" if missing else ""))
     losses = stats.get("kernel_losses", {})
     total = len(exchanges(lines))
     check(results, f"shutdown_counters[{tag}]",
-          shutdown is not None and stats.get("exchanges") == total and total == REQUESTS + 4
+          shutdown is not None and stats.get("exchanges") == total
+          and total == REQUESTS + 4 + PEERS
           and losses and all(v == 0 for v in losses.values()),
           f"exchanges={stats.get('exchanges')} lines={total} kernel_losses={losses}")
 

@@ -22,12 +22,7 @@ passport.use(
 const app = express();
 app.use(express.json({ limit: '16kb' }));
 
-// Checking a password costs real apps 50-100 ms (bcrypt, scrypt); 60 ms stands for it. It
-// also keeps a one-request connection open past the moment observer asks the socket for its
-// peer (Node accepts with no address buffer).
-const hashCost = (req, res, next) => setTimeout(next, 60);
-
-app.post('/api/login', hashCost, passport.authenticate('local', { session: false }), (req, res) => {
+app.post('/api/login', passport.authenticate('local', { session: false }), (req, res) => {
   const token = crypto.randomBytes(24).toString('hex');
   tokens.set(token, req.user.name);
   res.json({ token });

@@ -11,6 +11,7 @@ mod express;
 mod keyed;
 mod proxy;
 mod uring;
+mod node;
 
 /// A server process the test owns; killed on drop.
 pub struct Server {

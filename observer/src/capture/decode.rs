@@ -42,6 +42,8 @@ pub enum CaptureEvent<'a> {
         meta: Meta,
         listen_fd: i32,
         peer: Option<SockAddr>,
+        /// The accepted socket's local address, read from the kernel (with BTF).
+        local: Option<SockAddr>,
     },
     Connect {
         meta: Meta,
@@ -83,11 +85,13 @@ impl std::fmt::Debug for CaptureEvent<'_> {
                 meta,
                 listen_fd,
                 peer,
+                local,
             } => f
                 .debug_struct("Accept")
                 .field("meta", meta)
                 .field("listen_fd", listen_fd)
                 .field("peer", peer)
+                .field("local", local)
                 .finish(),
             Self::Connect { meta, peer, local } => f
                 .debug_struct("Connect")
@@ -214,6 +218,7 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
                     meta,
                     listen_fd,
                     peer,
+                    local,
                 }
             } else {
                 CaptureEvent::Connect { meta, peer, local }
@@ -448,7 +453,38 @@ mod tests {
             CaptureEvent::Accept {
                 meta: META,
                 listen_fd: 3,
-                peer: Some(SockAddr::Inet(SocketAddr::V4(addr)))
+                peer: Some(SockAddr::Inet(SocketAddr::V4(addr))),
+                local: None,
+            }
+        );
+    }
+
+    /// An accept record as the kernel side builds it when the caller passed no buffer: a
+    /// `sockaddr_in6` from the dual-stack socket's `sock_common`, and its local address.
+    #[test]
+    fn accept_from_the_kernels_socket_reports_v4_mapped_ends_as_ipv4() {
+        let mut sin6 = Vec::new();
+        sin6.extend_from_slice(&AF_INET6.to_ne_bytes());
+        sin6.extend_from_slice(&40_000u16.to_be_bytes());
+        sin6.extend_from_slice(&[0; 4]);
+        sin6.extend_from_slice(&Ipv4Addr::new(127, 0, 30, 7).to_ipv6_mapped().octets());
+        sin6.extend_from_slice(&[0; 4]);
+        let mut rec = encode::conn(&META, 3, &sin6);
+        let mut local = Vec::new();
+        local.extend_from_slice(&AF_INET6.to_ne_bytes());
+        local.extend_from_slice(&8080u16.to_ne_bytes());
+        local.extend_from_slice(&[0; 4]);
+        local.extend_from_slice(&Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets());
+        rec[HDR + 16..HDR + 40].copy_from_slice(&local);
+        let v4 =
+            |ip: Ipv4Addr, port| Some(SockAddr::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port))));
+        assert_eq!(
+            decode(&rec).unwrap(),
+            CaptureEvent::Accept {
+                meta: META,
+                listen_fd: 3,
+                peer: v4(Ipv4Addr::new(127, 0, 30, 7), 40_000),
+                local: v4(Ipv4Addr::LOCALHOST, 8080),
             }
         );
     }

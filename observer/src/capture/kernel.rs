@@ -54,6 +54,12 @@ pub struct CaptureReport {
     pub syscall_hook: String,
     /// How a process's last thread is told.
     pub process_exit: String,
+    /// Where an accepted connection's addresses come from when the caller asked for none:
+    /// `kernel_socket` (read at the accept, offsets from BTF) or `late_lookup (why)` (asked of
+    /// the process later; a connection closed by then has none). Empty, and not written, in
+    /// replays of recordings made before it was reported.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accept_addresses: String,
     /// `kernel` (the cgroup-ancestor helper) or `userspace_scan` (cgroup.procs each second).
     pub cgroup_targets: String,
     /// `uprobes`, or why TLS plaintext cannot be captured.

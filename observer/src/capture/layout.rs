@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use observer_common::Layout;
+use observer_common::{Layout, SocketOffsets};
 
 use super::btf::Btf;
 
@@ -100,6 +100,49 @@ impl ExitDetection {
     }
 }
 
+/// Where an accept's peer address comes from when the caller asked for none, for
+/// `sys_startup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptAddresses {
+    /// The accepted socket's `struct sock`, read at the accept (offsets from BTF).
+    KernelSocket,
+    /// The process's socket, asked when the record is handled (the reason BTF could not stand
+    /// in): a connection closed by then has no peer address.
+    LateLookup(String),
+}
+
+impl AcceptAddresses {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::KernelSocket => "kernel_socket".into(),
+            Self::LateLookup(why) => format!("late_lookup ({why})"),
+        }
+    }
+}
+
+/// The offsets of [`SocketOffsets`] in this BTF; the IPv6 ones may be missing (a kernel
+/// without IPv6), the others must all be there.
+pub fn socket_offsets(b: &Btf) -> Result<SocketOffsets, super::btf::BtfError> {
+    let common = b.member_offset("sock", "__sk_common")?;
+    let in_sock = |m: &str| b.member_offset("sock_common", m).map(|o| common + o);
+    Ok(SocketOffsets {
+        task_files: b.member_offset("task_struct", "files")?,
+        files_fdt: b.member_offset("files_struct", "fdt")?,
+        fdt_max_fds: b.member_offset("fdtable", "max_fds")?,
+        fdt_fd: b.member_offset("fdtable", "fd")?,
+        file_private_data: b.member_offset("file", "private_data")?,
+        socket_file: b.member_offset("socket", "file")?,
+        socket_sk: b.member_offset("socket", "sk")?,
+        skc_family: in_sock("skc_family")?,
+        skc_dport: in_sock("skc_dport")?,
+        skc_num: in_sock("skc_num")?,
+        skc_daddr: in_sock("skc_daddr")?,
+        skc_rcv_saddr: in_sock("skc_rcv_saddr")?,
+        skc_v6_daddr: in_sock("skc_v6_daddr").unwrap_or(Layout::ABSENT),
+        skc_v6_rcv_saddr: in_sock("skc_v6_rcv_saddr").unwrap_or(Layout::ABSENT),
+    })
+}
+
 pub struct Tracefs<'a> {
     pub root: &'a Path,
     /// Features refused on purpose (`OBSERVER_REFUSE_FEATURES`), to test the fallbacks.
@@ -148,8 +191,16 @@ fn need(
     })
 }
 
-/// Reads the running kernel's layout of every record the lifecycle programs use.
-pub fn read_layout(tracefs: &Tracefs<'_>) -> Result<(Layout, ExitDetection), LayoutError> {
+/// How the running kernel's record layouts and BTF let the programs work.
+pub struct KernelLayout {
+    pub layout: Layout,
+    pub exit: ExitDetection,
+    pub accept: AcceptAddresses,
+}
+
+/// Reads the running kernel's layout of every record the lifecycle programs use, and the BTF
+/// offsets the accept and exit programs follow.
+pub fn read_layout(tracefs: &Tracefs<'_>) -> Result<KernelLayout, LayoutError> {
     let newtask = tracefs.format("task", "task_newtask")?;
     let exit = tracefs.format("sched", "sched_process_exit")?;
     let sock = tracefs.format("sock", "inet_sock_set_state")?;
@@ -172,25 +223,45 @@ pub fn read_layout(tracefs: &Tracefs<'_>) -> Result<(Layout, ExitDetection), Lay
             "__syscall_nr",
             4,
         )?,
+        socket: SocketOffsets::ABSENT,
     };
     let refused = |f: &str| tracefs.refused.iter().any(|r| r == f);
+    let btf = if refused("btf") {
+        Err("refused by OBSERVER_REFUSE_FEATURES".to_string())
+    } else {
+        Btf::from_sys_fs().map_err(|e| e.to_string())
+    };
+    let offsets = btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|b| socket_offsets(b).map_err(|e| e.to_string()));
+    let accept = match offsets {
+        Ok(offsets) => {
+            layout.socket = offsets;
+            AcceptAddresses::KernelSocket
+        }
+        Err(why) => {
+            tracing::warn!(
+                "BTF cannot say where a socket's addresses are ({why}): the peer of an accept \
+                 that asks for no address (Node.js) is looked up when its record is handled, \
+                 and a connection closed by then has none"
+            );
+            AcceptAddresses::LateLookup(why)
+        }
+    };
     let group_dead = find(&exit, "group_dead", 1).filter(|_| !refused("group_dead"));
     let detection = if let Some(off) = group_dead {
         layout.exit_group_dead = off;
         ExitDetection::RecordField
     } else {
-        let btf = if refused("btf") {
-            Err("refused by OBSERVER_REFUSE_FEATURES".to_string())
-        } else {
-            Btf::from_sys_fs()
-                .and_then(|b| {
-                    Ok((
-                        b.member_offset("task_struct", "signal")?,
-                        b.member_offset("signal_struct", "live")?,
-                    ))
-                })
-                .map_err(|e| e.to_string())
-        };
+        let btf = btf.and_then(|b| {
+            Ok((
+                b.member_offset("task_struct", "signal")
+                    .map_err(|e| e.to_string())?,
+                b.member_offset("signal_struct", "live")
+                    .map_err(|e| e.to_string())?,
+            ))
+        });
         match btf {
             Ok((signal, live)) => {
                 layout.task_signal = signal;
@@ -206,7 +277,11 @@ pub fn read_layout(tracefs: &Tracefs<'_>) -> Result<(Layout, ExitDetection), Lay
             }
         }
     };
-    Ok((layout, detection))
+    Ok(KernelLayout {
+        layout,
+        exit: detection,
+        accept,
+    })
 }
 
 /// Checks that a syscall tracepoint keeps its number (at `nr_offset`, as in sys_enter_read) and
@@ -287,6 +362,19 @@ print fmt: \"comm=%s pid=%d prio=%d\", REC->comm, REC->pid, REC->prio
             "\tfield:int prio;\toffset:28;\tsize:4;\tsigned:1;\n\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;",
         );
         assert_eq!(find(&parse_format(&newer), "group_dead", 1), Some(32));
+    }
+
+    #[test]
+    fn the_running_kernels_btf_leads_to_a_sockets_addresses() {
+        let btf = Btf::from_sys_fs().expect("this kernel has BTF");
+        let o = socket_offsets(&btf).expect("every offset of the path");
+        // The IPv4 pair, then the port pair, in that order in sock_common; IPv6 after both.
+        assert_eq!(o.skc_rcv_saddr, o.skc_daddr + 4);
+        assert_eq!(o.skc_num, o.skc_dport + 2);
+        assert!(o.skc_v6_daddr != Layout::ABSENT && o.skc_v6_daddr > o.skc_family);
+        assert_eq!(o.skc_v6_rcv_saddr, o.skc_v6_daddr + 16);
+        assert_ne!(o.socket_file, o.socket_sk);
+        assert!(o.task_files > 0 && o.task_files < 16384, "{o:?}");
     }
 
     #[test]

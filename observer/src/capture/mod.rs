@@ -132,7 +132,11 @@ impl Capture {
             root: &root,
             refused: &refused,
         };
-        let (layout, exit) = layout::read_layout(&tracefs)?;
+        let layout::KernelLayout {
+            layout,
+            exit,
+            accept,
+        } = layout::read_layout(&tracefs)?;
         let mut fallbacks = Vec::new();
         let cgroup_helper = u32::from(features.ancestor_cgroup.is_ok());
         if let Err(why) = &features.ancestor_cgroup {
@@ -145,6 +149,13 @@ impl Capture {
             fallbacks.push(format!(
                 "sched_process_exit has no group_dead: a process's exit is told by {}",
                 exit.describe()
+            ));
+        }
+        if let layout::AcceptAddresses::LateLookup(why) = &accept {
+            fallbacks.push(format!(
+                "no BTF path to a socket's addresses ({why}): the peer of an accept that asks \
+                 for no address (Node.js) is looked up when its record is handled, and a \
+                 connection closed by then has no source address"
             ));
         }
         // Userspace is woken early once a quarter of the ring is in use, whatever its size.
@@ -248,6 +259,7 @@ impl Capture {
             }
             .into(),
             process_exit: exit.describe().into(),
+            accept_addresses: accept.describe(),
             cgroup_targets: if cgroup_helper == 1 {
                 "kernel"
             } else {

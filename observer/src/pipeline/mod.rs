@@ -183,8 +183,16 @@ impl<H: Host> Pipeline<H> {
                 meta,
                 listen_fd,
                 ref peer,
+                ref local,
             } => {
-                let ends = self.accepted_endpoints(&meta, listen_fd, peer.clone());
+                let ends = match (peer, local) {
+                    // Both read from the kernel's socket at the accept: nothing to look up.
+                    (Some(p), Some(l)) => Endpoints {
+                        local: Some(l.clone()),
+                        peer: Some(p.clone()),
+                    },
+                    _ => self.accepted_endpoints(&meta, listen_fd, peer.clone()),
+                };
                 self.open(meta, Role::Server, ends, out);
             }
             CaptureEvent::Connect {
