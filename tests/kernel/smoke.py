@@ -264,6 +264,11 @@ def one_run(name, servers, args, env, fork_port):
     curl(f"http://127.0.0.1:{servers.cg_port}/in-cgroup")
     curl(f"http://127.0.0.1:{late_port}/joined-later")
     net = 40 if name == "raw" else 41
+    # The peer server has been blocked in accept4 since before observer attached: this first
+    # connection is the one that call returns with, adopted from /proc at startup.
+    servers.adopted_src = f"127.0.{net}.200"
+    servers.adopted_code = curl(f"http://127.0.0.1:{servers.peer_port}/adopted",
+                                "--interface", servers.adopted_src)
     servers.peer_codes = {}
     for i in range(1, PEERS + 1):
         src = f"127.0.{net}.{i}"
@@ -319,8 +324,14 @@ def checks(results, tag, lines, codes, child, late, servers, want_hook, want_cgr
           cg == ["/in-cgroup"] and joined == ["/joined-later"]
           and cap.get("cgroup_targets") == want_cgroup,
           f"cgroup_targets={cap.get('cgroup_targets')}, present {cg}, joined later {joined}")
+    adopted = [e.get("source", {}).get("ip") for e in exchanges(lines, servers.peer.pid)
+               if e["url"]["path"] == "/adopted"]
+    check(results, f"blocked_accept[{tag}]",
+          adopted == [servers.adopted_src] and servers.adopted_code == "200",
+          f"the accept blocked when observer attached returned with {servers.adopted_src} "
+          f"(curl {servers.adopted_code}): exchanges {adopted}")
     peers = [(e["url"]["path"], e.get("source", {}).get("ip"))
-             for e in exchanges(lines, servers.peer.pid)]
+             for e in exchanges(lines, servers.peer.pid) if e["url"]["path"] != "/adopted"]
     wrong = [p for p in peers if p[0] != f"/from/{p[1]}"]
     seen = {p[0] for p in peers}
     missing = {path: code for path, code in servers.peer_codes.items() if path not in seen}
@@ -334,7 +345,8 @@ def checks(results, tag, lines, codes, child, late, servers, want_hook, want_cgr
     total = len(exchanges(lines))
     check(results, f"shutdown_counters[{tag}]",
           shutdown is not None and stats.get("exchanges") == total
-          and total == REQUESTS + 4 + PEERS
+          # The adopted accept's exchange is blocked_accept's to judge.
+          and total == REQUESTS + 4 + PEERS + len(adopted)
           and losses and all(v == 0 for v in losses.values()),
           f"exchanges={stats.get('exchanges')} lines={total} kernel_losses={losses}")
 

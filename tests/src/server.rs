@@ -9,9 +9,9 @@ use crate::{TempDir, free_port, wait_for_port, workspace_root};
 
 mod express;
 mod keyed;
+mod node;
 mod proxy;
 mod uring;
-mod node;
 
 /// A server process the test owns; killed on drop.
 pub struct Server {

@@ -126,6 +126,23 @@ fn guest(kernel: &'static vm::Kernel, bin: &Path) -> Column {
     column(kernel.name.to_string(), parsed, started)
 }
 
+/// Failures known and not yet fixed: (kernel, item, what is wrong). Such a cell reads "known
+/// bug" and does not fail the matrix; once it passes, it does, so the entry is removed when
+/// the bug is fixed rather than left to hide a regression.
+const KNOWN: &[(&str, &str, &str)] = &[(
+    "6.1-rt",
+    "blocked_accept[fallback]",
+    "with per-syscall tracepoints on PREEMPT_RT, the connection an accept blocked since before \
+     observer attached returns with is lost, silently (no loss counted)",
+)];
+
+fn known(kernel: &str, item: &str) -> Option<&'static str> {
+    KNOWN
+        .iter()
+        .find(|(k, i, _)| *k == kernel && *i == item)
+        .map(|(_, _, why)| *why)
+}
+
 /// Prints the table: one row per smoke item, one column per kernel.
 fn table(columns: &[Column]) -> String {
     let mut rows: BTreeMap<usize, String> = BTreeMap::new();
@@ -134,7 +151,13 @@ fn table(columns: &[Column]) -> String {
         if let Ok(items) = &col.items {
             for (i, (name, ok, _)) in items.iter().enumerate() {
                 rows.entry(i).or_insert_with(|| name.clone());
-                cells.insert((name.clone(), c), if *ok { "pass" } else { "FAIL" });
+                let cell = match (ok, known(&col.name, name).is_some()) {
+                    (true, false) => "pass",
+                    (false, false) => "FAIL",
+                    (false, true) => "known bug",
+                    (true, true) => "FIXED: update KNOWN",
+                };
+                cells.insert((name.clone(), c), cell);
             }
         }
     }
@@ -183,8 +206,19 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
                     problems.push(format!("{}: no smoke item ran", col.name));
                 }
                 for (name, ok, detail) in items {
-                    if !ok {
-                        problems.push(format!("{} on {}: {detail}", name, col.name));
+                    match (ok, known(&col.name, name)) {
+                        (false, None) => {
+                            problems.push(format!("{} on {}: {detail}", name, col.name))
+                        }
+                        (false, Some(why)) => {
+                            println!("known bug, {name} on {}: {why} ({detail})", col.name)
+                        }
+                        (true, Some(_)) => problems.push(format!(
+                            "{name} on {} passes now: remove it from KNOWN in \
+                             xtask/src/matrix.rs",
+                            col.name
+                        )),
+                        (true, None) => {}
                     }
                 }
             }
