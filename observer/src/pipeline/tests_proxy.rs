@@ -54,44 +54,32 @@ impl Feed {
 
     /// As [`Feed::exchange`], from a peer given as a raw `sockaddr`.
     fn exchange_from(&mut self, sockaddr: &[u8], headers: &str, status: u16) {
+        let req = format!("GET /account HTTP/1.1\r\nHost: api\r\n{headers}\r\n");
+        self.connection(sockaddr, req.as_bytes(), req.len(), status);
+    }
+
+    /// A request of 6 KiB of which only the first 4 KiB were copied (nothing of it can be
+    /// parsed), answered `status`, on a new connection from `peer`.
+    fn unparsed(&mut self, peer: [u8; 4], status: u16) {
+        let req = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(6000));
+        self.copied_from(peer, &req, status);
+    }
+
+    /// `req` on a new connection from `peer`, only its first 4 KiB copied, answered `status`.
+    fn copied_from(&mut self, peer: [u8; 4], req: &str, status: u16) {
+        let addr = SocketAddrV4::new(Ipv4Addr::from(peer), 40000 + self.fd as u16 + 1);
+        let copied = &req.as_bytes()[..req.len().min(4096)];
+        self.connection(&encode::sockaddr_in(addr), copied, req.len(), status);
+    }
+
+    /// One connection: accepted from `sockaddr`, a request of `total` bytes of which `copied`
+    /// reached the ring, a bodiless `status` back, closed.
+    fn connection(&mut self, sockaddr: &[u8], copied: &[u8], total: usize, status: u16) {
         self.fd += 1;
         let m = self.meta();
         self.rec(encode::conn(&m, 3, sockaddr));
-        let req = format!("GET /account HTTP/1.1\r\nHost: api\r\n{headers}\r\n");
         let m = self.meta();
-        self.rec(encode::data(
-            &m,
-            Direction::Ingress,
-            req.len() as u64,
-            req.as_bytes(),
-        ));
-        let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
-        let m = self.meta();
-        self.rec(encode::data(
-            &m,
-            Direction::Egress,
-            resp.len() as u64,
-            resp.as_bytes(),
-        ));
-        let m = self.meta();
-        self.rec(encode::close(&m));
-    }
-
-    /// A request of `total` bytes of which only the first 4 KiB were copied (nothing of it can
-    /// be parsed), answered `status`, on a new connection from `peer`.
-    fn unparsed(&mut self, peer: [u8; 4], status: u16) {
-        let addr = SocketAddrV4::new(Ipv4Addr::from(peer), 40000 + self.fd as u16 + 1);
-        self.fd += 1;
-        let m = self.meta();
-        self.rec(encode::conn(&m, 3, &encode::sockaddr_in(addr)));
-        let req = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(6000));
-        let m = self.meta();
-        self.rec(encode::data(
-            &m,
-            Direction::Ingress,
-            req.len() as u64,
-            &req.as_bytes()[..4096],
-        ));
+        self.rec(encode::data(&m, Direction::Ingress, total as u64, copied));
         let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
         let m = self.meta();
         self.rec(encode::data(
@@ -301,10 +289,6 @@ fn a_chain_that_names_no_one_never_counts_against_the_proxy() {
 fn a_forwarding_header_in_a_head_cut_by_the_copy_is_not_believed() {
     let mut f = Feed::new(&["127.0.0.1"]);
     for _ in 0..5 {
-        let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 40000 + f.fd as u16 + 1);
-        f.fd += 1;
-        let m = f.meta();
-        f.rec(encode::conn(&m, 3, &encode::sockaddr_in(addr)));
         // The forged line first, then a cookie long enough that the proxy's own line at the
         // end of the head is past what the kernel copied.
         let req = format!(
@@ -312,18 +296,7 @@ fn a_forwarding_header_in_a_head_cut_by_the_copy_is_not_believed() {
              X-Forwarded-For: 203.0.113.7\r\n\r\n",
             "x".repeat(5000)
         );
-        let m = f.meta();
-        f.rec(encode::data(
-            &m,
-            Direction::Ingress,
-            req.len() as u64,
-            &req.as_bytes()[..4096],
-        ));
-        let m = f.meta();
-        let resp = b"HTTP/1.1 401 X\r\nContent-Length: 0\r\n\r\n";
-        f.rec(encode::data(&m, Direction::Egress, resp.len() as u64, resp));
-        let m = f.meta();
-        f.rec(encode::close(&m));
+        f.copied_from([127, 0, 0, 1], &req, 401);
     }
     let text = f
         .events()
