@@ -1,7 +1,7 @@
 //! The rules on accounts and tools: credential stuffing counted by distinct accounts, known
 //! attack tools per source and tool, and an account that logs in after many failures.
 
-use super::window::slot;
+use super::window::{cap, slot};
 use super::{Alert, Detector, Facts, LoginOutcome, Rule, SAMPLES};
 
 impl Detector {
@@ -35,9 +35,7 @@ impl Detector {
             let state = slot(table, user, max, &mut self.counters.evicted);
             state.last_ns = f.ts_ns;
             state.hits.push_back((f.ts_ns, f.sequence));
-            // Enough to tell the threshold was reached and to report a count beyond it.
-            let cap = (c.threshold as usize).saturating_mul(4).max(16);
-            while state.hits.len() > cap {
+            while state.hits.len() > cap(c.threshold) {
                 state.hits.pop_front();
             }
             return;

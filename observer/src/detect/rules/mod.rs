@@ -31,7 +31,7 @@ pub use config::{DEFAULT_ATTACK_TOOLS, DetectConfig, ErrorSpike, Rule, Spread, T
 pub use spread::PasswordHash;
 use spread::{Logins, SprayKey};
 use table::Table;
-use window::{Cooldown, Distinct, Hits, Spike, slot};
+use window::{Cooldown, Distinct, Hits, Spike, cap, cap_oldest, slot};
 
 /// Sample exchanges (their `event.sequence`) an alert carries.
 const SAMPLES: usize = 5;
@@ -269,17 +269,7 @@ impl Detector {
         let cutoff = f.ts_ns.saturating_sub(c.window_ns);
         state.items.retain(|_, (t, _)| *t >= cutoff);
         state.items.insert(item.to_string(), (f.ts_ns, f.sequence));
-        let cap = (c.threshold as usize).saturating_mul(4).max(16);
-        while state.items.len() > cap {
-            if let Some(oldest) = state
-                .items
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| k.clone())
-            {
-                state.items.remove(&oldest);
-            }
-        }
+        cap_oldest(&mut state.items, cap(c.threshold), |v| v.0);
         let count = state.items.len() as u64;
         if count < c.threshold {
             return;

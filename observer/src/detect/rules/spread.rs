@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::window::{Distinct, slot};
+use super::window::{Distinct, cap, cap_oldest, slot};
 use super::{Alert, Detector, Facts, LoginOutcome, Rule, SAMPLES};
 
 /// Login attempts remembered per service for the failure ratio.
@@ -75,20 +75,6 @@ impl Logins {
     }
     pub(super) fn attempts_held(&self) -> usize {
         self.attempts.len()
-    }
-}
-
-/// Drops the oldest items until `map` holds at most `cap`.
-fn cap_oldest<V>(map: &mut HashMap<String, V>, cap: usize, time: impl Fn(&V) -> u64) {
-    while map.len() > cap {
-        let Some(oldest) = map
-            .iter()
-            .min_by_key(|(_, v)| time(v))
-            .map(|(k, _)| k.clone())
-        else {
-            return;
-        };
-        map.remove(&oldest);
     }
 }
 
@@ -193,11 +179,6 @@ impl Detector {
             out,
         );
     }
-}
-
-/// Items kept per key: enough to tell the threshold was reached and report a count past it.
-fn cap(threshold: u64) -> usize {
-    (threshold as usize).saturating_mul(4).max(16)
 }
 
 /// The first time among `items` and the sequences of the newest few, oldest first.

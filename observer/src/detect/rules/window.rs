@@ -58,3 +58,22 @@ pub(super) fn slot<'m, T: Default>(
 ) -> &'m mut T {
     map.slot(key, max, evicted)
 }
+
+/// Items kept per key: enough to tell the threshold was reached and report a count past it.
+pub(super) fn cap(threshold: u64) -> usize {
+    (threshold as usize).saturating_mul(4).max(16)
+}
+
+/// Drops the oldest items until `map` holds at most `cap`.
+pub(super) fn cap_oldest<V>(map: &mut HashMap<String, V>, cap: usize, time: impl Fn(&V) -> u64) {
+    while map.len() > cap {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| time(v))
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        map.remove(&oldest);
+    }
+}
