@@ -1,11 +1,13 @@
-//! The `--config` file (TOML): detection thresholds and credential names over the defaults,
-//! validated, every key named in its error.
+//! The `--config` file (TOML): detection thresholds, credential names and redaction patterns
+//! over the defaults, validated, every key named in its error.
 
 use std::path::PathBuf;
 
 use super::ConfigError;
 use crate::detect::login::{LoginConfig, LoginRoute};
 use crate::detect::rules::{DetectConfig, Spread, Threshold};
+use crate::event::redact::MAX_PATTERNS;
+use crate::event::{Redactor, SecretPatterns, check_pattern};
 use crate::http::form::norm;
 use crate::http::{CredentialNames, FieldNames, TrustedProxies};
 
@@ -17,6 +19,16 @@ pub struct FileConfig {
     pub identity: IdentityFile,
     #[serde(default)]
     pub detection: DetectionFile,
+    #[serde(default)]
+    pub redaction: RedactionFile,
+}
+
+/// `[redaction]`: what is redacted beyond the built-in rules.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionFile {
+    /// Token formats (regular expressions) redacted wherever the built-in formats are.
+    pub patterns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -374,6 +386,38 @@ impl FileConfig {
             t.add(value).map_err(|e| bad(&key, &e.to_string()))?;
         }
         Ok(t)
+    }
+
+    /// Redaction with the token formats of `flags` (`--redact-pattern`) and of this file
+    /// (`redaction.patterns`), together; a refused pattern is named by its flag or key.
+    pub fn redactor(&self, flags: &[String]) -> Result<Redactor, ConfigError> {
+        let file = self.redaction.patterns.iter().flatten();
+        let all: Vec<(String, &String)> = flags
+            .iter()
+            .map(|v| ("--redact-pattern".to_string(), v))
+            .chain(
+                file.enumerate()
+                    .map(|(i, v)| (format!("redaction.patterns[{i}]"), v)),
+            )
+            .collect();
+        for (n, (key, value)) in all.iter().enumerate() {
+            if n >= MAX_PATTERNS {
+                return Err(bad(
+                    key,
+                    &format!(
+                        "is one too many: at most {MAX_PATTERNS} patterns, flags and config \
+                         file together; merge some with |"
+                    ),
+                ));
+            }
+            // Checked one by one first so the error names the flag or key; the set compiles
+            // them again, a cost paid once at start.
+            check_pattern(value).map_err(|e| bad(key, &e.to_string()))?;
+        }
+        let patterns = all.into_iter().map(|(_, v)| v.clone()).collect();
+        SecretPatterns::new(patterns)
+            .map(Redactor::new)
+            .map_err(|e| bad("redaction.patterns", &e.to_string()))
     }
 
     pub fn credential_names(&self) -> Result<CredentialNames, ConfigError> {

@@ -63,7 +63,7 @@ pub struct ReplayArgs {
     /// left out of the events.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
-    /// Detection settings, as for `run`.
+    /// Detection settings and redaction patterns, as for `run`.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Only connections with this port, as for `run`.
@@ -75,6 +75,9 @@ pub struct ReplayArgs {
     /// Trusted proxies, as for `run`.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
+    /// Token formats to redact, as for `run`: give the run's patterns to see what it wrote.
+    #[arg(long = "redact-pattern", value_name = "REGEX")]
+    pub redact_patterns: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -240,7 +243,13 @@ pub struct RunArgs {
     /// X-Forwarded-For (or Forwarded) header names; other peers' headers change nothing.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
-    /// A TOML file with detection thresholds and credential names (see README).
+    /// A token format of your own to redact (repeatable), as a regular expression (Rust regex
+    /// syntax): a path segment or query value holding a match anywhere is replaced by
+    /// REDACTED, as the built-in formats are. Adds to `redaction.patterns` of the config file.
+    #[arg(long = "redact-pattern", value_name = "REGEX")]
+    pub redact_patterns: Vec<String>,
+    /// A TOML file with detection thresholds, credential names and redaction patterns (see
+    /// README).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The host key credentials are fingerprinted with; created (0600) when missing.

@@ -24,6 +24,7 @@ fn args(pids: &[u32]) -> RunArgs {
         format: crate::sink::Format::Json,
         state_file: None,
         trusted_proxies: Vec::new(),
+        redact_patterns: Vec::new(),
     }
 }
 
@@ -307,4 +308,99 @@ fn trusted_proxies_from_flags_and_file_and_bad_ones_named() {
         .collect();
     let e = file.trusted_proxies(&many).unwrap_err().to_string();
     assert!(e.contains("at most 1024"), "{e}");
+}
+
+#[test]
+fn redact_patterns_from_flags_and_file() {
+    use clap::Parser as _;
+    let cli = Cli::try_parse_from([
+        "observer",
+        "run",
+        "--pid",
+        "1",
+        "--redact-pattern",
+        "acme_live_[0-9a-f]{24}",
+        "--redact-pattern",
+        "^S[0-9]{10}$",
+    ])
+    .unwrap();
+    let Command::Run(run) = cli.command else {
+        panic!("not a run")
+    };
+    assert_eq!(
+        run.redact_patterns,
+        ["acme_live_[0-9a-f]{24}", "^S[0-9]{10}$"]
+    );
+    let cli = Cli::try_parse_from([
+        "observer",
+        "replay",
+        "rec",
+        "--redact-pattern",
+        "k_[0-9]{8}",
+    ])
+    .unwrap();
+    let Command::Replay(replay) = cli.command else {
+        panic!("not a replay")
+    };
+    assert_eq!(replay.redact_patterns, ["k_[0-9]{8}"]);
+
+    // The flags' patterns, then the file's, all applied.
+    let file = FileConfig::parse("[redaction]\npatterns = [\"sess-[a-z]{8}\"]\n").unwrap();
+    let r = file.redactor(&["k_[0-9]{8}".into()]).unwrap();
+    assert_eq!(r.patterns().sources(), ["k_[0-9]{8}", "sess-[a-z]{8}"]);
+    assert_eq!(
+        r.split_target("/a/k_12345678/b?s=sess-abcdefgh").0,
+        "/a/REDACTED/b"
+    );
+    assert!(FileConfig::parse("[redaction]\npattern = [\"x\"]\n").is_err());
+    assert!(
+        FileConfig::default()
+            .redactor(&[])
+            .unwrap()
+            .patterns()
+            .sources()
+            .is_empty()
+    );
+
+    // A refused pattern is named by its key or flag, with its text.
+    let file =
+        FileConfig::parse("[redaction]\npatterns = [\"ok_[0-9]{8}\", \"acme_(\"]\n").unwrap();
+    let e = file.redactor(&[]).unwrap_err().to_string();
+    assert!(
+        e.contains("redaction.patterns[1]") && e.contains("\"acme_(\""),
+        "{e}"
+    );
+    let e = FileConfig::default()
+        .redactor(&["[0-9]*".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--redact-pattern") && e.contains("empty string"),
+        "{e}"
+    );
+    let many: Vec<String> = (0..=crate::event::redact::MAX_PATTERNS)
+        .map(|i| format!("k{i}_[0-9]{{8}}"))
+        .collect();
+    let e = FileConfig::default()
+        .redactor(&many)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("one too many"), "{e}");
+
+    // They are part of the run's configuration and of its hash.
+    let parent = std::os::unix::process::parent_id();
+    let mut a = args(&[parent]);
+    a.redact_patterns = vec!["k_[0-9]{8}".into()];
+    let with = a.validate().unwrap();
+    assert_eq!(with.redaction.patterns().sources(), ["k_[0-9]{8}"]);
+    assert_ne!(
+        with.config_hash(),
+        args(&[parent]).validate().unwrap().config_hash()
+    );
+    a.redact_patterns = vec!["k_[0-9]{8".into()];
+    let e = a.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("--redact-pattern") && e.contains("k_[0-9]{8"),
+        "{e}"
+    );
 }

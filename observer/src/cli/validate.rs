@@ -1,5 +1,5 @@
 //! `observer run`'s arguments validated into a [`RunConfig`] before anything touches the
-//! kernel: PIDs, cgroups, ports, output and rotation, keys, the config file.
+//! kernel: PIDs, cgroups, ports, output and rotation, keys, the config file, redaction patterns.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use crate::capture::target::{CgroupSpec, TargetError, resolve_cgroup};
 use crate::detect::identity::DEFAULT_KEY_FILE;
 use crate::detect::login::LoginConfig;
 use crate::detect::rules::DetectConfig;
+use crate::event::Redactor;
 use crate::http::{CredentialNames, TrustedProxies};
 use crate::sink::Rotation;
 
@@ -35,6 +36,8 @@ pub struct RunConfig {
     pub credential_names: CredentialNames,
     pub login: LoginConfig,
     pub trusted_proxies: TrustedProxies,
+    /// The user's token formats with the built-in ones.
+    pub redaction: Redactor,
 }
 
 impl RunConfig {
@@ -163,6 +166,7 @@ impl RunArgs {
             credential_names: file.credential_names()?,
             login: file.login()?,
             trusted_proxies: file.trusted_proxies(&self.trusted_proxies)?,
+            redaction: file.redactor(&self.redact_patterns)?,
         })
     }
 }

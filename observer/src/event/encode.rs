@@ -3,7 +3,7 @@
 //! import `capture` or `sink`.
 
 use super::clock::Clock;
-use super::redact::{split_cut_target, split_target};
+use super::redact::Redactor;
 use super::schema::*;
 use crate::addr::{Endpoints, Role};
 use crate::conn::host::ProcessInfo;
@@ -95,6 +95,8 @@ pub struct ExchangeContext<'a> {
     pub process: &'a ProcessInfo,
     pub run_id: &'a std::sync::Arc<str>,
     pub clock: &'a Clock,
+    /// What the path and query lose, the user's token formats included.
+    pub redactor: &'a Redactor,
 }
 
 /// The field a rule counted by, as the output names it. Rules count per `Facts.source_ip`,
@@ -189,9 +191,9 @@ pub fn exchange_event(
 ) -> Event {
     let class = verdict.class;
     let (path, query) = if x.request.target.altered {
-        split_cut_target(&x.request.target.value)
+        ctx.redactor.split_cut_target(&x.request.target.value)
     } else {
-        split_target(&x.request.target.value)
+        ctx.redactor.split_target(&x.request.target.value)
     };
     let (source, destination) = (ctx.view.source.clone(), ctx.view.destination.clone());
     let truncated = x.request.head_truncated

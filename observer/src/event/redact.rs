@@ -1,15 +1,17 @@
 //! Redaction: a request target split into path and query, with the values of sensitive query
-//! keys and anything that looks like a token ([`tokens`]) replaced by `REDACTED`, the user
-//! information of absolute-form targets dropped, and strings from traffic capped. Imports only `http::Text` (and,
-//! in tests, the credential parameter names `http` already redacts, to check they stay covered).
+//! keys and anything that looks like a token (the built-in formats of [`tokens`] and the
+//! user's [`patterns`]) replaced by `REDACTED`, the user information of absolute-form targets
+//! dropped, and strings from traffic capped. Imports only `http::Text` (and, in tests, the
+//! credential parameter names `http` already redacts, to check they stay covered).
 //! The query values of credential parameters are redacted earlier, where `http` takes the
 //! credential from them: these keys are the wider net for every other secret.
 
 use crate::http::Text;
 
+mod patterns;
 mod tokens;
 
-pub use tokens::looks_like_secret;
+pub use patterns::{MAX_PATTERNS, PatternError, SecretPatterns, check as check_pattern};
 
 pub const REDACTED: &str = "REDACTED";
 
@@ -46,39 +48,120 @@ pub(super) fn cap(s: &str) -> String {
     Text::from_checked(s).value
 }
 
-/// Splits a request target into path and query: the path with segments that look like tokens
-/// replaced, the query with the values of sensitive keys and token-like values replaced, and,
-/// for the absolute form (`scheme://user:pass@host/...`, any scheme and case), the authority
-/// dropped with whatever user information it held.
-pub fn split_target(target: &str) -> (String, Option<String>) {
-    let rest = absolute_path(target).unwrap_or(target);
-    let rest = rest.split('#').next().unwrap_or_default();
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    let path = if path.is_empty() { "/" } else { path };
-    (redact_path(path), query.map(redact_query))
+/// Redaction with what it knows beyond its built-in rules: the user's token formats. Made once
+/// at start and handed to the pipeline, the same live and in replay. `Default` is the built-in
+/// rules alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Redactor {
+    patterns: SecretPatterns,
 }
 
-/// As [`split_target`], for a target cut short (past `MAX_FIELD`) or not valid UTF-8: what was
-/// being sent where it was cut may be the start of a secret too short to recognise, so the last
-/// query value, or the last path segment when there is no query, is replaced too.
-pub fn split_cut_target(target: &str) -> (String, Option<String>) {
-    let (path, query) = split_target(target);
-    match query {
-        Some(q) => {
-            let at = q.rfind(['&', ';']).map_or(0, |i| i + 1);
-            let last = match q[at..].split_once('=') {
-                Some((k, _)) => format!("{k}={REDACTED}"),
-                None => REDACTED.to_string(),
-            };
-            (path, Some(format!("{}{last}", &q[..at])))
+impl Redactor {
+    pub fn new(patterns: SecretPatterns) -> Self {
+        Self { patterns }
+    }
+
+    pub fn patterns(&self) -> &SecretPatterns {
+        &self.patterns
+    }
+
+    /// `s` is, or starts with, a secret of a built-in format, or holds a match of a user
+    /// pattern.
+    pub fn looks_like_secret(&self, s: &str) -> bool {
+        tokens::looks_like_secret(s) || self.patterns.matches(s)
+    }
+
+    /// Splits a request target into path and query: the path with segments that look like
+    /// tokens replaced, the query with the values of sensitive keys and token-like values
+    /// replaced, and, for the absolute form (`scheme://user:pass@host/...`, any scheme and
+    /// case), the authority dropped with whatever user information it held.
+    pub fn split_target(&self, target: &str) -> (String, Option<String>) {
+        let rest = absolute_path(target).unwrap_or(target);
+        let rest = rest.split('#').next().unwrap_or_default();
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        (self.redact_path(path), query.map(|q| self.redact_query(q)))
+    }
+
+    /// As [`Self::split_target`], for a target cut short (past `MAX_FIELD`) or not valid UTF-8:
+    /// what was being sent where it was cut may be the start of a secret too short to
+    /// recognise, so the last query value, or the last path segment when there is no query, is
+    /// replaced too.
+    pub fn split_cut_target(&self, target: &str) -> (String, Option<String>) {
+        let (path, query) = self.split_target(target);
+        match query {
+            Some(q) => {
+                let at = q.rfind(['&', ';']).map_or(0, |i| i + 1);
+                let last = match q[at..].split_once('=') {
+                    Some((k, _)) => format!("{k}={REDACTED}"),
+                    None => REDACTED.to_string(),
+                };
+                (path, Some(format!("{}{last}", &q[..at])))
+            }
+            None => {
+                let at = path.rfind('/').map_or(0, |i| i + 1);
+                (format!("{}{REDACTED}", &path[..at]), None)
+            }
         }
-        None => {
-            let at = path.rfind('/').map_or(0, |i| i + 1);
-            (format!("{}{REDACTED}", &path[..at]), None)
+    }
+
+    /// A value (or bare item) that is a secret by its looks, decoded first so `%2E` cannot
+    /// hide a JWT's dots (nor `%5F` the underscore of a user's format).
+    fn secret_value(&self, v: &str) -> bool {
+        !v.is_empty()
+            && (self.looks_like_secret(v) || self.looks_like_secret(percent_decode(v).trim()))
+    }
+
+    /// Replaces, in a query string split on `&` and `;`, the values of sensitive keys, values
+    /// that look like tokens whatever their key, and bare items that look like tokens, by
+    /// `REDACTED`. Separators and everything else stay as sent.
+    pub fn redact_query(&self, q: &str) -> String {
+        let mut out = String::with_capacity(q.len());
+        let mut rest = q;
+        loop {
+            let end = rest.find(['&', ';']).unwrap_or(rest.len());
+            out.push_str(&self.redact_item(&rest[..end]));
+            if end == rest.len() {
+                return out;
+            }
+            out.push_str(&rest[end..=end]);
+            rest = &rest[end + 1..];
         }
+    }
+
+    fn redact_item(&self, item: &str) -> String {
+        match item.split_once('=') {
+            Some((k, v)) if is_sensitive(k) || self.secret_value(v) => format!("{k}={REDACTED}"),
+            Some(_) => item.to_string(),
+            None if self.secret_value(item) => REDACTED.to_string(),
+            None => item.to_string(),
+        }
+    }
+
+    /// Replaces path segments that look like tokens, and the values of `;name=value` path
+    /// parameters whose name is sensitive (`;jsessionid=...`) or that look like tokens, by
+    /// `REDACTED`.
+    pub fn redact_path(&self, path: &str) -> String {
+        path.split('/')
+            .map(|segment| {
+                let mut parts = segment.split(';');
+                let head = parts.next().unwrap_or_default();
+                let mut s = if self.secret_value(head) {
+                    REDACTED.to_string()
+                } else {
+                    head.to_string()
+                };
+                for param in parts {
+                    s.push(';');
+                    s.push_str(&self.redact_item(param));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 
@@ -150,59 +233,7 @@ fn percent_decode_lower(s: &str) -> String {
     percent_decode(s).trim().to_ascii_lowercase()
 }
 
-/// A value (or bare item) that is a secret by its looks, decoded first so `%2E` cannot hide
-/// a JWT's dots.
-fn secret_value(v: &str) -> bool {
-    !v.is_empty() && (looks_like_secret(v) || looks_like_secret(percent_decode(v).trim()))
-}
-
-/// Replaces, in a query string split on `&` and `;`, the values of sensitive keys, values that
-/// look like tokens whatever their key, and bare items that look like tokens, by `REDACTED`.
-/// Separators and everything else stay as sent.
-pub fn redact_query(q: &str) -> String {
-    let mut out = String::with_capacity(q.len());
-    let mut rest = q;
-    loop {
-        let end = rest.find(['&', ';']).unwrap_or(rest.len());
-        out.push_str(&redact_item(&rest[..end]));
-        if end == rest.len() {
-            return out;
-        }
-        out.push_str(&rest[end..=end]);
-        rest = &rest[end + 1..];
-    }
-}
-
-fn redact_item(item: &str) -> String {
-    match item.split_once('=') {
-        Some((k, v)) if is_sensitive(k) || secret_value(v) => format!("{k}={REDACTED}"),
-        Some(_) => item.to_string(),
-        None if secret_value(item) => REDACTED.to_string(),
-        None => item.to_string(),
-    }
-}
-
-/// Replaces path segments that look like tokens, and the values of `;name=value` path
-/// parameters whose name is sensitive (`;jsessionid=...`), by `REDACTED`.
-pub fn redact_path(path: &str) -> String {
-    path.split('/')
-        .map(|segment| {
-            let mut parts = segment.split(';');
-            let head = parts.next().unwrap_or_default();
-            let mut s = if secret_value(head) {
-                REDACTED.to_string()
-            } else {
-                head.to_string()
-            };
-            for param in parts {
-                s.push(';');
-                s.push_str(&redact_item(param));
-            }
-            s
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_patterns;

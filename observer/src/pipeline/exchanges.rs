@@ -138,6 +138,7 @@ impl<H: Host> Pipeline<H> {
             process,
             run_id: &self.run_id,
             clock: &self.clock,
+            redactor: &self.redactor,
         };
         for mut x in done.drain(..) {
             // The raw credential goes no further than this.

@@ -30,7 +30,7 @@ use crate::detect::Classifier;
 use crate::detect::identity::Fingerprinter;
 use crate::detect::login::LoginConfig;
 use crate::detect::rules::{DetectConfig, Detector};
-use crate::event::{Clock, ConnView, Event, alert_event};
+use crate::event::{Clock, ConnView, Event, Redactor, alert_event};
 use crate::http::{CredentialNames, HttpCounters, TrustedProxies};
 
 /// Processes and listening sockets whose details are cached.
@@ -62,6 +62,8 @@ pub struct Pipeline<H: Host> {
     detector: Detector,
     /// Peers whose forwarding headers name the client.
     proxies: TrustedProxies,
+    /// What paths and queries lose before they are written.
+    redactor: Redactor,
     /// `event.sequence` of the last event made: gap-free per run.
     next_sequence: u64,
     /// Userspace caps that bit, as last reported in a loss event.
@@ -127,6 +129,7 @@ impl<H: Host> Pipeline<H> {
             classifier: Classifier::default(),
             detector: Detector::new(DetectConfig::default()),
             proxies: TrustedProxies::default(),
+            redactor: Redactor::default(),
             next_sequence: 0,
             reported_caps: [0; CAPS.len()],
         }
@@ -153,6 +156,12 @@ impl<H: Host> Pipeline<H> {
     pub fn with_detection(mut self, cfg: DetectConfig) -> Self {
         self.classifier.tools = cfg.attack_tools.clone();
         self.detector = Detector::new(cfg);
+        self
+    }
+
+    /// Redacts paths and queries with the user's token formats too.
+    pub fn with_redaction(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
         self
     }
 

@@ -101,6 +101,38 @@ fn accepted_connection_yields_server_exchange_with_addresses() {
 }
 
 #[test]
+fn the_pipeline_redacts_with_the_user_formats_it_is_given() {
+    use crate::event::{Redactor, SecretPatterns};
+    let peer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+    let records = [
+        encode::conn(&meta(7, 1), 3, &encode::sockaddr_in(peer)),
+        data(
+            meta(7, 2),
+            Direction::Ingress,
+            b"GET /keys/acme_live_0123456789abcdef?q=acme_live_fedcba9876543210 HTTP/1.1\r\n\r\n",
+        ),
+        data(
+            meta(7, 3),
+            Direction::Egress,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
+    ];
+    let patterns = SecretPatterns::new(vec!["acme_live_[0-9a-f]{16}".into()]).unwrap();
+    let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into())
+        .with_redaction(Redactor::new(patterns));
+    let mut out = Vec::new();
+    for r in &records {
+        p.handle(&decode(r).unwrap(), &mut out);
+    }
+    let e = serde_json::to_value(&out[0]).unwrap();
+    assert_eq!(e["url"]["path"], "/keys/REDACTED");
+    assert_eq!(e["url"]["query"], "q=REDACTED");
+    // Without them, the built-in formats do not know these keys.
+    let e = &run(&records)[0];
+    assert_eq!(e["url"]["path"], "/keys/acme_live_0123456789abcdef");
+}
+
+#[test]
 fn preexisting_connection_role_is_inferred() {
     let events = run(&[
         // Middle of an old response first: skipped.

@@ -34,7 +34,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     .with_credential_names(file.credential_names()?)
     .with_login(file.login()?)
     .with_detection(file.detection()?)
-    .with_trusted_proxies(file.trusted_proxies(&args.trusted_proxies)?);
+    .with_trusted_proxies(file.trusted_proxies(&args.trusted_proxies)?)
+    .with_redaction(file.redactor(&args.redact_patterns)?);
     if let Some(k) = &args.key_file {
         pipeline = pipeline.with_fingerprinter(Fingerprinter::load(k, false)?);
     }

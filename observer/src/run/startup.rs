@@ -52,7 +52,8 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
         .with_credential_names(cfg.credential_names.clone())
         .with_login(cfg.login.clone())
         .with_detection(cfg.detection.clone())
-        .with_trusted_proxies(cfg.trusted_proxies.clone());
+        .with_trusted_proxies(cfg.trusted_proxies.clone())
+        .with_redaction(cfg.redaction.clone());
     let mut recorder = match &cfg.record {
         Some(path) => Some(record::Writer::create(
             path,

@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// The built-in rules alone, as most tests want them.
+fn split_target(target: &str) -> (String, Option<String>) {
+    Redactor::default().split_target(target)
+}
+
+fn split_cut_target(target: &str) -> (String, Option<String>) {
+    Redactor::default().split_cut_target(target)
+}
+
+/// Redaction with the user's formats `patterns`.
+fn with_patterns(patterns: &[&str]) -> Redactor {
+    let list = patterns.iter().map(|p| p.to_string()).collect();
+    Redactor::new(SecretPatterns::new(list).expect("valid patterns"))
+}
+
 #[test]
 fn sensitive_query_values_are_redacted() {
     let (path, q) = split_target("/login?lang=en&token=s3cr3t&Api%5FKey=k&PASSWORD=x&x");
@@ -256,8 +271,37 @@ mod property {
         }
 
         #[test]
+        fn user_token_formats_never_survive_in_paths_or_values(
+            hex in "[0-9a-f]{16}",
+            before in "[a-z]{1,8}",
+            key in "[a-z]{1,5}",
+            around in prop::sample::select(vec![("", ""), ("x", ".json"), ("id:", "")]),
+        ) {
+            let token = format!("acme_live_{hex}");
+            let r = with_patterns(&["acme_live_[0-9a-f]{16}"]);
+            let (pre, post) = around;
+            let encoded = format!("acme%5Flive_{hex}");
+            for target in [
+                format!("/{before}/{pre}{token}{post}/x"),
+                format!("/{before}?{key}={pre}{token}{post}"),
+                format!("/{before}?{token}"),
+                format!("/{before};{key}={token}/x"),
+                format!("/{before}/{encoded}?{key}={encoded}"),
+                format!("HTTP://u:p@h/{before}/{token}"),
+            ] {
+                let (path, q) = r.split_target(&target);
+                let all = format!("{path}?{}", q.unwrap_or_default());
+                prop_assert!(!all.contains(&hex), "{} became {}", target, all);
+            }
+            // The built-in formats miss this one: the pattern is what redacts it.
+            let plain = format!("/{before}/{token}/x");
+            prop_assert_eq!(split_target(&plain).0, plain);
+        }
+
+        #[test]
         fn any_target_is_handled(target in "\\PC{0,200}") {
             let _ = split_target(&target);
+            let _ = with_patterns(&["(?i)sess-[0-9a-z]{6}", "^[0-9]{12}$"]).split_target(&target);
         }
     }
 }
