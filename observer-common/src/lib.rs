@@ -11,8 +11,8 @@
 /// simple.
 pub const MAX_DATA: usize = 4096;
 
-/// Size of the data area of the kernel's scratch record: twice [`MAX_DATA`], so that copying
-/// an iovec at any offset below `MAX_DATA` stays inside it as far as the verifier can tell.
+/// Size of the data area of the largest record: twice [`MAX_DATA`], so that copying an iovec at
+/// any offset below `MAX_DATA` stays inside it as far as the verifier can tell.
 pub const DATA_BUF: usize = 2 * MAX_DATA;
 
 /// Most iovecs of one readv/writev/recvmsg/sendmsg call that are copied from.
@@ -41,8 +41,11 @@ pub enum EventKind {
     Connect = 3,
     /// A tracked socket closed ([`EventHeader`] only).
     Close = 4,
-    /// A target process forked, exited, or was found in a target cgroup ([`ProcEvent`]).
+    /// A target process forked, exited, executed a new program, or was found in a target cgroup
+    /// ([`ProcEvent`]).
     Process = 5,
+    /// A target closed a range of descriptors with `close_range` ([`CloseRangeEvent`]).
+    CloseRange = 6,
 }
 
 impl EventKind {
@@ -53,6 +56,7 @@ impl EventKind {
             3 => Some(Self::Connect),
             4 => Some(Self::Close),
             5 => Some(Self::Process),
+            6 => Some(Self::CloseRange),
             _ => None,
         }
     }
@@ -96,6 +100,10 @@ pub enum Syscall {
     SslRead = 9,
     /// Plaintext given to an OpenSSL write (uprobe on SSL_write / SSL_write_ex).
     SslWrite = 10,
+    /// Bytes moved between a socket and a pipe by `splice`: counted, never seen.
+    Splice = 11,
+    /// Messages of `sendmmsg`/`recvmmsg`: their bytes are counted, never seen.
+    MultiMessage = 12,
 }
 
 impl Syscall {
@@ -105,10 +113,20 @@ impl Syscall {
     }
 }
 
-/// Flag in the tracked-socket table's value: the socket carries TLS, so its syscalls move
-/// ciphertext, which is counted but not copied. The low bits count records lost since the last
-/// one delivered.
-pub const SOCKET_TLS: u32 = 1 << 31;
+/// The value of the tracked-socket table. Each field has one kind of writer, so that programs
+/// running at once on two CPUs (or one preempted by another) never undo each other's update:
+/// `lost` only grows, by atomic adds; `tls` is only ever set to 1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketState {
+    /// Records of this socket the ring had no room for, since it was tracked. 64 bits: the
+    /// BPF target has atomic adds of that width only.
+    pub lost: u64,
+    /// 1 once the socket is known to carry TLS: its syscalls move ciphertext, which is counted
+    /// but not copied (the plaintext comes from the OpenSSL probes).
+    pub tls: u32,
+    pub _pad: u32,
+}
 
 /// An OpenSSL read or write between entry and return, per thread.
 #[repr(C)]
@@ -154,11 +172,10 @@ pub struct EventHeader {
     pub fd: i32,
 }
 
-/// Bytes moved by one syscall on a tracked socket. Only `HEADER + copied_len` bytes of it travel
-/// through the ring buffer.
+/// What comes before the bytes of a [`DataRecord`].
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct DataEvent {
+#[derive(Clone, Copy, Debug)]
+pub struct DataHead {
     pub hdr: EventHeader,
     /// Bytes the syscall actually moved; may exceed `copied_len`.
     pub total_len: u64,
@@ -168,16 +185,29 @@ pub struct DataEvent {
     pub copied_len: u32,
     /// A [`Syscall`] id.
     pub syscall: u32,
-    /// Records of this socket lost (ring buffer full) since the previous one delivered.
-    pub lost_before: u32,
-    /// Only the first `copied_len` (at most [`MAX_DATA`]) bytes are sent.
-    pub data: [u8; DATA_BUF],
+    /// Records of this socket lost so far (ring buffer full), a count that only grows: a
+    /// record whose count exceeds the one before it follows a hole in the socket's bytes.
+    pub socket_losses: u32,
 }
 
-impl DataEvent {
-    /// Bytes before `data`.
-    pub const HEADER: usize = core::mem::size_of::<DataEvent>() - DATA_BUF;
+/// Bytes moved by one syscall on a tracked socket, reserved in the ring buffer and filled in
+/// place (no scratch space another program could overwrite meanwhile). The kernel picks the
+/// smallest size `N` the bytes fit; only the first `copied_len` bytes of `data` are valid, and
+/// the record may be longer than `HEADER + copied_len`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataRecord<const N: usize> {
+    pub head: DataHead,
+    pub data: [u8; N],
 }
+
+impl<const N: usize> DataRecord<N> {
+    /// Bytes before `data`.
+    pub const HEADER: usize = core::mem::size_of::<DataHead>();
+}
+
+/// The largest data record.
+pub type DataEvent = DataRecord<DATA_BUF>;
 
 /// A TCP socket's own address as the kernel chose it during connect (family 0: unknown).
 #[repr(C)]
@@ -221,6 +251,9 @@ pub enum ProcChange {
     Exit = 2,
     /// Process `header.tgid` made its first syscall seen inside a target cgroup.
     Join = 3,
+    /// Process `header.tgid` executed a new program: descriptors marked close-on-exec are
+    /// closed, and its name and executable changed.
+    Exec = 4,
 }
 
 impl ProcChange {
@@ -229,6 +262,7 @@ impl ProcChange {
             1 => Some(Self::Fork),
             2 => Some(Self::Exit),
             3 => Some(Self::Join),
+            4 => Some(Self::Exec),
             _ => None,
         }
     }
@@ -242,6 +276,17 @@ pub struct ProcEvent {
     pub what: u32,
     /// The new process for [`ProcChange::Fork`]; `hdr.tgid` otherwise.
     pub pid: u32,
+}
+
+/// `close_range(first, last, 0)` returned 0 in `hdr.tgid`: every descriptor from `hdr.fd`
+/// (`first`) to `last` is closed. The kernel cannot walk the range; userspace forgets the
+/// tracked sockets inside it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CloseRangeEvent {
+    pub hdr: EventHeader,
+    pub last: u32,
+    pub _pad: u32,
 }
 
 /// Most cgroups that can be targeted at once.
@@ -303,16 +348,20 @@ pub enum LossCounter {
     /// TLS plaintext whose socket could not be told (no syscall inside the call and the SSL
     /// object not seen before).
     TlsNoSocket = 4,
+    /// The table of target processes was full: a new process of a target, or one found in a
+    /// target cgroup, is not watched (counted per attempt).
+    TargetTableFull = 5,
 }
 
 impl LossCounter {
-    pub const COUNT: u32 = 5;
-    pub const ALL: [LossCounter; 5] = [
+    pub const COUNT: u32 = 6;
+    pub const ALL: [LossCounter; 6] = [
         Self::RingFull,
         Self::SocketTableFull,
         Self::InflightTableFull,
         Self::ReadFailed,
         Self::TlsNoSocket,
+        Self::TargetTableFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -322,6 +371,7 @@ impl LossCounter {
             Self::InflightTableFull => "inflight_table_full",
             Self::ReadFailed => "read_failed",
             Self::TlsNoSocket => "tls_no_socket",
+            Self::TargetTableFull => "target_table_full",
         }
     }
 }
@@ -441,6 +491,8 @@ mod user {
     unsafe impl aya::Pod for super::ConnArgs {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Layout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SocketState {}
 }
 
 #[cfg(test)]
@@ -455,6 +507,8 @@ mod tests {
         assert_eq!(size_of::<DataEvent>(), DataEvent::HEADER + DATA_BUF);
         assert_eq!(size_of::<ConnEvent>(), 24 + 8 + 8 + 24 + MAX_SOCKADDR);
         assert_eq!(size_of::<ProcEvent>(), 32);
+        assert_eq!(size_of::<CloseRangeEvent>(), 32);
+        assert_eq!(size_of::<SocketState>(), 16);
         assert_eq!(size_of::<CgroupTarget>(), 16);
         assert_eq!(size_of::<IoArgs>(), 32);
         assert_eq!(size_of::<ConnArgs>(), 32);

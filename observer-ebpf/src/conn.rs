@@ -11,12 +11,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use observer_common::{
-    ConnArgs, ConnEvent, EventHeader, EventKind, Layout, LocalAddr, LossCounter, MAX_SOCKADDR,
-    socket_key,
+    CloseRangeEvent, ConnArgs, ConnEvent, EventHeader, EventKind, Layout, LocalAddr, LossCounter,
+    MAX_SOCKADDR, SocketState, socket_key,
 };
 
 use crate::helpers::{Call, count_loss, header, is_target, record_field, submit_flags, take};
-use crate::maps::{CONNECT_LOCAL, EVENTS, INFLIGHT_CONN, SCRATCH_CONN, SOCKETS, layout};
+use crate::maps::{CONNECT_LOCAL, EVENTS, FD_CALLS, INFLIGHT_CONN, SOCKETS, layout};
 
 const EINPROGRESS: i64 = 115;
 
@@ -70,18 +70,25 @@ pub(crate) fn conn_exit(call: &Call) -> u32 {
     };
     let tgid = (pid_tgid >> 32) as u32;
     if SOCKETS
-        .insert(socket_key(tgid, fd as u32), 0, BPF_ANY as u64)
+        .insert(
+            socket_key(tgid, fd as u32),
+            SocketState::default(),
+            BPF_ANY as u64,
+        )
         .is_err()
     {
         count_loss(LossCounter::SocketTableFull);
         return 0;
     }
 
-    let Some(ev) = SCRATCH_CONN.get_ptr_mut(0) else {
+    // Built in place in the ring: no scratch space another program could overwrite meanwhile.
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        count_loss(LossCounter::RingFull);
         return 0;
     };
-    // SAFETY: per-CPU scratch slot owned by this program run.
-    let ev = unsafe { &mut *ev };
+    // SAFETY: the reservation holds a whole record; every field userspace reads is written
+    // below (`addr` up to `addr_len`).
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
     let kind = if accept {
         EventKind::Accept
     } else {
@@ -130,9 +137,7 @@ pub(crate) fn conn_exit(call: &Call) -> u32 {
     if accept {
         socket_addresses(fd as u32, ev);
     }
-    if EVENTS.output::<ConnEvent>(&*ev, submit_flags()).is_err() {
-        count_loss(LossCounter::RingFull);
-    }
+    entry.submit(submit_flags());
     0
 }
 
@@ -271,15 +276,112 @@ pub(crate) fn close_enter(call: &Call) -> u32 {
     if !is_target(tgid, pid_tgid) {
         return 0;
     }
-    let fd = call.args[0] as i32;
+    forget_socket(pid_tgid, call.args[0] as i32);
+    0
+}
+
+/// A tracked socket's descriptor is gone (closed, or another file put in its place): out of
+/// the table, and a close record for userspace.
+#[inline(always)]
+fn forget_socket(pid_tgid: u64, fd: i32) {
+    let tgid = (pid_tgid >> 32) as u32;
     if fd < 0 || SOCKETS.remove(socket_key(tgid, fd as u32)).is_err() {
-        return 0;
+        return;
     }
     let hdr = header(EventKind::Close, pid_tgid, fd);
     if EVENTS.output::<EventHeader>(&hdr, submit_flags()).is_err() {
         count_loss(LossCounter::RingFull);
     }
+}
+
+/// `dup2(old, new)` or `dup3(old, new, flags)` returned `ret`: a socket tracked at `new` was
+/// closed to make room for `old`'s file (dup2 of a descriptor onto itself changes nothing).
+#[inline(always)]
+pub(crate) fn dup_exit(pid_tgid: u64, old: u64, new: u64, ret: i64) -> u32 {
+    if ret < 0 || ret as u64 != new || old == new {
+        return 0;
+    }
+    forget_socket(pid_tgid, new as i32);
     0
+}
+
+/// `close_range(first, last, flags)` returned `ret`: without CLOSE_RANGE_CLOEXEC the
+/// descriptors in the range are closed. The kernel cannot walk the range; userspace forgets
+/// the tracked sockets inside it.
+#[inline(always)]
+pub(crate) fn close_range_exit(pid_tgid: u64, first: u64, last: u64, flags: u64, ret: i64) -> u32 {
+    const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+    if ret != 0 || flags & CLOSE_RANGE_CLOEXEC != 0 || first > u64::from(u32::MAX) {
+        return 0;
+    }
+    let ev = CloseRangeEvent {
+        hdr: header(EventKind::CloseRange, pid_tgid, first as i32),
+        last: if last > u64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            last as u32
+        },
+        _pad: 0,
+    };
+    if EVENTS.output::<CloseRangeEvent>(&ev, submit_flags()).is_err() {
+        count_loss(LossCounter::RingFull);
+    }
+    0
+}
+
+/// The per-syscall tracepoints' exit records carry only the return value: the entry programs
+/// keep dup2/dup3/close_range arguments of targets for them.
+#[inline(always)]
+pub(crate) fn fd_call_enter(call: &Call, flags: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
+        return;
+    }
+    let args = [call.args[0], call.args[1], flags, call.nr as u64];
+    if FD_CALLS.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
+        count_loss(LossCounter::InflightTableFull);
+    }
+}
+
+#[inline(always)]
+fn fd_call_exit(ctx: &TracePointContext, close_range: bool) -> u32 {
+    let call = Call::exit(ctx);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some([a, b, flags, nr]) = take(&FD_CALLS, pid_tgid) else {
+        return 0;
+    };
+    if nr as i64 != call.nr {
+        return 0;
+    }
+    if close_range {
+        close_range_exit(pid_tgid, a, b, flags, call.ret())
+    } else {
+        dup_exit(pid_tgid, a, b, call.ret())
+    }
+}
+
+#[tracepoint]
+pub fn enter_dup2(ctx: TracePointContext) -> u32 {
+    let call = Call::enter2(&ctx);
+    fd_call_enter(&call, 0);
+    0
+}
+
+#[tracepoint]
+pub fn enter_close_range(ctx: TracePointContext) -> u32 {
+    let call = Call::enter(&ctx);
+    fd_call_enter(&call, call.args[2]);
+    0
+}
+
+#[tracepoint]
+pub fn exit_dup2(ctx: TracePointContext) -> u32 {
+    fd_call_exit(&ctx, false)
+}
+
+#[tracepoint]
+pub fn exit_close_range(ctx: TracePointContext) -> u32 {
+    fd_call_exit(&ctx, true)
 }
 
 const TCP_ESTABLISHED: i32 = 1;

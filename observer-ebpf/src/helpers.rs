@@ -72,6 +72,15 @@ impl Call {
         }
     }
 
+    /// For calls with two arguments (dup2), for the same reason.
+    #[inline(always)]
+    pub(crate) fn enter2(ctx: &TracePointContext) -> Self {
+        Self {
+            nr: tp_nr(ctx),
+            args: [tp_field(ctx, ARG0), tp_field(ctx, ARG1), 0],
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn exit(ctx: &TracePointContext) -> Self {
         Self {
@@ -184,8 +193,12 @@ fn in_target_cgroup(tgid: u32, pid_tgid: u64) -> bool {
         if unsafe { bpf_get_current_ancestor_cgroup_id(t.level as i32) } == t.id {
             if TARGETS.insert(tgid, 0, BPF_ANY as u64).is_ok() {
                 emit_proc(pid_tgid, ProcChange::Join, tgid);
+                return true;
             }
-            return true;
+            // The table is full: the process stays unwatched, and each of its syscalls asks
+            // again (and is counted) until a target exits and makes room.
+            count_loss(LossCounter::TargetTableFull);
+            return false;
         }
     }
     false

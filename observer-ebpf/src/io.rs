@@ -1,6 +1,7 @@
 //! Syscall I/O: read/write/recvfrom/sendto, readv/writev, recvmsg/sendmsg and sendfile. What a
-//! call moved is copied into a data record ([`emit_data`], [`copy_iovecs`]); one tracepoint
-//! program per syscall and direction.
+//! call moved is copied into a data record reserved in the ring ([`emit_data`]); one tracepoint
+//! program per syscall and direction. splice and sendmmsg/recvmmsg on a tracked socket are
+//! reported by their byte counts ([`splice_exit`], [`mmsg_exit`]).
 
 use aya_ebpf::{
     bindings::BPF_ANY,
@@ -9,15 +10,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use observer_common::{
-    Counter, DATA_BUF, DataEvent, Direction, EventKind, IoArgs, LossCounter, MAX_DATA, MAX_IOV,
-    SOCKET_TLS, Syscall, socket_key,
+    Counter, DataHead, DataRecord, Direction, EventKind, IoArgs, LossCounter, MAX_DATA, MAX_IOV,
+    Syscall, socket_key,
 };
 
 use crate::helpers::{
     Call, count, count_loss, header, is_socket, is_target, submit_flags, take, verifier_len,
     verifier_mask,
 };
-use crate::maps::{EVENTS, INFLIGHT_IO, LAST_READ, SCRATCH_DATA, SOCKETS, TLS_INFLIGHT};
+use crate::maps::{EVENTS, INFLIGHT_IO, LAST_READ, SOCKETS, TLS_INFLIGHT};
 
 /// How a syscall passes its bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,8 +57,8 @@ pub(crate) fn io_enter_with(call: &Call, syscall: Syscall, buffers: Buffers) -> 
         if fd >= 0
             && let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, fd as u32))
         {
-            // SAFETY: as above.
-            unsafe { *state |= SOCKET_TLS };
+            // SAFETY: as above; a plain store of the one value this field takes.
+            unsafe { core::ptr::write_volatile(&raw mut (*state).tls, 1) };
         }
     }
     if !is_socket(tgid, fd) {
@@ -112,82 +113,162 @@ pub(crate) fn io_exit(call: &Call, direction: Direction) -> u32 {
     0
 }
 
+/// Capacities of the data records, smallest first: a record is reserved in the ring at the
+/// smallest capacity that holds the bytes to copy, and filled in place.
+const SMALL: usize = 256;
+const MEDIUM: usize = 1024;
+const LARGE: usize = MAX_DATA;
+
 #[inline(always)]
 pub(crate) fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
-    let Some(ev) = SCRATCH_DATA.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU scratch slot owned by this program run.
-    let ev = unsafe { &mut *ev };
-    ev.hdr = header(EventKind::Data, pid_tgid, args.fd);
-    ev.total_len = total;
-    ev.direction = direction as u32;
-    ev.syscall = args.syscall;
-    // Records of this socket the ring had no room for since the last one that got through:
-    // userspace must not splice the bytes on either side of the hole into one message.
-    let slot = SOCKETS.get_ptr_mut(socket_key(ev.hdr.tgid, args.fd as u32));
-    // SAFETY: the map value lives while the program runs.
-    let state = slot.map(|p| unsafe { *p }).unwrap_or(0);
-    if state & SOCKET_TLS != 0 && !Syscall::is_tls(args.syscall) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let slot = SOCKETS.get_ptr_mut(socket_key(tgid, args.fd as u32));
+    // SAFETY: the map value lives while the program runs; a volatile read of a word another
+    // program may be setting at the same time.
+    let (tls, losses) = slot.map_or((0, 0), |p| unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*p).tls),
+            // The record carries the low 32 bits; userspace compares them for change.
+            core::ptr::read_volatile(&raw const (*p).lost) as u32,
+        )
+    });
+    if tls != 0 && !Syscall::is_tls(args.syscall) {
         // Ciphertext: its plaintext comes from the OpenSSL probes.
         count(Counter::TlsCiphertextBytes, total);
         return;
     }
-    let lost = state & !SOCKET_TLS;
-    ev.lost_before = lost;
-    let want = if total > MAX_DATA as u64 {
+    let unseen = args.syscall == Syscall::SendFile as u32
+        || args.syscall == Syscall::Splice as u32
+        || args.syscall == Syscall::MultiMessage as u32
+        || args.buf == 0;
+    let want = if unseen {
+        0
+    } else if total > MAX_DATA as u64 {
         MAX_DATA as u64
     } else {
         total
     };
-    let len = if args.syscall == Syscall::SendFile as u32 || args.buf == 0 {
-        0
-    } else if args.iovcnt == 0 {
-        // `want` ≤ MAX_DATA already; the mask to the data area's size is the verifier's.
-        let size = verifier_mask::<{ DATA_BUF as u64 - 1 }>(want);
-        // SAFETY: `size` is below DATA_BUF, within `data`; the helper checks the user pointer.
-        let rc = unsafe {
-            bpf_probe_read_user(
-                ev.data.as_mut_ptr().cast(),
-                size as u32,
-                args.buf as *const core::ffi::c_void,
-            )
-        };
-        if rc != 0 {
-            count_loss(LossCounter::ReadFailed);
-            0
-        } else {
-            want as u32
-        }
-    } else {
-        copy_iovecs(ev, args.buf, args.iovcnt, want)
+    let head = DataHead {
+        hdr: header(EventKind::Data, pid_tgid, args.fd),
+        total_len: total,
+        direction: direction as u32,
+        copied_len: 0,
+        syscall: args.syscall,
+        socket_losses: losses,
     };
-    ev.copied_len = len;
-    let size = DataEvent::HEADER + (len as usize).min(MAX_DATA);
-    // SAFETY: `size` never exceeds the size of the scratch record.
-    let bytes = unsafe { core::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
-        count_loss(LossCounter::RingFull);
-        if let Some(p) = slot
-            && lost < !SOCKET_TLS
-        {
-            // SAFETY: as above.
-            unsafe { *p = state + 1 };
+    // Each size is its own straight-line copy: the verifier needs every bound as a constant.
+    let delivered = if args.iovcnt == 0 {
+        if want <= SMALL as u64 {
+            emit_plain::<SMALL, { SMALL as u64 }>(&head, args.buf, want)
+        } else if want <= MEDIUM as u64 {
+            emit_plain::<MEDIUM, { MEDIUM as u64 }>(&head, args.buf, want)
+        } else {
+            emit_plain::<LARGE, { LARGE as u64 }>(&head, args.buf, want)
         }
-    } else if lost > 0
-        && let Some(p) = slot
-    {
-        // SAFETY: as above.
-        unsafe { *p = state & SOCKET_TLS };
+    } else if want <= SMALL as u64 {
+        emit_vector::<{ 2 * SMALL }, { SMALL as u64 }, { SMALL as u64 - 1 }>(
+            &head,
+            args.buf,
+            args.iovcnt,
+            want,
+        )
+    } else if want <= MEDIUM as u64 {
+        emit_vector::<{ 2 * MEDIUM }, { MEDIUM as u64 }, { MEDIUM as u64 - 1 }>(
+            &head,
+            args.buf,
+            args.iovcnt,
+            want,
+        )
+    } else {
+        emit_vector::<{ 2 * LARGE }, { LARGE as u64 }, { LARGE as u64 - 1 }>(
+            &head,
+            args.buf,
+            args.iovcnt,
+            want,
+        )
+    };
+    if !delivered {
+        count_loss(LossCounter::RingFull);
+        if let Some(p) = slot {
+            // The next record of this socket carries the higher count: userspace must not
+            // splice the bytes on either side of the hole into one message.
+            // SAFETY: the map value lives while the program runs.
+            atomic_add_one(unsafe { &raw mut (*p).lost });
+        }
     }
 }
 
-/// Copies up to `want` bytes from the iovecs at `iov`, in order, into `ev.data`.
+/// `*p += 1` in one atomic instruction (BPF_XADD), so that an add another CPU makes at the
+/// same moment is not lost. Written out because the BPF target offers atomic loads and stores
+/// only, not `fetch_add`.
 #[inline(always)]
-fn copy_iovecs(ev: &mut DataEvent, iov: u64, iovcnt: u32, want: u64) -> u32 {
+fn atomic_add_one(p: *mut u64) {
+    // SAFETY: `p` points into a map value that lives while the program runs; the instruction
+    // reads and writes those 8 bytes only.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({0} + 0) += {1}",
+            in(reg) p,
+            in(reg) 1u64,
+        )
+    };
+}
+
+/// Reserves a record of capacity `N` (= `CAP`) and copies `want` (≤ `CAP`) bytes from `buf`
+/// into it. False when the ring had no room.
+#[inline(always)]
+fn emit_plain<const N: usize, const CAP: u64>(head: &DataHead, buf: u64, want: u64) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<DataRecord<N>>(0) else {
+        return false;
+    };
+    let rec = entry.as_mut_ptr();
+    let mut copied = 0;
+    if want > 0 {
+        let len = verifier_len::<CAP>(want);
+        // SAFETY: `len` ≤ CAP = N, within `data`; the helper checks the user pointer.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                (&raw mut (*rec).data).cast(),
+                len as u32,
+                buf as *const core::ffi::c_void,
+            )
+        };
+        if rc == 0 {
+            copied = len as u32;
+        } else {
+            count_loss(LossCounter::ReadFailed);
+        }
+    }
+    // SAFETY: the reservation holds a whole record.
+    unsafe {
+        (&raw mut (*rec).head).write(DataHead {
+            copied_len: copied,
+            ..*head
+        })
+    };
+    entry.submit(submit_flags());
+    true
+}
+
+/// Reserves a record of `N` = 2×`CAP` bytes of data and copies up to `want` (≤ `CAP`) bytes
+/// from the `iovcnt` iovecs at `iov`, in order: any offset below `CAP` plus any length up to
+/// `CAP` stays inside it as far as the verifier can tell. False when the ring had no room.
+#[inline(always)]
+fn emit_vector<const N: usize, const CAP: u64, const MASK: u64>(
+    head: &DataHead,
+    iov: u64,
+    iovcnt: u32,
+    want: u64,
+) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<DataRecord<N>>(0) else {
+        return false;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: a place in the reservation; nothing is read through it.
+    let data: *mut u8 = unsafe { (&raw mut (*rec).data).cast() };
     let mut off: u64 = 0;
     for i in 0..MAX_IOV {
-        if i >= iovcnt || off >= want || off >= MAX_DATA as u64 {
+        if i >= iovcnt || off >= want || off >= CAP {
             break;
         }
         // SAFETY: the helper checks the user pointer.
@@ -201,21 +282,21 @@ fn copy_iovecs(ev: &mut DataEvent, iov: u64, iovcnt: u32, want: u64) -> u32 {
         if iov_len < len {
             len = iov_len;
         }
-        if len > MAX_DATA as u64 {
-            len = MAX_DATA as u64;
+        if len > CAP {
+            len = CAP;
         }
         if len == 0 {
             continue;
         }
-        // `off` < MAX_DATA (the loop's condition) and 1 ≤ `len` ≤ MAX_DATA: the masks keep
-        // both values and show the verifier those bounds.
-        let at = verifier_mask::<{ MAX_DATA as u64 - 1 }>(off);
-        let len = verifier_len::<{ MAX_DATA as u64 }>(len);
-        // SAFETY: `at` < MAX_DATA and `len` ≤ MAX_DATA, so the write stays inside the
-        // 2×MAX_DATA `data`; the helper checks the user pointer.
+        // `off` < CAP (the loop's condition) and 1 ≤ `len` ≤ CAP: the masks keep both values
+        // and show the verifier those bounds.
+        let at = verifier_mask::<MASK>(off);
+        let len = verifier_len::<CAP>(len);
+        // SAFETY: `at` < CAP and `len` ≤ CAP, so the write stays inside the 2×CAP `data`; the
+        // helper checks the user pointer.
         let rc = unsafe {
             bpf_probe_read_user(
-                ev.data.as_mut_ptr().add(at as usize).cast(),
+                data.add(at as usize).cast(),
                 len as u32,
                 base as *const core::ffi::c_void,
             )
@@ -226,11 +307,16 @@ fn copy_iovecs(ev: &mut DataEvent, iov: u64, iovcnt: u32, want: u64) -> u32 {
         }
         off += len;
     }
-    if off > MAX_DATA as u64 {
-        MAX_DATA as u32
-    } else {
-        off as u32
-    }
+    let copied = if off > CAP { CAP as u32 } else { off as u32 };
+    // SAFETY: the reservation holds a whole record.
+    unsafe {
+        (&raw mut (*rec).head).write(DataHead {
+            copied_len: copied,
+            ..*head
+        })
+    };
+    entry.submit(submit_flags());
+    true
 }
 
 #[tracepoint]
@@ -321,4 +407,146 @@ pub fn enter_sendto(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_sendto(ctx: TracePointContext) -> u32 {
     io_exit(&Call::exit(&ctx), Direction::Egress)
+}
+
+/// `splice` moved `ret` bytes between `fd_in` and `fd_out`, one of them a pipe: inside the
+/// kernel, so nothing can be copied. A tracked socket on either side gets a record with the
+/// count alone, and userspace knows what it did not see.
+#[inline(always)]
+pub(crate) fn splice_exit(pid_tgid: u64, fd_in: i32, fd_out: i32, nr: i64, ret: i64) -> u32 {
+    if ret <= 0 {
+        return 0;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let (fd, direction) = if is_socket(tgid, fd_in) {
+        (fd_in, Direction::Ingress)
+    } else if is_socket(tgid, fd_out) {
+        (fd_out, Direction::Egress)
+    } else {
+        return 0;
+    };
+    let args = IoArgs {
+        buf: 0,
+        fd,
+        syscall: Syscall::Splice as u32,
+        nr,
+        iovcnt: 0,
+        _pad: 0,
+    };
+    emit_data(pid_tgid, &args, direction, ret as u64);
+    0
+}
+
+/// `sendmmsg`/`recvmmsg` on a tracked socket moved `ret` messages of the vector at `msgvec`:
+/// their bytes are counted (the first [`MAX_IOV`] messages' lengths, `struct mmsghdr` being a
+/// 56-byte `msghdr` and its `msg_len`), not copied: one record would need a copy loop per
+/// message, more than the verifier allows next to the others, for calls HTTP servers do not
+/// make (resolvers send DNS queries with them).
+#[inline(always)]
+pub(crate) fn mmsg_exit(pid_tgid: u64, fd: i32, msgvec: u64, direction: Direction, ret: i64) -> u32 {
+    let tgid = (pid_tgid >> 32) as u32;
+    if ret <= 0 || !is_socket(tgid, fd) {
+        return 0;
+    }
+    let mut total: u64 = 0;
+    for i in 0..MAX_IOV {
+        if i64::from(i) >= ret {
+            break;
+        }
+        // SAFETY: the helper checks the user pointer.
+        match unsafe {
+            aya_ebpf::helpers::bpf_probe_read_user((msgvec + u64::from(i) * 64 + 56) as *const u32)
+        } {
+            Ok(n) => total += u64::from(n),
+            Err(_) => break,
+        }
+    }
+    let args = IoArgs {
+        buf: 0,
+        fd,
+        syscall: Syscall::MultiMessage as u32,
+        nr: 0,
+        iovcnt: 0,
+        _pad: 0,
+    };
+    emit_data(pid_tgid, &args, direction, total);
+    0
+}
+
+/// The per-syscall tracepoints' exit records carry only the return value: the entry keeps the
+/// arguments of a target's splice (both descriptors, the output one in `buf`) or mmsg call.
+#[inline(always)]
+fn unseen_enter(call: &Call, syscall: Syscall) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid, pid_tgid) {
+        return 0;
+    }
+    let (fd, buf) = if syscall == Syscall::Splice {
+        let (fd_in, fd_out) = (call.args[0] as i32, call.args[2] as i32);
+        if !is_socket(tgid, fd_in) && !is_socket(tgid, fd_out) {
+            return 0;
+        }
+        (fd_in, fd_out as u32 as u64)
+    } else {
+        if !is_socket(tgid, call.args[0] as i32) {
+            return 0;
+        }
+        (call.args[0] as i32, call.args[1])
+    };
+    let args = IoArgs {
+        buf,
+        fd,
+        syscall: syscall as u32,
+        nr: call.nr,
+        iovcnt: 0,
+        _pad: 0,
+    };
+    if INFLIGHT_IO.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
+        count_loss(LossCounter::InflightTableFull);
+    }
+    0
+}
+
+#[inline(always)]
+fn unseen_exit(ctx: &TracePointContext, direction: Direction) -> u32 {
+    let call = Call::exit(ctx);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = take(&INFLIGHT_IO, pid_tgid) else {
+        return 0;
+    };
+    if args.nr != call.nr {
+        return 0;
+    }
+    if args.syscall == Syscall::Splice as u32 {
+        splice_exit(pid_tgid, args.fd, args.buf as u32 as i32, call.nr, call.ret())
+    } else {
+        mmsg_exit(pid_tgid, args.fd, args.buf, direction, call.ret())
+    }
+}
+
+#[tracepoint]
+pub fn enter_splice(ctx: TracePointContext) -> u32 {
+    unseen_enter(&Call::enter(&ctx), Syscall::Splice)
+}
+
+#[tracepoint]
+pub fn exit_splice(ctx: TracePointContext) -> u32 {
+    // The direction comes from which side the socket is on.
+    unseen_exit(&ctx, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn enter_mmsg(ctx: TracePointContext) -> u32 {
+    unseen_enter(&Call::enter(&ctx), Syscall::MultiMessage)
+}
+
+#[tracepoint]
+pub fn exit_recvmmsg(ctx: TracePointContext) -> u32 {
+    unseen_exit(&ctx, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    unseen_exit(&ctx, Direction::Egress)
 }

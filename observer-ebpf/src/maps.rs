@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use observer_common::{
-    CgroupTarget, ConnArgs, ConnEvent, Counter, DataEvent, IoArgs, Layout, LocalAddr, LossCounter,
-    MAX_CGROUPS, RING_BYTES, TlsArgs, WAKEUP_THRESHOLD,
+    CgroupTarget, ConnArgs, Counter, IoArgs, Layout, LocalAddr, LossCounter, MAX_CGROUPS,
+    RING_BYTES, SocketState, TlsArgs, WAKEUP_THRESHOLD,
 };
 
 /// Records for userspace. Userspace may set another size at load time.
@@ -39,14 +39,16 @@ pub(crate) fn layout() -> Layout {
 #[unsafe(no_mangle)]
 pub(crate) static CGROUP_HELPER: u32 = 1;
 
-/// Target processes (tgid → unused flags), written by userspace.
+/// Target processes (tgid → unused flags), written by userspace and by the programs that
+/// follow forks and cgroups. Userspace may set another size at load time.
 #[map]
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
-/// Sockets of targets whose traffic is copied: `socket_key(tgid, fd)` → unused flags. Filled here
-/// on accept/connect and by userspace for sockets that existed before attach.
+/// Sockets of targets whose traffic is copied: `socket_key(tgid, fd)` → their state. Filled here
+/// on accept/connect and by userspace for sockets that existed before attach; emptied here on
+/// close and dup2/dup3 over them, by userspace on exit, exec and close_range.
 #[map]
-pub(crate) static SOCKETS: HashMap<u64, u32> = HashMap::with_max_entries(65536, 0);
+pub(crate) static SOCKETS: HashMap<u64, SocketState> = HashMap::with_max_entries(65536, 0);
 
 /// Read/write calls between their enter and exit, per thread.
 #[map]
@@ -55,6 +57,11 @@ pub(crate) static INFLIGHT_IO: HashMap<u64, IoArgs> = HashMap::with_max_entries(
 /// accept/connect calls between their enter and exit, per thread.
 #[map]
 pub(crate) static INFLIGHT_CONN: HashMap<u64, ConnArgs> = HashMap::with_max_entries(4096, 0);
+
+/// dup2/dup3/close_range calls of targets between their enter and exit, per thread, for the
+/// per-syscall tracepoints: `[first argument, second argument, flags, syscall number]`.
+#[map]
+pub(crate) static FD_CALLS: HashMap<u64, [u64; 4]> = HashMap::with_max_entries(4096, 0);
 
 /// Target cgroups; an entry with id 0 ends the list. Processes inside one (or below it) become
 /// targets on their first syscall.
@@ -88,8 +95,3 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Cou
 #[map]
 pub(crate) static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossCounter::COUNT, 0);
 
-/// Scratch space for building records: too large for the 512-byte stack.
-#[map]
-pub(crate) static SCRATCH_DATA: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-pub(crate) static SCRATCH_CONN: PerCpuArray<ConnEvent> = PerCpuArray::with_max_entries(1, 0);

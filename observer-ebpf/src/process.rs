@@ -1,5 +1,6 @@
-//! Process lifecycle: a target's new processes become targets ([`task_newtask`]), and its exit
-//! ends it and clears its threads' in-flight state ([`process_exit`], [`group_dead`]).
+//! Process lifecycle: a target's new processes become targets ([`task_newtask`]), a new program
+//! is announced ([`process_exec`]), and its exit ends it and clears its threads' in-flight
+//! state ([`process_exit`], [`group_dead`]).
 
 use aya_ebpf::{
     bindings::BPF_ANY,
@@ -7,11 +8,11 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use observer_common::{Layout, ProcChange};
+use observer_common::{Layout, LossCounter, ProcChange};
 
-use crate::helpers::{emit_proc, record_field};
+use crate::helpers::{count_loss, emit_proc, record_field};
 use crate::maps::{
-    CONNECT_LOCAL, INFLIGHT_CONN, INFLIGHT_IO, LAST_READ, TARGETS, TLS_INFLIGHT, layout,
+    CONNECT_LOCAL, FD_CALLS, INFLIGHT_CONN, INFLIGHT_IO, LAST_READ, TARGETS, TLS_INFLIGHT, layout,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -38,6 +39,22 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     }
     if TARGETS.insert(child as u32, 0, BPF_ANY as u64).is_ok() {
         emit_proc(pid_tgid, ProcChange::Fork, child as u32);
+    } else {
+        count_loss(LossCounter::TargetTableFull);
+    }
+    0
+}
+
+/// A target executed a new program: the kernel has closed its close-on-exec descriptors by
+/// now, and its name and executable are the new program's. Userspace checks which tracked
+/// sockets survived.
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is not kept past this call.
+    if unsafe { TARGETS.get(tgid).is_some() } {
+        emit_proc(pid_tgid, ProcChange::Exec, tgid);
     }
     0
 }
@@ -86,6 +103,7 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     let _ = CONNECT_LOCAL.remove(pid_tgid);
     let _ = TLS_INFLIGHT.remove(pid_tgid);
     let _ = LAST_READ.remove(pid_tgid);
+    let _ = FD_CALLS.remove(pid_tgid);
     // Two threads exiting together may both see the group dead: only the one that removes the
     // target reports it.
     if !group_dead(&ctx, pid_tgid) || TARGETS.remove(tgid).is_err() {

@@ -14,9 +14,9 @@ use aya_ebpf::{
 };
 use observer_common::{Direction, EventKind, Syscall};
 
-use crate::conn::{close_enter, conn_enter, conn_exit};
+use crate::conn::{close_enter, close_range_exit, conn_enter, conn_exit, dup_exit};
 use crate::helpers::{Call, is_target};
-use crate::io::{Buffers, io_enter, io_enter_with, io_exit};
+use crate::io::{Buffers, io_enter, io_enter_with, io_exit, mmsg_exit, splice_exit};
 use crate::maps::TARGETS;
 
 mod x86_64 {
@@ -32,7 +32,13 @@ mod x86_64 {
     pub const RECVFROM: i64 = 45;
     pub const SENDMSG: i64 = 46;
     pub const RECVMSG: i64 = 47;
+    pub const DUP2: i64 = 33;
+    pub const SPLICE: i64 = 275;
     pub const ACCEPT4: i64 = 288;
+    pub const DUP3: i64 = 292;
+    pub const RECVMMSG: i64 = 299;
+    pub const SENDMMSG: i64 = 307;
+    pub const CLOSE_RANGE: i64 = 436;
 
     /// `struct pt_regs`, in 8-byte words.
     pub const REGS: usize = 21;
@@ -121,10 +127,17 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         nr,
         args: [ret as u64, 0, 0],
     };
+    // The calls below need no entry program: at exit the saved registers still hold their
+    // arguments (the return value goes to ax alone).
     (match nr {
         READ | READV | RECVFROM | RECVMSG => io_exit(&call, Direction::Ingress),
         WRITE | WRITEV | SENDTO | SENDMSG | SENDFILE => io_exit(&call, Direction::Egress),
         ACCEPT | ACCEPT4 | CONNECT => conn_exit(&call),
+        DUP2 | DUP3 => dup_exit(pid_tgid, r[DI], r[SI], ret),
+        CLOSE_RANGE => close_range_exit(pid_tgid, r[DI], r[SI], r[DX], ret),
+        SPLICE => splice_exit(pid_tgid, r[DI] as i32, r[DX] as i32, nr, ret),
+        RECVMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Direction::Ingress, ret),
+        SENDMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Direction::Egress, ret),
         _ => 0,
     }) as i32
 }

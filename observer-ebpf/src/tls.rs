@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use observer_common::{Direction, IoArgs, LossCounter, SOCKET_TLS, Syscall, TlsArgs, socket_key};
+use observer_common::{Direction, IoArgs, LossCounter, Syscall, TlsArgs, socket_key};
 
 use crate::helpers::{count_loss, is_target, take};
 use crate::io::emit_data;
@@ -82,8 +82,9 @@ fn tls_exit(ctx: &RetProbeContext, direction: Direction) -> u32 {
         // thread read last. Remembered, and its syscalls now count as ciphertext.
         let _ = TLS_SOCKETS.insert(key, fd, BPF_ANY as u64);
         if let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, fd as u32)) {
-            // SAFETY: the map value lives while the program runs.
-            unsafe { *state |= SOCKET_TLS };
+            // SAFETY: the map value lives while the program runs; a plain store of the one
+            // value this field takes.
+            unsafe { core::ptr::write_volatile(&raw mut (*state).tls, 1) };
         }
         fd
     } else {

@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 pub use crate::addr::SockAddr;
 use observer_common::{
-    ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_DATA, MAX_SOCKADDR, ProcChange,
+    CloseRangeEvent, ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_DATA,
+    MAX_SOCKADDR, ProcChange,
     ProcEvent,
 };
 
@@ -32,9 +33,9 @@ pub enum CaptureEvent<'a> {
         /// Bytes the syscall moved; `bytes.len()` of them were copied.
         total_len: u64,
         bytes: &'a [u8],
-        /// Records of this socket lost before this one (ring buffer full): the stream has a
-        /// hole of unknown size here.
-        lost_before: u32,
+        /// Records of this socket lost so far (ring buffer full), a count that only grows: one
+        /// higher than the last record's says the stream has a hole of unknown size here.
+        socket_losses: u32,
         /// TLS plaintext from the OpenSSL probes, not bytes of a syscall.
         tls: bool,
     },
@@ -54,7 +55,12 @@ pub enum CaptureEvent<'a> {
     Close {
         meta: Meta,
     },
-    /// `meta.tgid` forked `pid`, exited, or joined a target cgroup.
+    /// `close_range` closed every descriptor of `meta.tgid` from `meta.fd` to `last`.
+    CloseRange {
+        meta: Meta,
+        last: u32,
+    },
+    /// `meta.tgid` forked `pid`, exited, executed a new program, or joined a target cgroup.
     Process {
         meta: Meta,
         change: ProcChange,
@@ -70,7 +76,7 @@ impl std::fmt::Debug for CaptureEvent<'_> {
                 direction,
                 total_len,
                 bytes,
-                lost_before,
+                socket_losses,
                 tls,
             } => f
                 .debug_struct("Data")
@@ -78,7 +84,7 @@ impl std::fmt::Debug for CaptureEvent<'_> {
                 .field("direction", direction)
                 .field("total_len", total_len)
                 .field("copied", &bytes.len())
-                .field("lost_before", lost_before)
+                .field("socket_losses", socket_losses)
                 .field("tls", tls)
                 .finish_non_exhaustive(),
             Self::Accept {
@@ -100,6 +106,11 @@ impl std::fmt::Debug for CaptureEvent<'_> {
                 .field("local", local)
                 .finish(),
             Self::Close { meta } => f.debug_struct("Close").field("meta", meta).finish(),
+            Self::CloseRange { meta, last } => f
+                .debug_struct("CloseRange")
+                .field("meta", meta)
+                .field("last", last)
+                .finish(),
             Self::Process { meta, change, pid } => f
                 .debug_struct("Process")
                 .field("meta", meta)
@@ -117,6 +128,7 @@ impl CaptureEvent<'_> {
             | Self::Accept { meta, .. }
             | Self::Connect { meta, .. }
             | Self::Close { meta }
+            | Self::CloseRange { meta, .. }
             | Self::Process { meta, .. } => meta,
         }
     }
@@ -153,6 +165,21 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 }
 
 const HDR: usize = size_of::<EventHeader>();
+
+/// A record without what follows its valid bytes: the kernel reserves data records in a few
+/// fixed sizes, and the bytes past `copied_len` are whatever the ring held before (another
+/// record's traffic), which nothing may read or keep. Other records, and data records too short
+/// to say, come back whole (the decoder refuses them).
+pub fn trimmed(rec: &[u8]) -> &[u8] {
+    if rec.len() < DataEvent::HEADER || u32_at(rec, 8) != EventKind::Data as u32 {
+        return rec;
+    }
+    let copied = u32_at(rec, HDR + 12) as usize;
+    match DataEvent::HEADER.checked_add(copied) {
+        Some(end) if end <= rec.len() => &rec[..end],
+        _ => rec,
+    }
+}
 
 /// Decodes one record as the kernel wrote it.
 pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
@@ -195,7 +222,7 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
                 direction,
                 total_len,
                 bytes: &rec[DataEvent::HEADER..expected],
-                lost_before: u32_at(rec, HDR + 20),
+                socket_losses: u32_at(rec, HDR + 20),
                 tls: observer_common::Syscall::is_tls(u32_at(rec, HDR + 16)),
             })
         }
@@ -225,6 +252,20 @@ pub fn decode(rec: &[u8]) -> Result<CaptureEvent<'_>, DecodeError> {
             })
         }
         EventKind::Close => Ok(CaptureEvent::Close { meta }),
+        EventKind::CloseRange => {
+            let expected = size_of::<CloseRangeEvent>();
+            if rec.len() < expected {
+                return Err(DecodeError::BadLength {
+                    kind,
+                    len: rec.len(),
+                    expected,
+                });
+            }
+            Ok(CaptureEvent::CloseRange {
+                meta,
+                last: u32_at(rec, HDR),
+            })
+        }
         EventKind::Process => {
             let expected = size_of::<ProcEvent>();
             if rec.len() < expected {
@@ -383,6 +424,15 @@ pub mod encode {
     pub fn close(meta: &Meta) -> Vec<u8> {
         let mut out = Vec::with_capacity(HDR);
         header(&mut out, EventKind::Close, meta);
+        out
+    }
+
+    /// `close_range` from `meta.fd` to `last`.
+    pub fn close_range(meta: &Meta, last: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(size_of::<CloseRangeEvent>());
+        header(&mut out, EventKind::CloseRange, meta);
+        out.extend_from_slice(&last.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
         out
     }
 

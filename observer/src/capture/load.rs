@@ -16,6 +16,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const LIFECYCLE: &[(&str, &[(&str, &str)])] = &[
     ("task_newtask", &[("task", "task_newtask")]),
     ("process_exit", &[("sched", "sched_process_exit")]),
+    ("process_exec", &[("sched", "sched_process_exec")]),
     ("tcp_state", &[("sock", "inet_sock_set_state")]),
 ];
 
@@ -56,7 +57,41 @@ pub const SYSCALL_TRACEPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("enter_connect", &[("syscalls", "sys_enter_connect")]),
     ("exit_connect", &[("syscalls", "sys_exit_connect")]),
     ("enter_close", &[("syscalls", "sys_enter_close")]),
+    (
+        "enter_dup2",
+        &[("syscalls", "sys_enter_dup2"), ("syscalls", "sys_enter_dup3")],
+    ),
+    (
+        "exit_dup2",
+        &[("syscalls", "sys_exit_dup2"), ("syscalls", "sys_exit_dup3")],
+    ),
+    ("enter_close_range", &[("syscalls", "sys_enter_close_range")]),
+    ("exit_close_range", &[("syscalls", "sys_exit_close_range")]),
+    ("enter_splice", &[("syscalls", "sys_enter_splice")]),
+    ("exit_splice", &[("syscalls", "sys_exit_splice")]),
+    (
+        "enter_mmsg",
+        &[
+            ("syscalls", "sys_enter_sendmmsg"),
+            ("syscalls", "sys_enter_recvmmsg"),
+        ],
+    ),
+    ("exit_sendmmsg", &[("syscalls", "sys_exit_sendmmsg")]),
+    ("exit_recvmmsg", &[("syscalls", "sys_exit_recvmmsg")]),
 ];
+
+/// How many 8-byte values after the syscall number a program of [`SYSCALL_TRACEPOINTS`] reads
+/// from its records: exits the return value, close its one argument, dup2 its two, the other
+/// entries three. The kernel refuses a program that may read past its record's end, and the
+/// format files are checked for these before loading.
+pub fn values_read(program: &str) -> usize {
+    match program {
+        p if p.starts_with("exit_") => 1,
+        "enter_close" => 1,
+        "enter_dup2" => 2,
+        _ => 3,
+    }
+}
 
 /// The raw tracepoints that replace [`SYSCALL_TRACEPOINTS`] on x86_64 (each program is named
 /// after its tracepoint). Exits first: an entry must never wait for an exit nobody watches.

@@ -5,6 +5,7 @@
 //! This file owns [`Capture`] (loading, attaching, the maps userspace writes, the ring) and
 //! [`CaptureError`]; the program tables and the loading helpers are in `load`.
 
+mod book;
 mod btf;
 mod decode;
 mod kernel;
@@ -17,7 +18,9 @@ pub mod uring;
 
 pub use kernel::CaptureReport;
 
-pub use decode::{CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr};
+pub use decode::{
+    CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr, trimmed,
+};
 
 /// How the syscalls that move socket data are hooked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +34,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use observer_common::{
-    CgroupTarget, ConnArgs, Counter, IoArgs, LossCounter, MAX_CGROUPS, socket_key,
+    CgroupTarget, ConnArgs, Counter, IoArgs, LossCounter, MAX_CGROUPS, SocketState, socket_key,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -85,6 +88,11 @@ pub enum CaptureError {
          --syscall-hook tracepoints (or auto)"
     )]
     RawRefused(String),
+    #[error(
+        "the kernel's table of target processes is full ({max} processes): PID {pid} is not \
+         watched; start observer with a larger --max-targets"
+    )]
+    TargetTableFull { max: u32, pid: u32 },
     #[error("updating eBPF map {map} failed: {source}")]
     Map {
         map: &'static str,
@@ -97,6 +105,20 @@ pub enum CaptureError {
 
 /// Kernel-side loss counters, summed over CPUs, indexed by [`LossCounter`].
 pub type Losses = [u64; LossCounter::COUNT as usize];
+
+/// Entries of the kernel tables that can fill, and their sizes, for heartbeats and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableUsage {
+    pub targets: u32,
+    pub targets_max: u32,
+    pub sockets: u32,
+    pub sockets_max: u32,
+}
+
+/// Size of the kernel's socket table (the programs' `SOCKETS` map).
+pub const SOCKETS_MAX: u32 = 65536;
+/// Default size of the kernel's target table; `--max-targets` sets another.
+pub const TARGETS_MAX: u32 = 4096;
 
 pub struct Capture {
     /// What was chosen for this kernel, for `sys_startup`.
@@ -111,17 +133,25 @@ pub struct Capture {
     /// Why the OpenSSL probes could not be loaded, if they could not.
     tls_unavailable: Option<String>,
     targets: BpfHashMap<MapData, u32, u32>,
-    sockets: BpfHashMap<MapData, u64, u32>,
+    sockets: BpfHashMap<MapData, u64, SocketState>,
+    /// Which sockets the kernel's table holds, per process.
+    book: book::SocketBook,
+    /// Processes userspace could not add to the full target table (the kernel counts its own).
+    targets_refused: u64,
+    /// Ring losses when the socket table was last swept of exited processes' sockets.
+    swept_at_ring_losses: u64,
+    /// The sizes of the target and socket tables, and how full they were when last counted.
+    tables: TableUsage,
     inflight_io: BpfHashMap<MapData, u64, IoArgs>,
     inflight_conn: BpfHashMap<MapData, u64, ConnArgs>,
     cgroups: Array<MapData, CgroupTarget>,
 }
 
 impl Capture {
-    /// Loads the programs and prepares the maps; nothing is attached yet.
     /// Loads the programs with a ring buffer of `ring_bytes` (a power of two, a multiple of
-    /// the page size).
-    pub fn load(ring_bytes: u32, hook: SyscallHook) -> Result<Self, CaptureError> {
+    /// the page size) and room for `max_targets` target processes, and prepares the maps;
+    /// nothing is attached yet.
+    pub fn load(ring_bytes: u32, hook: SyscallHook, max_targets: u32) -> Result<Self, CaptureError> {
         let refused = kernel::refused_features();
         let root = tracefs::ensure_mounted()?;
         if EBPF_OBJECT.is_empty() {
@@ -162,6 +192,7 @@ impl Capture {
         let wakeup = u64::from(ring_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("TARGETS", max_targets)
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .override_global("LAYOUT", &layout, true)
             .override_global("CGROUP_HELPER", &cgroup_helper, true)
@@ -210,12 +241,7 @@ impl Capture {
         };
         if !raw {
             for (name, tracepoints) in SYSCALL_TRACEPOINTS {
-                // Entries read three arguments, close one, exits the return value.
-                let values = if name.starts_with("exit_") || *name == "enter_close" {
-                    1
-                } else {
-                    3
-                };
+                let values = load::values_read(name);
                 for (_, tp) in *tracepoints {
                     layout::check_syscall_format(&tracefs, tp, values, layout.syscall_nr)?;
                 }
@@ -283,6 +309,14 @@ impl Capture {
             tls_unavailable,
             targets,
             sockets,
+            book: book::SocketBook::default(),
+            targets_refused: 0,
+            swept_at_ring_losses: 0,
+            tables: TableUsage {
+                targets_max: max_targets,
+                sockets_max: SOCKETS_MAX,
+                ..TableUsage::default()
+            },
             inflight_io,
             inflight_conn,
             cgroups,
@@ -305,21 +339,65 @@ impl Capture {
 
     /// Stops copying the traffic of one socket.
     pub fn remove_socket(&mut self, tgid: u32, fd: i32) {
+        self.book.remove(tgid, fd);
         let _ = self.sockets.remove(&socket_key(tgid, fd as u32));
     }
 
-    /// Forgets every socket of a process that exited.
+    /// Forgets a process that exited, and its sockets: O(its sockets), from the book.
     pub fn remove_process(&mut self, tgid: u32) {
         let _ = self.targets.remove(&tgid);
-        let keys: Vec<u64> = self
+        for fd in self.book.take_process(tgid) {
+            let _ = self.sockets.remove(&socket_key(tgid, fd as u32));
+        }
+    }
+
+    /// Forgets the sockets of a process that are not among `open`, its socket descriptors now
+    /// (after it executed a new program); returns them.
+    pub fn remove_closed(&mut self, tgid: u32, open: &[i32]) -> Vec<i32> {
+        let gone = self.book.take_missing(tgid, open);
+        for &fd in &gone {
+            let _ = self.sockets.remove(&socket_key(tgid, fd as u32));
+        }
+        gone
+    }
+
+    /// Once a second: when records were lost since the last look, some accepts may have gone
+    /// unseen, so their sockets are in the kernel's table but not in the book; one walk of the
+    /// table removes those of processes that are no longer targets.
+    pub fn sweep_if_needed(&mut self) {
+        let ring = self.losses()[LossCounter::RingFull as usize];
+        if ring == self.swept_at_ring_losses {
+            return;
+        }
+        self.swept_at_ring_losses = ring;
+        let stale: Vec<u64> = self
             .sockets
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| (k >> 32) as u32 == tgid)
+            .filter(|k| self.targets.get(&((k >> 32) as u32), 0).is_err())
             .collect();
-        for k in keys {
+        if !stale.is_empty() {
+            tracing::debug!(
+                "removed {} sockets of exited processes from the kernel's table",
+                stale.len()
+            );
+        }
+        for k in stale {
             let _ = self.sockets.remove(&k);
         }
+    }
+
+    /// Counts the entries of the target and socket tables (one map walk each).
+    pub fn count_tables(&mut self) -> TableUsage {
+        let n = |c: usize| u32::try_from(c).unwrap_or(u32::MAX);
+        self.tables.targets = n(self.targets.keys().filter(Result::is_ok).count());
+        self.tables.sockets = n(self.sockets.keys().filter(Result::is_ok).count());
+        self.tables
+    }
+
+    /// The table usage last counted by [`Capture::count_tables`].
+    pub fn tables(&self) -> TableUsage {
+        self.tables
     }
 
     /// Records a syscall a thread was already blocked in, as its entry program would have.
@@ -345,23 +423,37 @@ impl Capture {
         self.targets.get(&tgid, 0).is_ok()
     }
 
+    /// Watches a process. A full table is counted with the kernel's own refusals
+    /// ([`LossCounter::TargetTableFull`]) and said by [`CaptureError::TargetTableFull`].
     pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
-        self.targets
-            .insert(tgid, 0, 0)
-            .map_err(|source| CaptureError::Map {
+        match self.targets.insert(tgid, 0, 0) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+            {
+                self.targets_refused += 1;
+                Err(CaptureError::TargetTableFull {
+                    max: self.tables.targets_max,
+                    pid: tgid,
+                })
+            }
+            Err(source) => Err(CaptureError::Map {
                 map: "TARGETS",
                 source,
-            })
+            }),
+        }
     }
 
     /// Tracks a socket that existed before the programs were attached.
     pub fn add_socket(&mut self, tgid: u32, fd: i32) -> Result<(), CaptureError> {
         self.sockets
-            .insert(socket_key(tgid, fd as u32), 0, 0)
+            .insert(socket_key(tgid, fd as u32), SocketState::default(), 0)
             .map_err(|source| CaptureError::Map {
                 map: "SOCKETS",
                 source,
-            })
+            })?;
+        self.book.add(tgid, fd);
+        Ok(())
     }
 
     pub fn attach(&mut self) -> Result<(), CaptureError> {
@@ -475,13 +567,26 @@ impl Capture {
         Ok(())
     }
 
-    /// Hands up to `max` records to `f`; returns how many.
+    /// Hands up to `max` records to `f`, each cut to its valid bytes ([`trimmed`]); returns
+    /// how many.
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
-        let ring = self.ring.get_mut();
+        let Self {
+            ring,
+            book,
+            sockets,
+            ..
+        } = self;
+        let ring = ring.get_mut();
         let mut n = 0;
         while n < max {
             let Some(item) = ring.next() else { break };
-            f(&item);
+            let rec = trimmed(&item);
+            if let Some((tgid, closed)) = book.follow(rec) {
+                for fd in closed {
+                    let _ = sockets.remove(&socket_key(tgid, fd as u32));
+                }
+            }
+            f(rec);
             n += 1;
         }
         n
@@ -495,6 +600,7 @@ impl Capture {
                 out[c as usize] = values.iter().sum();
             }
         }
+        out[LossCounter::TargetTableFull as usize] += self.targets_refused;
         out
     }
 }

@@ -306,6 +306,14 @@ impl Tracker {
         for &(change, pid) in changes {
             match change {
                 ProcChange::Fork | ProcChange::Join => self.scan(capture, pid, out),
+                // A new program maps its own libraries and may use io_uring where the old
+                // one did not: looked at again from scratch.
+                ProcChange::Exec => {
+                    self.targets.remove(&pid);
+                    self.last_look.remove(&pid);
+                    self.uring.forget(pid);
+                    self.scan(capture, pid, out);
+                }
                 ProcChange::Exit => {
                     self.targets.remove(&pid);
                     self.last_look.remove(&pid);

@@ -222,6 +222,12 @@ pub struct RunArgs {
     /// 1 GiB. A larger ring rides out longer bursts; what overflows it is counted and reported.
     #[arg(long, value_name = "BYTES", default_value_t = observer_common::RING_BYTES)]
     pub ring_buffer_size: u32,
+    /// Room in the kernel's table of target processes (a target's children and the processes
+    /// of target cgroups count). A process that finds it full is not watched, and is counted
+    /// and reported (`target_table_full`).
+    #[arg(long, value_name = "N", default_value_t = crate::capture::TARGETS_MAX,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_targets: u32,
     /// Serve the heartbeat's counters in Prometheus' text format at http://ADDR/metrics
     /// (e.g. 127.0.0.1:9464), refreshed every second.
     #[arg(long, value_name = "ADDR")]

@@ -18,6 +18,7 @@ fn args(pids: &[u32]) -> RunArgs {
         heartbeat_seconds: 10,
         queue_events: crate::sink::QUEUE_EVENTS as u64,
         ring_buffer_size: observer_common::RING_BYTES,
+        max_targets: crate::capture::TARGETS_MAX,
         metrics: None,
         tls: TlsMode::Auto,
         syscall_hook: SyscallHook::Auto,

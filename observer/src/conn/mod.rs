@@ -56,6 +56,9 @@ pub struct Conn {
     pub exchanges: u64,
     /// Its plaintext comes from the OpenSSL probes; its syscalls move ciphertext.
     pub tls: bool,
+    /// The kernel's count of this socket's lost records, as the last data record said: a
+    /// record with another count follows a hole.
+    pub losses_seen: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,6 +158,7 @@ impl ConnTable {
                 ignored: false,
                 exchanges: 0,
                 tls: false,
+                losses_seen: 0,
             },
         );
         replaced
@@ -193,6 +197,19 @@ impl ConnTable {
     }
 
     /// Forgets every connection of a process that exited.
+    /// Removes the connections of `tgid` with descriptors in `first..=last` (close_range),
+    /// returning them.
+    pub fn close_range(&mut self, tgid: u32, first: u32, last: u32) -> Vec<Conn> {
+        let inside = |fd: i32| u32::try_from(fd).is_ok_and(|fd| (first..=last).contains(&fd));
+        let keys: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| k.tgid == tgid && inside(k.fd))
+            .collect();
+        keys.iter().filter_map(|k| self.conns.pop(k)).collect()
+    }
+
     pub fn forget_process(&mut self, tgid: u32) -> Vec<Conn> {
         let keys: Vec<ConnKey> = self
             .conns

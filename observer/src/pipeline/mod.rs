@@ -224,15 +224,17 @@ impl<H: Host> Pipeline<H> {
                 direction,
                 total_len,
                 bytes,
-                lost_before,
+                socket_losses,
                 tls,
             } => {
-                if lost_before > 0
-                    && let Some(conn) = self.conns.get_mut(&ConnKey {
-                        tgid: meta.tgid,
-                        fd: meta.fd,
-                    })
+                if let Some(conn) = self.conns.get_mut(&ConnKey {
+                    tgid: meta.tgid,
+                    fd: meta.fd,
+                }) && conn.losses_seen != socket_losses
                 {
+                    // Higher: records were lost since the last one. Lower: the kernel's entry
+                    // is a new socket's on the same descriptor, whose accept was lost too.
+                    conn.losses_seen = socket_losses;
                     conn.http.on_lost();
                 }
                 self.data(meta, direction, total_len, bytes, tls, out)
@@ -249,6 +251,25 @@ impl<H: Host> Pipeline<H> {
                 self.processes.remove(&meta.tgid);
                 self.listeners.retain(|k, _| k.tgid != meta.tgid);
                 self.host.forget(meta.tgid);
+            }
+            CaptureEvent::Process {
+                meta,
+                change: ProcChange::Exec,
+                ..
+            } => {
+                // A new program: its name and executable are looked up again. Descriptors it
+                // closed on exec come as close records once userspace has looked.
+                self.processes.remove(&meta.tgid);
+                self.host.forget(meta.tgid);
+            }
+            CaptureEvent::CloseRange { meta, last } => {
+                let first = meta.fd as u32;
+                self.listeners.retain(|k, _| {
+                    k.tgid != meta.tgid || !u32::try_from(k.fd).is_ok_and(|fd| (first..=last).contains(&fd))
+                });
+                for conn in self.conns.close_range(meta.tgid, first, last) {
+                    self.finish(conn, meta.ts_ns, out);
+                }
             }
             CaptureEvent::Process {
                 change: ProcChange::Fork,

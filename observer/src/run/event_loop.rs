@@ -12,9 +12,9 @@ use super::report::{new_losses, own_usage, report_blind};
 use super::startup::adopt;
 use super::{BATCH, Live, record_one};
 use crate::capture::target::{CgroupSpec, cgroup_processes};
-use crate::capture::{Capture, Meta, encode};
+use crate::capture::{Capture, CaptureError, Meta, encode};
 use crate::cli::RunConfig;
-use crate::conn::host::LiveHost;
+use crate::conn::host::{LiveHost, socket_fds};
 use crate::event::{Clock, Event};
 use crate::pipeline::Pipeline;
 use crate::recording::record::{self, RecordingHost};
@@ -86,7 +86,14 @@ fn turn(
             }
         }
     }
-    apply(&mut live.capture, &mut live.pipeline, &changes, &cfg.pids);
+    for rec in apply(&mut live.capture, &mut live.pipeline, &changes, &cfg.pids) {
+        live.pipeline.handle_raw(&rec, &mut live.events);
+        if let Some(w) = live.recorder.as_mut()
+            && let Err(e) = record_one(w, &rec, live.pipeline.host_mut())
+        {
+            failed = Some(e);
+        }
+    }
     live.tls.follow(
         &mut live.capture,
         &changes,
@@ -123,12 +130,16 @@ fn turn(
 /// page, and a tick in the recording (so replay does the same work at the same moments).
 fn maintenance(live: &mut Live, cfg: &RunConfig, ticks: &mut u64) -> std::io::Result<()> {
     let now_ns = Clock::mono_now();
+    live.capture.sweep_if_needed();
     let losses = new_losses(&live.capture, &mut live.reported);
     live.pipeline.maintain(now_ns, &losses, &mut live.events);
     *ticks += 1;
-    let heartbeat = ticks
-        .is_multiple_of(cfg.heartbeat_seconds)
-        .then(|| own_usage(&live.capture, &live.writer));
+    let beat = ticks.is_multiple_of(cfg.heartbeat_seconds);
+    if beat {
+        // One walk of each table per heartbeat; the metrics page shows the last count.
+        live.capture.count_tables();
+    }
+    let heartbeat = beat.then(|| own_usage(&live.capture, &live.writer));
     if let Some(process) = &heartbeat {
         live.pipeline
             .heartbeat(now_ns, process.clone(), &mut live.events);
@@ -164,9 +175,14 @@ fn join_cgroups(capture: &mut Capture, cgroups: &[CgroupSpec]) -> Vec<Vec<u8>> {
             if pid == me || capture.is_target(pid) {
                 continue;
             }
-            if let Err(e) = capture.add_target(pid) {
-                tracing::warn!("cannot watch PID {pid} of cgroup {}: {e}", c.path.display());
-                continue;
+            match capture.add_target(pid) {
+                Ok(()) => {}
+                // Counted, and reported by the next loss line; asked again next scan.
+                Err(CaptureError::TargetTableFull { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!("cannot watch PID {pid} of cgroup {}: {e}", c.path.display());
+                    continue;
+                }
             }
             let meta = Meta {
                 ts_ns: Clock::mono_now(),
@@ -180,17 +196,34 @@ fn join_cgroups(capture: &mut Capture, cgroups: &[CgroupSpec]) -> Vec<Vec<u8>> {
     records
 }
 
-/// Applies process changes and the port filter's verdicts to the kernel side.
+/// Applies process changes and the port filter's verdicts to the kernel side. Returns the
+/// close records of sockets a process closed on exec, for the pipeline and the recording.
 fn apply(
     capture: &mut Capture,
     pipeline: &mut Pipeline<RecordingHost<LiveHost>>,
     changes: &[(ProcChange, u32)],
     explicit: &[u32],
-) {
+) -> Vec<Vec<u8>> {
+    let mut closed = Vec::new();
     for &(change, pid) in changes {
         match change {
             ProcChange::Fork | ProcChange::Join => {
                 adopt(capture, pid);
+            }
+            ProcChange::Exec => {
+                // The kernel closed the descriptors marked close-on-exec; which they were,
+                // only the process's descriptor table says. A process gone already has
+                // its exit record coming.
+                let Ok(open) = socket_fds(pid) else { continue };
+                for fd in capture.remove_closed(pid, &open) {
+                    let meta = Meta {
+                        ts_ns: Clock::mono_now(),
+                        tgid: pid,
+                        tid: pid,
+                        fd,
+                    };
+                    closed.push(encode::close(&meta));
+                }
             }
             ProcChange::Exit => {
                 capture.remove_process(pid);
@@ -203,6 +236,7 @@ fn apply(
     for key in pipeline.take_untracked() {
         capture.remove_socket(key.tgid, key.fd);
     }
+    closed
 }
 
 fn send_all(writer: &mut Writer, events: &mut Vec<Event>) -> Result<(), SinkError> {

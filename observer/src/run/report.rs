@@ -49,6 +49,7 @@ pub(super) fn own_usage(capture: &Capture, writer: &Writer) -> serde_json::Value
         "cpu_seconds": cpu_seconds,
         "kernel_losses_total": losses_json(&capture.losses()),
         "tls_ciphertext_bytes": capture.tls_ciphertext_bytes(),
+        "kernel_tables": capture.tables(),
         "sink": writer.stats().to_json(writer.depth()),
     })
 }

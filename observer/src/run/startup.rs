@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Live;
 use super::report::report_blind;
-use crate::capture::Capture;
+use crate::capture::{Capture, CaptureError};
 use crate::capture::target::{
     Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants,
 };
@@ -201,7 +201,7 @@ fn serve_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<me
 
 /// The eBPF programs loaded, told the target cgroups and PIDs, and attached.
 fn load(cfg: &RunConfig) -> anyhow::Result<Capture> {
-    let mut capture = Capture::load(cfg.ring_bytes, cfg.syscall_hook)?;
+    let mut capture = Capture::load(cfg.ring_bytes, cfg.syscall_hook, cfg.max_targets)?;
     let cgroup_ids: Vec<(u64, u32)> = cfg.cgroups.iter().map(|c| (c.id, c.level)).collect();
     capture.set_cgroups(&cgroup_ids)?;
     for &pid in &cfg.pids {
@@ -224,9 +224,27 @@ fn seed(capture: &mut Capture, cfg: &RunConfig) -> anyhow::Result<(Vec<u32>, Ado
     initial.dedup();
     initial.retain(|&p| p != std::process::id());
     let mut seeded = Adopted::default();
+    let mut unwatched = Vec::new();
     for &pid in &initial {
-        capture.add_target(pid)?;
-        seeded.add(adopt(capture, pid));
+        match capture.add_target(pid) {
+            Ok(()) => seeded.add(adopt(capture, pid)),
+            // Counted by capture and reported by the first loss line; the run goes on with
+            // the processes that fit.
+            Err(CaptureError::TargetTableFull { .. }) => unwatched.push(pid),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !unwatched.is_empty() {
+        tracing::warn!(
+            "the kernel's table of target processes is full ({} processes): {} processes \
+             already running are not watched (first PID {}); start observer with a larger \
+             --max-targets",
+            cfg.max_targets,
+            unwatched.len(),
+            unwatched[0]
+        );
+        // Both lists are sorted.
+        initial.retain(|p| unwatched.binary_search(p).is_err());
     }
     Ok((initial, seeded))
 }
