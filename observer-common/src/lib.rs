@@ -401,6 +401,10 @@ pub struct Layout {
     pub sock_saddr_v6: u32,
     /// syscalls/sys_{enter,exit}_*: `__syscall_nr` (8, or 12 on PREEMPT_RT kernels).
     pub syscall_nr: u32,
+    /// x86_64: `task_struct.thread_info.status` from BTF, whose `TS_COMPAT` bit marks a 32-bit
+    /// syscall (`int $0x80`) even from 64-bit code, where the code segment looks 64-bit and
+    /// the number is from the other table. The raw programs are used only where it is known.
+    pub task_status: u32,
     /// Where an accepted socket's addresses are, from BTF.
     pub socket: SocketOffsets,
 }
@@ -472,6 +476,7 @@ impl Layout {
         sock_saddr: 32,
         sock_saddr_v6: 40,
         syscall_nr: 8,
+        task_status: Self::ABSENT,
         socket: SocketOffsets::ABSENT,
     };
 }
@@ -514,6 +519,6 @@ mod tests {
         assert_eq!(size_of::<ConnArgs>(), 32);
         assert_eq!(size_of::<TlsArgs>(), 32);
         assert_eq!(size_of::<SocketOffsets>(), 14 * 4);
-        assert_eq!(size_of::<Layout>(), 48 + 14 * 4);
+        assert_eq!(size_of::<Layout>(), 52 + 14 * 4);
     }
 }

@@ -15,7 +15,9 @@ use observer_common::{
     MAX_SOCKADDR, SocketState, socket_key,
 };
 
-use crate::helpers::{Call, count_loss, header, is_target, record_field, submit_flags, take};
+use crate::helpers::{
+    Call, count_loss, header, is_socket, is_target, record_field, submit_flags, take,
+};
 use crate::maps::{CONNECT_LOCAL, EVENTS, FD_CALLS, INFLIGHT_CONN, SOCKETS, layout};
 
 const EINPROGRESS: i64 = 115;
@@ -323,7 +325,10 @@ pub(crate) fn close_range_exit(pid_tgid: u64, first: u64, last: u64, flags: u64,
         },
         _pad: 0,
     };
-    if EVENTS.output::<CloseRangeEvent>(&ev, submit_flags()).is_err() {
+    if EVENTS
+        .output::<CloseRangeEvent>(&ev, submit_flags())
+        .is_err()
+    {
         count_loss(LossCounter::RingFull);
     }
     0
@@ -363,7 +368,11 @@ fn fd_call_exit(ctx: &TracePointContext, close_range: bool) -> u32 {
 #[tracepoint]
 pub fn enter_dup2(ctx: TracePointContext) -> u32 {
     let call = Call::enter2(&ctx);
-    fd_call_enter(&call, 0);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Only a call over a tracked socket matters at its exit.
+    if call.args[0] != call.args[1] && is_socket((pid_tgid >> 32) as u32, call.args[1] as i32) {
+        fd_call_enter(&call, 0);
+    }
     0
 }
 

@@ -149,19 +149,35 @@ pub(crate) fn take<V: Copy>(map: &HashMap<u64, V>, pid_tgid: u64) -> Option<V> {
     Some(value)
 }
 
+/// `*p += n` in one atomic instruction (BPF_XADD): an add another program makes at the same
+/// moment, on another CPU or preempting this one, is not lost. Written out because the BPF
+/// target offers atomic loads and stores only, not `fetch_add`.
+#[inline(always)]
+pub(crate) fn atomic_add(p: *mut u64, n: u64) {
+    // SAFETY: callers pass a pointer into a map value, which lives while the program runs;
+    // the instruction reads and writes those 8 bytes only.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({0} + 0) += {1}",
+            in(reg) p,
+            in(reg) n,
+        )
+    };
+}
+
 #[inline(always)]
 pub(crate) fn count_loss(counter: LossCounter) {
     if let Some(v) = LOSSES.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *v += 1 };
+        // A per-CPU slot, but a program preempted on this CPU may be adding to it too.
+        atomic_add(v, 1);
     }
 }
 
 #[inline(always)]
 pub(crate) fn count(counter: Counter, n: u64) {
     if let Some(v) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *v += n };
+        // As above.
+        atomic_add(v, n);
     }
 }
 

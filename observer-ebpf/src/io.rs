@@ -15,8 +15,8 @@ use observer_common::{
 };
 
 use crate::helpers::{
-    Call, count, count_loss, header, is_socket, is_target, submit_flags, take, verifier_len,
-    verifier_mask,
+    Call, atomic_add, count, count_loss, header, is_socket, is_target, submit_flags, take,
+    verifier_len, verifier_mask,
 };
 use crate::maps::{EVENTS, INFLIGHT_IO, LAST_READ, SOCKETS, TLS_INFLIGHT};
 
@@ -193,25 +193,9 @@ pub(crate) fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, tota
             // The next record of this socket carries the higher count: userspace must not
             // splice the bytes on either side of the hole into one message.
             // SAFETY: the map value lives while the program runs.
-            atomic_add_one(unsafe { &raw mut (*p).lost });
+            atomic_add(unsafe { &raw mut (*p).lost }, 1);
         }
     }
-}
-
-/// `*p += 1` in one atomic instruction (BPF_XADD), so that an add another CPU makes at the
-/// same moment is not lost. Written out because the BPF target offers atomic loads and stores
-/// only, not `fetch_add`.
-#[inline(always)]
-fn atomic_add_one(p: *mut u64) {
-    // SAFETY: `p` points into a map value that lives while the program runs; the instruction
-    // reads and writes those 8 bytes only.
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({0} + 0) += {1}",
-            in(reg) p,
-            in(reg) 1u64,
-        )
-    };
 }
 
 /// Reserves a record of capacity `N` (= `CAP`) and copies `want` (≤ `CAP`) bytes from `buf`
@@ -443,7 +427,13 @@ pub(crate) fn splice_exit(pid_tgid: u64, fd_in: i32, fd_out: i32, nr: i64, ret: 
 /// message, more than the verifier allows next to the others, for calls HTTP servers do not
 /// make (resolvers send DNS queries with them).
 #[inline(always)]
-pub(crate) fn mmsg_exit(pid_tgid: u64, fd: i32, msgvec: u64, direction: Direction, ret: i64) -> u32 {
+pub(crate) fn mmsg_exit(
+    pid_tgid: u64,
+    fd: i32,
+    msgvec: u64,
+    direction: Direction,
+    ret: i64,
+) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     if ret <= 0 || !is_socket(tgid, fd) {
         return 0;
@@ -519,7 +509,13 @@ fn unseen_exit(ctx: &TracePointContext, direction: Direction) -> u32 {
         return 0;
     }
     if args.syscall == Syscall::Splice as u32 {
-        splice_exit(pid_tgid, args.fd, args.buf as u32 as i32, call.nr, call.ret())
+        splice_exit(
+            pid_tgid,
+            args.fd,
+            args.buf as u32 as i32,
+            call.nr,
+            call.ret(),
+        )
     } else {
         mmsg_exit(pid_tgid, args.fd, args.buf, direction, call.ret())
     }

@@ -8,7 +8,7 @@
 //! these programs nowhere else.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -17,7 +17,7 @@ use observer_common::{Direction, EventKind, Syscall};
 use crate::conn::{close_enter, close_range_exit, conn_enter, conn_exit, dup_exit};
 use crate::helpers::{Call, is_target};
 use crate::io::{Buffers, io_enter, io_enter_with, io_exit, mmsg_exit, splice_exit};
-use crate::maps::TARGETS;
+use crate::maps::{TARGETS, layout};
 
 mod x86_64 {
     pub const READ: i64 = 0;
@@ -50,14 +50,32 @@ mod x86_64 {
     /// The code segment of 64-bit user mode: 32-bit (compat) syscalls are numbered
     /// differently and are not ours to decode.
     pub const USER_CS: u64 = 0x33;
+    /// `thread_info.status` bit: the syscall in progress is a 32-bit one.
+    pub const TS_COMPAT: u32 = 0x0002;
 }
 
-/// The calling thread's saved user registers, if it made a 64-bit syscall.
+/// The calling thread's saved user registers, if it made a 64-bit syscall. A target may make
+/// 32-bit ones from 64-bit code (`int $0x80`): the code segment is then 64-bit but the number
+/// is from the 32-bit table (3 is its read, here close), so the thread's `TS_COMPAT` decides.
+/// Userspace loads these programs only where BTF gave its place.
 #[inline(always)]
 fn user_regs(regs: u64) -> Option<[u64; x86_64::REGS]> {
     // SAFETY: the helper checks the kernel pointer the tracepoint handed over.
     let r = unsafe { bpf_probe_read_kernel(regs as *const [u64; x86_64::REGS]) }.ok()?;
-    (r[x86_64::CS] == x86_64::USER_CS).then_some(r)
+    if r[x86_64::CS] != x86_64::USER_CS {
+        return None;
+    }
+    let at = layout().task_status;
+    if at == observer_common::Layout::ABSENT {
+        return None;
+    }
+    // SAFETY: plain helper call; the helper checks the kernel pointer.
+    let status = unsafe {
+        let task = bpf_get_current_task();
+        bpf_probe_read_kernel((task + u64::from(at)) as *const u32)
+    }
+    .ok()?;
+    (status & x86_64::TS_COMPAT == 0).then_some(r)
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]

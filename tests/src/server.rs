@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use crate::{TempDir, free_port, wait_for_port, workspace_root};
 
+mod compat;
 mod express;
 mod keyed;
 mod node;
 mod proxy;
+mod splice;
 mod uring;
 
 /// A server process the test owns; killed on drop.

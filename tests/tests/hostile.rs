@@ -183,3 +183,54 @@ fn an_io_uring_server_is_reported_as_unseen() {
     // What it could not see is not made up either.
     assert!(f.exchanges().is_empty(), "{}", f.lines.join("\n"));
 }
+
+/// A server that reads its requests with splice(2), socket to pipe: the bytes never pass
+/// through memory observer can copy. It counts them, says once which process does it and how
+/// (`sys_monitor_disabled`, and a warning), and makes up no request it did not see.
+#[test]
+fn a_splicing_server_is_reported_as_partly_unseen() {
+    require_root();
+    let server = Server::splice();
+    let obs = Observer::for_pids(&[server.pid()]);
+    for i in 0..3 {
+        assert_eq!(curl(&[&server.url(&format!("/spliced?i={i}"))]).status, 200);
+    }
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let blind: Vec<_> = f
+        .events
+        .iter()
+        .filter(|e| e["event"]["action"] == "sys_monitor_disabled")
+        .collect();
+    assert_eq!(blind.len(), 1, "one report: {}", f.lines.join("\n"));
+    assert_eq!(blind[0]["process"]["pid"], server.pid());
+    let reason = blind[0]["observer"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("splice"), "{}", blind[0]);
+    assert!(f.stderr.contains("splice"), "one warning: {}", f.stderr);
+    assert!(
+        f.exchanges().iter().all(|e| e["url"]["path"] != "/spliced"),
+        "a request observer never saw is not reported: {}",
+        f.lines.join("\n")
+    );
+}
+
+/// A target that makes a 32-bit syscall from 64-bit code (`int $0x80`, number 3: read there,
+/// close in the 64-bit table) on each connection: observer must not take it for a close and
+/// stop watching the socket. Every exchange after it is reported.
+#[test]
+fn a_32_bit_syscall_cannot_pass_for_a_close() {
+    require_root();
+    let server = Server::compat();
+    let obs = Observer::for_pids(&[server.pid()]);
+    for i in 0..3 {
+        assert_eq!(curl(&[&server.url(&format!("/compat?i={i}"))]).status, 200);
+    }
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let seen = f
+        .exchanges()
+        .iter()
+        .filter(|e| e["url"]["path"] == "/compat" && e["http"]["response"]["status_code"] == 200)
+        .count();
+    assert_eq!(seen, 3, "{}", f.lines.join("\n"));
+}

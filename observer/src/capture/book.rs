@@ -68,7 +68,11 @@ impl SocketBook {
         let Some(fds) = self.by_process.get_mut(&tgid) else {
             return Vec::new();
         };
-        let gone: Vec<i32> = fds.iter().copied().filter(|fd| !open.contains(fd)).collect();
+        let gone: Vec<i32> = fds
+            .iter()
+            .copied()
+            .filter(|fd| !open.contains(fd))
+            .collect();
         for fd in &gone {
             fds.remove(fd);
         }

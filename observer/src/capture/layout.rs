@@ -223,6 +223,7 @@ pub fn read_layout(tracefs: &Tracefs<'_>) -> Result<KernelLayout, LayoutError> {
             "__syscall_nr",
             4,
         )?,
+        task_status: Layout::ABSENT,
         socket: SocketOffsets::ABSENT,
     };
     let refused = |f: &str| tracefs.refused.iter().any(|r| r == f);
@@ -249,6 +250,14 @@ pub fn read_layout(tracefs: &Tracefs<'_>) -> Result<KernelLayout, LayoutError> {
             AcceptAddresses::LateLookup(why)
         }
     };
+    if let Ok(b) = &btf
+        && let (Ok(info), Ok(status)) = (
+            b.member_offset("task_struct", "thread_info"),
+            b.member_offset("thread_info", "status"),
+        )
+    {
+        layout.task_status = info + status;
+    }
     let group_dead = find(&exit, "group_dead", 1).filter(|_| !refused("group_dead"));
     let detection = if let Some(off) = group_dead {
         layout.exit_group_dead = off;

@@ -59,13 +59,19 @@ pub const SYSCALL_TRACEPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("enter_close", &[("syscalls", "sys_enter_close")]),
     (
         "enter_dup2",
-        &[("syscalls", "sys_enter_dup2"), ("syscalls", "sys_enter_dup3")],
+        &[
+            ("syscalls", "sys_enter_dup2"),
+            ("syscalls", "sys_enter_dup3"),
+        ],
     ),
     (
         "exit_dup2",
         &[("syscalls", "sys_exit_dup2"), ("syscalls", "sys_exit_dup3")],
     ),
-    ("enter_close_range", &[("syscalls", "sys_enter_close_range")]),
+    (
+        "enter_close_range",
+        &[("syscalls", "sys_enter_close_range")],
+    ),
     ("exit_close_range", &[("syscalls", "sys_exit_close_range")]),
     ("enter_splice", &[("syscalls", "sys_enter_splice")]),
     ("exit_splice", &[("syscalls", "sys_exit_splice")]),

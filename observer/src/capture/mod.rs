@@ -11,12 +11,15 @@ mod decode;
 mod kernel;
 mod layout;
 mod load;
+mod tables;
 pub mod target;
 pub mod tls;
 mod tracefs;
+pub mod unseen;
 pub mod uring;
 
 pub use kernel::CaptureReport;
+pub use tables::{SOCKETS_MAX, TARGETS_MAX, TableUsage};
 
 pub use decode::{
     CaptureEvent, DecodeError, Meta, SockAddr, decode, encode, parse_sockaddr, trimmed,
@@ -106,20 +109,6 @@ pub enum CaptureError {
 /// Kernel-side loss counters, summed over CPUs, indexed by [`LossCounter`].
 pub type Losses = [u64; LossCounter::COUNT as usize];
 
-/// Entries of the kernel tables that can fill, and their sizes, for heartbeats and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TableUsage {
-    pub targets: u32,
-    pub targets_max: u32,
-    pub sockets: u32,
-    pub sockets_max: u32,
-}
-
-/// Size of the kernel's socket table (the programs' `SOCKETS` map).
-pub const SOCKETS_MAX: u32 = 65536;
-/// Default size of the kernel's target table; `--max-targets` sets another.
-pub const TARGETS_MAX: u32 = 4096;
-
 pub struct Capture {
     /// What was chosen for this kernel, for `sys_startup`.
     report: CaptureReport,
@@ -151,7 +140,11 @@ impl Capture {
     /// Loads the programs with a ring buffer of `ring_bytes` (a power of two, a multiple of
     /// the page size) and room for `max_targets` target processes, and prepares the maps;
     /// nothing is attached yet.
-    pub fn load(ring_bytes: u32, hook: SyscallHook, max_targets: u32) -> Result<Self, CaptureError> {
+    pub fn load(
+        ring_bytes: u32,
+        hook: SyscallHook,
+        max_targets: u32,
+    ) -> Result<Self, CaptureError> {
         let refused = kernel::refused_features();
         let root = tracefs::ensure_mounted()?;
         if EBPF_OBJECT.is_empty() {
@@ -211,10 +204,13 @@ impl Capture {
         for (name, _) in LIFECYCLE {
             load_tracepoint(&mut ebpf, name)?;
         }
-        let raw_usable = if RAW_ARCH {
-            features.raw_tracepoint.clone()
-        } else {
+        let raw_usable = if !RAW_ARCH {
             Err("the raw syscall programs are built for x86_64 only".to_string())
+        } else if layout.task_status == observer_common::Layout::ABSENT {
+            // Without it a target could pass 32-bit syscalls off as 64-bit ones (int $0x80).
+            Err("BTF does not say where a thread's TS_COMPAT flag is".to_string())
+        } else {
+            features.raw_tracepoint.clone()
         };
         let raw = match hook {
             SyscallHook::Tracepoints => false,
@@ -337,69 +333,6 @@ impl Capture {
         Ok(())
     }
 
-    /// Stops copying the traffic of one socket.
-    pub fn remove_socket(&mut self, tgid: u32, fd: i32) {
-        self.book.remove(tgid, fd);
-        let _ = self.sockets.remove(&socket_key(tgid, fd as u32));
-    }
-
-    /// Forgets a process that exited, and its sockets: O(its sockets), from the book.
-    pub fn remove_process(&mut self, tgid: u32) {
-        let _ = self.targets.remove(&tgid);
-        for fd in self.book.take_process(tgid) {
-            let _ = self.sockets.remove(&socket_key(tgid, fd as u32));
-        }
-    }
-
-    /// Forgets the sockets of a process that are not among `open`, its socket descriptors now
-    /// (after it executed a new program); returns them.
-    pub fn remove_closed(&mut self, tgid: u32, open: &[i32]) -> Vec<i32> {
-        let gone = self.book.take_missing(tgid, open);
-        for &fd in &gone {
-            let _ = self.sockets.remove(&socket_key(tgid, fd as u32));
-        }
-        gone
-    }
-
-    /// Once a second: when records were lost since the last look, some accepts may have gone
-    /// unseen, so their sockets are in the kernel's table but not in the book; one walk of the
-    /// table removes those of processes that are no longer targets.
-    pub fn sweep_if_needed(&mut self) {
-        let ring = self.losses()[LossCounter::RingFull as usize];
-        if ring == self.swept_at_ring_losses {
-            return;
-        }
-        self.swept_at_ring_losses = ring;
-        let stale: Vec<u64> = self
-            .sockets
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| self.targets.get(&((k >> 32) as u32), 0).is_err())
-            .collect();
-        if !stale.is_empty() {
-            tracing::debug!(
-                "removed {} sockets of exited processes from the kernel's table",
-                stale.len()
-            );
-        }
-        for k in stale {
-            let _ = self.sockets.remove(&k);
-        }
-    }
-
-    /// Counts the entries of the target and socket tables (one map walk each).
-    pub fn count_tables(&mut self) -> TableUsage {
-        let n = |c: usize| u32::try_from(c).unwrap_or(u32::MAX);
-        self.tables.targets = n(self.targets.keys().filter(Result::is_ok).count());
-        self.tables.sockets = n(self.sockets.keys().filter(Result::is_ok).count());
-        self.tables
-    }
-
-    /// The table usage last counted by [`Capture::count_tables`].
-    pub fn tables(&self) -> TableUsage {
-        self.tables
-    }
-
     /// Records a syscall a thread was already blocked in, as its entry program would have.
     pub fn add_inflight_io(&mut self, tgid: u32, tid: u32, args: IoArgs) -> bool {
         let key = ((tgid as u64) << 32) | tid as u64;
@@ -421,39 +354,6 @@ impl Capture {
     /// Whether the kernel side watches `tgid`.
     pub fn is_target(&self, tgid: u32) -> bool {
         self.targets.get(&tgid, 0).is_ok()
-    }
-
-    /// Watches a process. A full table is counted with the kernel's own refusals
-    /// ([`LossCounter::TargetTableFull`]) and said by [`CaptureError::TargetTableFull`].
-    pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
-        match self.targets.insert(tgid, 0, 0) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
-            {
-                self.targets_refused += 1;
-                Err(CaptureError::TargetTableFull {
-                    max: self.tables.targets_max,
-                    pid: tgid,
-                })
-            }
-            Err(source) => Err(CaptureError::Map {
-                map: "TARGETS",
-                source,
-            }),
-        }
-    }
-
-    /// Tracks a socket that existed before the programs were attached.
-    pub fn add_socket(&mut self, tgid: u32, fd: i32) -> Result<(), CaptureError> {
-        self.sockets
-            .insert(socket_key(tgid, fd as u32), SocketState::default(), 0)
-            .map_err(|source| CaptureError::Map {
-                map: "SOCKETS",
-                source,
-            })?;
-        self.book.add(tgid, fd);
-        Ok(())
     }
 
     pub fn attach(&mut self) -> Result<(), CaptureError> {

@@ -259,6 +259,8 @@ pub struct Tracker {
     watch: Option<TlsWatch>,
     /// Targets using io_uring are looked for at the same moments, TLS hooks or not.
     uring: super::uring::UringWatch,
+    /// Socket bytes moved by splice or sendmmsg/recvmmsg, seen in the drained records.
+    unseen: super::unseen::UnseenPaths,
     targets: std::collections::HashSet<u32>,
     last_look: std::collections::HashMap<u32, std::time::Instant>,
     ticks: u64,
@@ -280,6 +282,7 @@ impl Tracker {
         Self {
             watch,
             uring: Default::default(),
+            unseen: Default::default(),
             targets: Default::default(),
             last_look: Default::default(),
             ticks: 0,
@@ -293,6 +296,11 @@ impl Tracker {
         if let Some(w) = self.watch.as_mut() {
             out.extend(w.scan(capture, pid));
         }
+    }
+
+    /// Looks at one drained record for socket bytes observer could only count.
+    pub fn note_record(&mut self, rec: &[u8], out: &mut Vec<Blind>) {
+        self.unseen.note(rec, out);
     }
 
     pub fn follow(
@@ -312,12 +320,14 @@ impl Tracker {
                     self.targets.remove(&pid);
                     self.last_look.remove(&pid);
                     self.uring.forget(pid);
+                    self.unseen.forget(pid);
                     self.scan(capture, pid, out);
                 }
                 ProcChange::Exit => {
                     self.targets.remove(&pid);
                     self.last_look.remove(&pid);
                     self.uring.forget(pid);
+                    self.unseen.forget(pid);
                     if let Some(w) = self.watch.as_mut() {
                         w.forget(pid);
                     }

@@ -265,7 +265,8 @@ impl<H: Host> Pipeline<H> {
             CaptureEvent::CloseRange { meta, last } => {
                 let first = meta.fd as u32;
                 self.listeners.retain(|k, _| {
-                    k.tgid != meta.tgid || !u32::try_from(k.fd).is_ok_and(|fd| (first..=last).contains(&fd))
+                    k.tgid != meta.tgid
+                        || !u32::try_from(k.fd).is_ok_and(|fd| (first..=last).contains(&fd))
                 });
                 for conn in self.conns.close_range(meta.tgid, first, last) {
                     self.finish(conn, meta.ts_ns, out);

@@ -63,12 +63,15 @@ fn turn(
         pipeline,
         recorder,
         events,
+        tls,
+        blinds,
         ..
     } = live;
     capture.drain(BATCH, |rec| {
         if let Some(pid) = opens_connection(rec) {
             connecting.push(pid);
         }
+        tls.note_record(rec, blinds);
         changes.extend(pipeline.handle_raw(rec, events));
         if let Some(w) = recorder.as_mut()
             && let Err(e) = record_one(w, rec, pipeline.host_mut())

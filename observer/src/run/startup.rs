@@ -8,11 +8,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Live;
 use super::report::report_blind;
-use crate::capture::{Capture, CaptureError};
 use crate::capture::target::{
     Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants,
 };
 use crate::capture::tls::Tracker;
+use crate::capture::{Capture, CaptureError};
 use crate::cli::RunConfig;
 use crate::conn::host::{LiveHost, socket_fds};
 use crate::detect::identity::Fingerprinter;
