@@ -46,7 +46,21 @@ pub(crate) fn io_enter_with(call: &Call, syscall: Syscall, buffers: Buffers) -> 
         return 0;
     }
     let fd = call.args[0] as i32;
-    // Inside an OpenSSL call: this is the call's socket, and what it moves is ciphertext.
+    note_tls_socket(pid_tgid, tgid, fd);
+    if !is_socket(tgid, fd) {
+        return 0;
+    }
+    let args = io_args(call, syscall, buffers);
+    if INFLIGHT_IO.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
+        count_loss(LossCounter::InflightTableFull);
+    }
+    0
+}
+
+/// Inside an OpenSSL call, the first socket the thread reads or writes is the call's, and what
+/// it moves is ciphertext.
+#[inline(always)]
+fn note_tls_socket(pid_tgid: u64, tgid: u32, fd: i32) {
     if let Some(t) = TLS_INFLIGHT.get_ptr_mut(pid_tgid) {
         // SAFETY: the map value lives while the program runs; only this thread uses it.
         unsafe {
@@ -61,9 +75,11 @@ pub(crate) fn io_enter_with(call: &Call, syscall: Syscall, buffers: Buffers) -> 
             unsafe { core::ptr::write_volatile(&raw mut (*state).tls, 1) };
         }
     }
-    if !is_socket(tgid, fd) {
-        return 0;
-    }
+}
+
+/// What a call's arguments say of its bytes: where they are and in how many pieces.
+#[inline(always)]
+fn io_args(call: &Call, syscall: Syscall, buffers: Buffers) -> IoArgs {
     let (buf, iovcnt) = match buffers {
         Buffers::Plain => (call.args[1], 0),
         Buffers::Vector => (call.args[1], call.args[2].min(MAX_IOV as u64) as u32),
@@ -78,17 +94,39 @@ pub(crate) fn io_enter_with(call: &Call, syscall: Syscall, buffers: Buffers) -> 
         }
         Buffers::None => (0, 0),
     };
-    let args = IoArgs {
+    IoArgs {
         buf,
-        fd,
+        fd: call.args[0] as i32,
         syscall: syscall as u32,
         nr: call.nr,
         iovcnt,
         _pad: 0,
-    };
-    if INFLIGHT_IO.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
-        count_loss(LossCounter::InflightTableFull);
     }
+}
+
+/// A call of a target that has returned `ret`, seen at its exit alone, with the arguments it
+/// was made with (the raw exit hook still has them in the saved registers): no entry program,
+/// no in-flight entry, and a call already blocked when observer attached is seen like any.
+#[inline(always)]
+pub(crate) fn io_at_exit(
+    pid_tgid: u64,
+    call: &Call,
+    syscall: Syscall,
+    buffers: Buffers,
+    direction: Direction,
+    ret: i64,
+) -> u32 {
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = call.args[0] as i32;
+    note_tls_socket(pid_tgid, tgid, fd);
+    if ret <= 0 || !is_socket(tgid, fd) {
+        return 0;
+    }
+    let args = io_args(call, syscall, buffers);
+    if direction == Direction::Ingress {
+        let _ = LAST_READ.insert(pid_tgid, fd, BPF_ANY as u64);
+    }
+    emit_data(pid_tgid, &args, direction, ret as u64);
     0
 }
 

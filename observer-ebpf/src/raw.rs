@@ -1,11 +1,12 @@
-//! The raw x86_64 entry points: the same handlers behind the raw sys_enter/sys_exit
-//! tracepoints, two programs instead of one per syscall.
+//! The raw x86_64 entry points: the handlers behind the raw sys_enter/sys_exit tracepoints,
+//! two programs instead of one per syscall.
 //!
 //! The per-syscall tracepoints cost a target-free syscall about 0.5 µs on the hosts measured
 //! (the perf event buffer each of them fills); a raw tracepoint hands over the registers
-//! instead. They fire for every syscall, so the number is checked first. x86_64 only: the
-//! syscall numbers and the register layout are that architecture's, and userspace attaches
-//! these programs nowhere else.
+//! instead. At exit those still hold the call's arguments, so every call but close and connect
+//! is taken from its exit alone: no in-flight table on the hot path. Both fire for every
+//! syscall, so the number is checked first. x86_64 only: the syscall numbers and the register
+//! layout are that architecture's, and userspace attaches these programs nowhere else.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
@@ -14,10 +15,12 @@ use aya_ebpf::{
 };
 use observer_common::{Direction, EventKind, Syscall};
 
-use crate::conn::{close_enter, close_range_exit, conn_enter, conn_exit, dup_exit};
+use crate::conn::{
+    accept_at_exit, close_enter, close_range_exit, conn_enter, conn_exit, dup_exit,
+};
 use crate::helpers::{Call, is_target};
-use crate::io::{Buffers, io_enter, io_enter_with, io_exit, mmsg_exit, splice_exit};
-use crate::maps::{TARGETS, layout};
+use crate::io::{Buffers, io_at_exit, mmsg_exit, splice_exit};
+use crate::maps::layout;
 
 mod x86_64 {
     pub const READ: i64 = 0;
@@ -82,25 +85,12 @@ fn user_regs(regs: u64) -> Option<[u64; x86_64::REGS]> {
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     use x86_64::*;
     let nr: i64 = ctx.arg(1);
-    if !matches!(
-        nr,
-        READ | WRITE
-            | CLOSE
-            | READV
-            | WRITEV
-            | SENDFILE
-            | CONNECT
-            | ACCEPT
-            | SENDTO
-            | RECVFROM
-            | SENDMSG
-            | RECVMSG
-            | ACCEPT4
-    ) {
+    // Only these need their entry: a close is taken when it starts, before another thread can
+    // be given the same number, and a connect's local address is noted while it runs
+    // ([`crate::conn::tcp_state`]). Everything else is taken at exit.
+    if nr != CLOSE && nr != CONNECT {
         return 0;
     }
-    // Non-targets leave before the register copy; the handlers look the target up again,
-    // a second hash hit paid only by targets.
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
         return 0;
@@ -112,50 +102,82 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         nr,
         args: [r[DI], r[SI], r[DX]],
     };
-    (match nr {
-        READ => io_enter(&call, Syscall::Read),
-        WRITE => io_enter(&call, Syscall::Write),
-        RECVFROM => io_enter(&call, Syscall::RecvFrom),
-        SENDTO => io_enter(&call, Syscall::SendTo),
-        READV => io_enter_with(&call, Syscall::ReadV, Buffers::Vector),
-        WRITEV => io_enter_with(&call, Syscall::WriteV, Buffers::Vector),
-        RECVMSG => io_enter_with(&call, Syscall::RecvMsg, Buffers::Message),
-        SENDMSG => io_enter_with(&call, Syscall::SendMsg, Buffers::Message),
-        SENDFILE => io_enter_with(&call, Syscall::SendFile, Buffers::None),
-        ACCEPT | ACCEPT4 => conn_enter(&call, EventKind::Accept),
-        CONNECT => conn_enter(&call, EventKind::Connect),
-        _ => close_enter(&call),
+    (if nr == CONNECT {
+        conn_enter(&call, EventKind::Connect)
+    } else {
+        close_enter(&call)
     }) as i32
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     use x86_64::*;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is not kept past this call.
-    if unsafe { TARGETS.get((pid_tgid >> 32) as u32).is_none() } {
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: the helper checks the kernel pointer the tracepoint handed over.
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel((regs + ORIG_AX as u64 * 8) as *const i64) })
+    else {
+        return 0;
+    };
+    if !matches!(
+        nr,
+        READ | WRITE
+            | READV
+            | WRITEV
+            | SENDFILE
+            | CONNECT
+            | ACCEPT
+            | SENDTO
+            | RECVFROM
+            | SENDMSG
+            | RECVMSG
+            | ACCEPT4
+            | DUP2
+            | DUP3
+            | CLOSE_RANGE
+            | SPLICE
+            | RECVMMSG
+            | SENDMMSG
+    ) {
         return 0;
     }
-    let Some(r) = user_regs(ctx.arg(0)) else {
+    // Non-targets leave before the register copy. A process in a target cgroup becomes a
+    // target here, at the first of these calls it makes.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
+        return 0;
+    }
+    let Some(r) = user_regs(regs) else {
         return 0;
     };
-    let nr = r[ORIG_AX] as i64;
     let ret: i64 = ctx.arg(1);
+    // At exit the saved registers still hold the call's arguments: the return value went to
+    // ax alone, and signal delivery and restarts come after this tracepoint.
     let call = Call {
         nr,
-        args: [ret as u64, 0, 0],
+        args: [r[DI], r[SI], r[DX]],
     };
-    // The calls below need no entry program: at exit the saved registers still hold their
-    // arguments (the return value goes to ax alone).
+    use Buffers::{Message, None as NoBuf, Plain, Vector};
+    use Direction::{Egress, Ingress};
     (match nr {
-        READ | READV | RECVFROM | RECVMSG => io_exit(&call, Direction::Ingress),
-        WRITE | WRITEV | SENDTO | SENDMSG | SENDFILE => io_exit(&call, Direction::Egress),
-        ACCEPT | ACCEPT4 | CONNECT => conn_exit(&call),
+        READ => io_at_exit(pid_tgid, &call, Syscall::Read, Plain, Ingress, ret),
+        WRITE => io_at_exit(pid_tgid, &call, Syscall::Write, Plain, Egress, ret),
+        RECVFROM => io_at_exit(pid_tgid, &call, Syscall::RecvFrom, Plain, Ingress, ret),
+        SENDTO => io_at_exit(pid_tgid, &call, Syscall::SendTo, Plain, Egress, ret),
+        READV => io_at_exit(pid_tgid, &call, Syscall::ReadV, Vector, Ingress, ret),
+        WRITEV => io_at_exit(pid_tgid, &call, Syscall::WriteV, Vector, Egress, ret),
+        RECVMSG => io_at_exit(pid_tgid, &call, Syscall::RecvMsg, Message, Ingress, ret),
+        SENDMSG => io_at_exit(pid_tgid, &call, Syscall::SendMsg, Message, Egress, ret),
+        SENDFILE => io_at_exit(pid_tgid, &call, Syscall::SendFile, NoBuf, Egress, ret),
+        ACCEPT | ACCEPT4 => accept_at_exit(pid_tgid, &call, ret),
+        CONNECT => conn_exit(&Call {
+            nr,
+            args: [ret as u64, 0, 0],
+        }),
         DUP2 | DUP3 => dup_exit(pid_tgid, r[DI], r[SI], ret),
         CLOSE_RANGE => close_range_exit(pid_tgid, r[DI], r[SI], r[DX], ret),
         SPLICE => splice_exit(pid_tgid, r[DI] as i32, r[DX] as i32, nr, ret),
-        RECVMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Direction::Ingress, ret),
-        SENDMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Direction::Egress, ret),
+        RECVMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Ingress, ret),
+        SENDMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Egress, ret),
         _ => 0,
     }) as i32
 }

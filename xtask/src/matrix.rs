@@ -191,6 +191,9 @@ fn table(columns: &[Column]) -> String {
 
 /// Runs the matrix; fails when any kernel did not run or any item failed.
 pub fn run(bin: &Path) -> anyhow::Result<()> {
+    // Before any kernel package is unpacked: that runs depmod, from kmod, which a fresh
+    // machine may lack.
+    crate::setup::vm_tools()?;
     let mut columns = vec![host(bin)];
     for k in vm::KERNELS {
         columns.push(guest(k, bin));
