@@ -122,6 +122,10 @@ pub struct SocketState {
     /// Records of this socket the ring had no room for, since it was tracked. 64 bits: the
     /// BPF target has atomic adds of that width only.
     pub lost: u64,
+    /// When the kernel side started tracking it (the `ts_ns` of its accept or connect
+    /// record); 0 for a socket userspace added. Userspace removes an entry only if this is
+    /// still the one it knows: the descriptor may have been reused for a new socket meanwhile.
+    pub since_ns: u64,
     /// 1 once the socket is known to carry TLS: its syscalls move ciphertext, which is counted
     /// but not copied (the plaintext comes from the OpenSSL probes).
     pub tls: u32,
@@ -513,7 +517,7 @@ mod tests {
         assert_eq!(size_of::<ConnEvent>(), 24 + 8 + 8 + 24 + MAX_SOCKADDR);
         assert_eq!(size_of::<ProcEvent>(), 32);
         assert_eq!(size_of::<CloseRangeEvent>(), 32);
-        assert_eq!(size_of::<SocketState>(), 16);
+        assert_eq!(size_of::<SocketState>(), 24);
         assert_eq!(size_of::<CgroupTarget>(), 16);
         assert_eq!(size_of::<IoArgs>(), 32);
         assert_eq!(size_of::<ConnArgs>(), 32);

@@ -90,10 +90,22 @@ fn conn_done(pid_tgid: u64, args: &ConnArgs, local: Option<LocalAddr>, ret: i64)
         args.fd
     };
     let tgid = (pid_tgid >> 32) as u32;
+    let hdr = header(
+        if accept {
+            EventKind::Accept
+        } else {
+            EventKind::Connect
+        },
+        pid_tgid,
+        fd,
+    );
     if SOCKETS
         .insert(
             socket_key(tgid, fd as u32),
-            SocketState::default(),
+            SocketState {
+                since_ns: hdr.ts_ns,
+                ..SocketState::default()
+            },
             BPF_ANY as u64,
         )
         .is_err()
@@ -110,12 +122,12 @@ fn conn_done(pid_tgid: u64, args: &ConnArgs, local: Option<LocalAddr>, ret: i64)
     // SAFETY: the reservation holds a whole record; every field userspace reads is written
     // below (`addr` up to `addr_len`).
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let kind = if accept {
-        EventKind::Accept
-    } else {
-        EventKind::Connect
-    };
-    ev.hdr = header(kind, pid_tgid, fd);
+    // Its `ts_ns` is the entry's `since_ns`: how userspace tells this socket from a later one
+    // on the same descriptor.
+    ev.hdr = hdr;
+    // The reservation holds whatever the ring held before (other records' traffic): the
+    // address area is cleared, so nothing past `addr_len` leaks into recordings.
+    ev.addr = [0; MAX_SOCKADDR];
     ev.ret = ret;
     ev.listen_fd = if accept { args.fd } else { -1 };
     ev.local = match local {
@@ -319,7 +331,9 @@ fn forget_socket(pid_tgid: u64, fd: i32) {
 /// closed to make room for `old`'s file (dup2 of a descriptor onto itself changes nothing).
 #[inline(always)]
 pub(crate) fn dup_exit(pid_tgid: u64, old: u64, new: u64, ret: i64) -> u32 {
-    if ret < 0 || ret as u64 != new || old == new {
+    // The kernel takes both as `unsigned int`: the upper halves of the registers mean nothing.
+    let (old, new) = (old as u32, new as u32);
+    if ret < 0 || ret as u32 != new || old == new {
         return 0;
     }
     forget_socket(pid_tgid, new as i32);
@@ -331,17 +345,19 @@ pub(crate) fn dup_exit(pid_tgid: u64, old: u64, new: u64, ret: i64) -> u32 {
 /// the tracked sockets inside it.
 #[inline(always)]
 pub(crate) fn close_range_exit(pid_tgid: u64, first: u64, last: u64, flags: u64, ret: i64) -> u32 {
-    const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
-    if ret != 0 || flags & CLOSE_RANGE_CLOEXEC != 0 || first > u64::from(u32::MAX) {
+    // CLOSE_RANGE_CLOEXEC only marks them; CLOSE_RANGE_UNSHARE closes them in a private copy
+    // of the descriptor table, while the process's other threads keep theirs (the exec that
+    // usually follows is handled by itself).
+    const CLOSE_RANGE_UNSHARE: u32 = 1 << 1;
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // The kernel takes all three as `unsigned int`.
+    let (first, last, flags) = (first as u32, last as u32, flags as u32);
+    if ret != 0 || flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE) != 0 {
         return 0;
     }
     let ev = CloseRangeEvent {
         hdr: header(EventKind::CloseRange, pid_tgid, first as i32),
-        last: if last > u64::from(u32::MAX) {
-            u32::MAX
-        } else {
-            last as u32
-        },
+        last,
         _pad: 0,
     };
     if EVENTS

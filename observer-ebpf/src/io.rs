@@ -22,6 +22,7 @@ use crate::maps::{EVENTS, INFLIGHT_IO, LAST_READ, SOCKETS, TLS_INFLIGHT};
 
 /// How a syscall passes its bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Buffers {
     /// A buffer pointer in the second argument.
     Plain,
@@ -80,6 +81,11 @@ fn note_tls_socket(pid_tgid: u64, tgid: u32, fd: i32) {
 /// What a call's arguments say of its bytes: where they are and in how many pieces.
 #[inline(always)]
 fn io_args(call: &Call, syscall: Syscall, buffers: Buffers) -> IoArgs {
+    io_args_as(call, syscall as u32, buffers)
+}
+
+#[inline(always)]
+fn io_args_as(call: &Call, syscall: u32, buffers: Buffers) -> IoArgs {
     let (buf, iovcnt) = match buffers {
         Buffers::Plain => (call.args[1], 0),
         Buffers::Vector => (call.args[1], call.args[2].min(MAX_IOV as u64) as u32),
@@ -97,7 +103,7 @@ fn io_args(call: &Call, syscall: Syscall, buffers: Buffers) -> IoArgs {
     IoArgs {
         buf,
         fd: call.args[0] as i32,
-        syscall: syscall as u32,
+        syscall,
         nr: call.nr,
         iovcnt,
         _pad: 0,
@@ -111,7 +117,7 @@ fn io_args(call: &Call, syscall: Syscall, buffers: Buffers) -> IoArgs {
 pub(crate) fn io_at_exit(
     pid_tgid: u64,
     call: &Call,
-    syscall: Syscall,
+    syscall: u32,
     buffers: Buffers,
     direction: Direction,
     ret: i64,
@@ -122,7 +128,7 @@ pub(crate) fn io_at_exit(
     if ret <= 0 || !is_socket(tgid, fd) {
         return 0;
     }
-    let args = io_args(call, syscall, buffers);
+    let args = io_args_as(call, syscall, buffers);
     if direction == Direction::Ingress {
         let _ = LAST_READ.insert(pid_tgid, fd, BPF_ANY as u64);
     }

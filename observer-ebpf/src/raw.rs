@@ -15,9 +15,7 @@ use aya_ebpf::{
 };
 use observer_common::{Direction, EventKind, Syscall};
 
-use crate::conn::{
-    accept_at_exit, close_enter, close_range_exit, conn_enter, conn_exit, dup_exit,
-};
+use crate::conn::{accept_at_exit, close_enter, close_range_exit, conn_enter, conn_exit, dup_exit};
 use crate::helpers::{Call, is_target};
 use crate::io::{Buffers, io_at_exit, mmsg_exit, splice_exit};
 use crate::maps::layout;
@@ -80,6 +78,32 @@ fn user_regs(regs: u64) -> Option<[u64; x86_64::REGS]> {
     .ok()?;
     (status & x86_64::TS_COMPAT == 0).then_some(r)
 }
+
+/// In [`IO_CALLS`]: the entry is a read or write.
+const IO: u16 = 1 << 15;
+/// In [`IO_CALLS`]: the bytes go out.
+const EGRESS: u16 = 1 << 12;
+
+const fn io_call(syscall: Syscall, buffers: Buffers, egress: bool) -> u16 {
+    IO | (if egress { EGRESS } else { 0 }) | ((buffers as u16) << 8) | syscall as u16
+}
+
+/// The reads and writes taken at exit, by syscall number: [`Syscall`] id, [`Buffers`] kind
+/// and direction; 0 for the other numbers.
+static IO_CALLS: [u16; 64] = {
+    use x86_64::*;
+    let mut t = [0u16; 64];
+    t[READ as usize] = io_call(Syscall::Read, Buffers::Plain, false);
+    t[WRITE as usize] = io_call(Syscall::Write, Buffers::Plain, true);
+    t[RECVFROM as usize] = io_call(Syscall::RecvFrom, Buffers::Plain, false);
+    t[SENDTO as usize] = io_call(Syscall::SendTo, Buffers::Plain, true);
+    t[READV as usize] = io_call(Syscall::ReadV, Buffers::Vector, false);
+    t[WRITEV as usize] = io_call(Syscall::WriteV, Buffers::Vector, true);
+    t[RECVMSG as usize] = io_call(Syscall::RecvMsg, Buffers::Message, false);
+    t[SENDMSG as usize] = io_call(Syscall::SendMsg, Buffers::Message, true);
+    t[SENDFILE as usize] = io_call(Syscall::SendFile, Buffers::None, true);
+    t
+};
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -156,18 +180,37 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         nr,
         args: [r[DI], r[SI], r[DX]],
     };
-    use Buffers::{Message, None as NoBuf, Plain, Vector};
-    use Direction::{Egress, Ingress};
+    // The reads and writes share one copy of the copying code, told what the call is by
+    // a table the verifier cannot see into: with constants it would follow that code once
+    // per call, and 6.1's verifier gives up long before nine.
+    let io = if (nr as u64) < IO_CALLS.len() as u64 {
+        // SAFETY: in bounds; a plain load from read-only data.
+        unsafe { core::ptr::read_volatile(IO_CALLS.as_ptr().add(nr as usize)) }
+    } else {
+        0
+    };
+    if io != 0 {
+        let buffers = match (io >> 8) & 0xf {
+            0 => Buffers::Plain,
+            1 => Buffers::Vector,
+            2 => Buffers::Message,
+            _ => Buffers::None,
+        };
+        let direction = if io & EGRESS != 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        return io_at_exit(
+            pid_tgid,
+            &call,
+            u32::from(io & 0xff),
+            buffers,
+            direction,
+            ret,
+        ) as i32;
+    }
     (match nr {
-        READ => io_at_exit(pid_tgid, &call, Syscall::Read, Plain, Ingress, ret),
-        WRITE => io_at_exit(pid_tgid, &call, Syscall::Write, Plain, Egress, ret),
-        RECVFROM => io_at_exit(pid_tgid, &call, Syscall::RecvFrom, Plain, Ingress, ret),
-        SENDTO => io_at_exit(pid_tgid, &call, Syscall::SendTo, Plain, Egress, ret),
-        READV => io_at_exit(pid_tgid, &call, Syscall::ReadV, Vector, Ingress, ret),
-        WRITEV => io_at_exit(pid_tgid, &call, Syscall::WriteV, Vector, Egress, ret),
-        RECVMSG => io_at_exit(pid_tgid, &call, Syscall::RecvMsg, Message, Ingress, ret),
-        SENDMSG => io_at_exit(pid_tgid, &call, Syscall::SendMsg, Message, Egress, ret),
-        SENDFILE => io_at_exit(pid_tgid, &call, Syscall::SendFile, NoBuf, Egress, ret),
         ACCEPT | ACCEPT4 => accept_at_exit(pid_tgid, &call, ret),
         CONNECT => conn_exit(&Call {
             nr,
@@ -176,8 +219,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         DUP2 | DUP3 => dup_exit(pid_tgid, r[DI], r[SI], ret),
         CLOSE_RANGE => close_range_exit(pid_tgid, r[DI], r[SI], r[DX], ret),
         SPLICE => splice_exit(pid_tgid, r[DI] as i32, r[DX] as i32, nr, ret),
-        RECVMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Ingress, ret),
-        SENDMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Egress, ret),
+        RECVMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Direction::Ingress, ret),
+        SENDMMSG => mmsg_exit(pid_tgid, r[DI] as i32, r[SI], Direction::Egress, ret),
         _ => 0,
     }) as i32
 }

@@ -28,8 +28,8 @@ use anyhow::{Context as _, bail};
 use crate::{Proc, build, setup, step, workspace_root};
 use kernel::{BpfStats, bpf_stats};
 use load::{
-    Wrk, certificate, free_port, nginx, read_ns, start_observer, start_observer_with, usage, wrk,
-    wrk_paced,
+    Wrk, certificate, free_port, nginx, read_ns, start_observer, start_observer_with, tree_cpu,
+    usage, wrk, wrk_paced,
 };
 use report::parser_throughput;
 
@@ -78,6 +78,8 @@ struct Results {
     syscall_ns: BTreeMap<&'static str, Vec<f64>>,
     /// Criterion's throughputs, GB/s.
     parser: BTreeMap<String, f64>,
+    /// B0, by path: nginx's own CPU seconds (master and worker) and the requests wrk made.
+    nginx_cpu: BTreeMap<String, (f64, u64)>,
 }
 
 /// The servers and the idle process the rounds run against.
@@ -161,6 +163,7 @@ fn throughput_rounds(
         results,
         costs,
         kernel,
+        nginx_cpu,
         ..
     } = r;
     for round in 1..=ROUNDS + 1 {
@@ -252,6 +255,19 @@ fn throughput_rounds(
                         let w = wrk(&url)?;
                         drop(tcpdump);
                         let _ = std::fs::remove_file(&pcap);
+                        w
+                    }
+                    "B0" => {
+                        // What nginx itself spends per request: the yardstick for observer's
+                        // CPU per exchange, which does not move with the host's speed.
+                        let cpu0 = tree_cpu(plain.0.id());
+                        let w = wrk(&url)?;
+                        let cpu = tree_cpu(plain.0.id()) - cpu0;
+                        if !stats_round {
+                            let e = nginx_cpu.entry(path.to_string()).or_insert((0.0, 0));
+                            e.0 += cpu;
+                            e.1 += w.requests;
+                        }
                         w
                     }
                     _ => wrk(&url)?,

@@ -11,6 +11,7 @@ mod decode;
 mod kernel;
 mod layout;
 mod load;
+mod probes;
 mod tables;
 pub mod target;
 pub mod tls;
@@ -19,6 +20,7 @@ pub mod unseen;
 pub mod uring;
 
 pub use kernel::CaptureReport;
+pub use probes::TlsHooks;
 pub use tables::{SOCKETS_MAX, TARGETS_MAX, TableUsage};
 
 pub use decode::{
@@ -34,10 +36,10 @@ pub enum SyscallHook {
 }
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
+use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use observer_common::{
-    CgroupTarget, ConnArgs, Counter, IoArgs, LossCounter, MAX_CGROUPS, SocketState, socket_key,
+    CgroupTarget, ConnArgs, Counter, IoArgs, LossCounter, MAX_CGROUPS, SocketState,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -109,6 +111,9 @@ pub enum CaptureError {
 /// Kernel-side loss counters, summed over CPUs, indexed by [`LossCounter`].
 pub type Losses = [u64; LossCounter::COUNT as usize];
 
+/// The kernel's table of tracked sockets.
+type SocketMap = BpfHashMap<MapData, u64, SocketState>;
+
 pub struct Capture {
     /// What was chosen for this kernel, for `sys_startup`.
     report: CaptureReport,
@@ -122,13 +127,14 @@ pub struct Capture {
     /// Why the OpenSSL probes could not be loaded, if they could not.
     tls_unavailable: Option<String>,
     targets: BpfHashMap<MapData, u32, u32>,
-    sockets: BpfHashMap<MapData, u64, SocketState>,
+    sockets: SocketMap,
     /// Which sockets the kernel's table holds, per process.
     book: book::SocketBook,
     /// Processes userspace could not add to the full target table (the kernel counts its own).
     targets_refused: u64,
-    /// Ring losses when the socket table was last swept of exited processes' sockets.
+    /// Ring losses when the socket table was last swept of exited processes' sockets, and when.
     swept_at_ring_losses: u64,
+    swept_at: Option<std::time::Instant>,
     /// The sizes of the target and socket tables, and how full they were when last counted.
     tables: TableUsage,
     inflight_io: BpfHashMap<MapData, u64, IoArgs>,
@@ -308,6 +314,7 @@ impl Capture {
             book: book::SocketBook::default(),
             targets_refused: 0,
             swept_at_ring_losses: 0,
+            swept_at: None,
             tables: TableUsage {
                 targets_max: max_targets,
                 sockets_max: SOCKETS_MAX,
@@ -419,43 +426,6 @@ impl Capture {
         self.tls_unavailable.as_deref()
     }
 
-    /// Hooks the OpenSSL functions `file` (a library or an executable) exports, for every
-    /// process that runs them; the programs keep to targets. Returns the symbols hooked; none
-    /// when the file exports none of them.
-    pub fn attach_tls(&mut self, file: &std::path::Path) -> Result<Vec<&'static str>, String> {
-        if let Some(why) = &self.tls_unavailable {
-            return Err(why.clone());
-        }
-        let ebpf = self.ebpf.as_mut().ok_or("capture has stopped")?;
-        let mut hooked = Vec::new();
-        for &(symbol, enter, exit) in TLS_PROBES {
-            // The return probe first: an entry without its return would leave a stale record.
-            let mut attached_exit = None;
-            for (name, is_exit) in [(exit, true), (enter, false)] {
-                let prog: &mut UProbe = ebpf
-                    .program_mut(name)
-                    .and_then(|p| p.try_into().ok())
-                    .ok_or_else(|| format!("program {name} is missing"))?;
-                match prog.attach(symbol, file, UProbeScope::AllProcesses) {
-                    Ok(link) if is_exit => attached_exit = Some(link),
-                    Ok(_) => hooked.push(symbol),
-                    Err(e) => {
-                        if let Some(link) = attached_exit.take()
-                            && let Some(p) = ebpf
-                                .program_mut(exit)
-                                .and_then(|p| <&mut UProbe>::try_from(p).ok())
-                        {
-                            let _ = p.detach(link);
-                        }
-                        tracing::debug!("{symbol} in {}: {e}", file.display());
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(hooked)
-    }
-
     /// Bytes of TLS ciphertext seen on sockets whose plaintext is captured.
     pub fn tls_ciphertext_bytes(&self) -> u64 {
         self.counters
@@ -490,12 +460,31 @@ impl Capture {
         while n < max {
             let Some(item) = ring.next() else { break };
             let rec = trimmed(&item);
-            if let Some((tgid, closed)) = book.follow(rec) {
-                for fd in closed {
-                    let _ = sockets.remove(&socket_key(tgid, fd as u32));
+            match book.follow(rec) {
+                // The kernel could not walk the range (or the closes on exec): the sockets
+                // leave the table here, and the rest of observer sees one close each, in the
+                // ring's order, as if the process had made them.
+                Some(closed) => {
+                    if u32::from_ne_bytes(rec[8..12].try_into().unwrap_or_default())
+                        == observer_common::EventKind::Process as u32
+                    {
+                        f(rec);
+                    }
+                    let ts_ns = rec
+                        .get(..8)
+                        .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or_default()));
+                    for fd in Self::close_range(sockets, &closed) {
+                        let meta = Meta {
+                            ts_ns,
+                            tgid: closed.tgid,
+                            tid: closed.tgid,
+                            fd,
+                        };
+                        f(&encode::close(&meta));
+                    }
                 }
+                None => f(rec),
             }
-            f(rec);
             n += 1;
         }
         n

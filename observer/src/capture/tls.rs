@@ -1,7 +1,8 @@
 //! Which TLS library each target uses. OpenSSL is hooked where it lives: in a libssl the
 //! process has mapped, or in the executable itself when it exports OpenSSL's functions (Node.js
-//! links OpenSSL statically and exports them). Each file is hooked once, for every process; the
-//! kernel side keeps to targets. A target whose TLS cannot be hooked (Go's crypto/tls, rustls,
+//! links OpenSSL statically and exports them). With `--tls auto` each file is hooked once, for
+//! every process (the kernel side keeps to targets); with `--tls targets` in each target's
+//! address space alone. A target whose TLS cannot be hooked (Go's crypto/tls, rustls,
 //! GnuTLS, stripped static OpenSSL, ...) is reported once, so that silence never means "no
 //! traffic".
 
@@ -79,6 +80,12 @@ pub struct Blind {
 
 #[derive(Default)]
 pub struct TlsWatch {
+    /// `--tls targets`: OpenSSL is hooked in each target's address space alone, so that other
+    /// processes using the same library take no trap; `auto` hooks each file for every
+    /// process, so that processes started later are seen from their first call.
+    per_process: bool,
+    /// With `per_process`: what is hooked in each target, by file.
+    process_hooks: HashMap<u32, Vec<((u64, u64), super::TlsHooks)>>,
     /// What each file (device, inode) turned out to be.
     files: HashMap<(u64, u64), Verdict>,
     /// TLS found compiled into an executable (device, inode), if any.
@@ -172,12 +179,16 @@ impl TlsWatch {
             let Some(id) = identity(&inside) else {
                 continue;
             };
-            let verdict = match self.files.get(&id) {
-                Some(v) => v.clone(),
-                None => {
-                    let v = self.hook(capture, &inside, path);
-                    self.files.insert(id, v.clone());
-                    v
+            let verdict = if self.per_process {
+                self.hook_in(capture, pid, id, &inside, path)
+            } else {
+                match self.files.get(&id) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = self.hook(capture, &inside, path);
+                        self.files.insert(id, v.clone());
+                        v
+                    }
                 }
             };
             match verdict {
@@ -234,9 +245,9 @@ impl TlsWatch {
     }
 
     fn hook(&mut self, capture: &mut Capture, file: &Path, shown: &str) -> Verdict {
-        match capture.attach_tls(file) {
-            Ok(symbols) if !symbols.is_empty() => {
-                tracing::info!(file = shown, ?symbols, "TLS: hooked OpenSSL");
+        match capture.attach_tls(file, None) {
+            Ok(hooks) if !hooks.symbols.is_empty() => {
+                tracing::info!(file = shown, symbols = ?hooks.symbols, "TLS: hooked OpenSSL");
                 self.hooked.push(PathBuf::from(shown));
                 Verdict::Hooked
             }
@@ -245,10 +256,53 @@ impl TlsWatch {
         }
     }
 
-    /// Forgets a process that exited.
-    pub fn forget(&mut self, pid: u32) {
+    /// Hooks `file` in process `pid` alone, once; a file found to export none of OpenSSL's
+    /// functions is not tried again for any process.
+    fn hook_in(
+        &mut self,
+        capture: &mut Capture,
+        pid: u32,
+        id: (u64, u64),
+        file: &Path,
+        shown: &str,
+    ) -> Verdict {
+        let hooks = self.process_hooks.entry(pid).or_default();
+        if hooks.iter().any(|(f, _)| *f == id) {
+            return Verdict::Hooked;
+        }
+        if self.files.get(&id) == Some(&Verdict::Plain) {
+            return Verdict::Plain;
+        }
+        match capture.attach_tls(file, Some(pid)) {
+            Ok(h) if !h.symbols.is_empty() => {
+                tracing::info!(
+                    file = shown,
+                    pid,
+                    symbols = ?h.symbols,
+                    "TLS: hooked OpenSSL in one target"
+                );
+                hooks.push((id, h));
+                if self.files.insert(id, Verdict::Hooked).is_none() {
+                    self.hooked.push(PathBuf::from(shown));
+                }
+                Verdict::Hooked
+            }
+            Ok(_) => {
+                self.files.insert(id, Verdict::Plain);
+                Verdict::Plain
+            }
+            Err(why) => Verdict::Failed(why),
+        }
+    }
+
+    /// Forgets a process that exited or executed another program, and undoes what was hooked
+    /// in it alone.
+    pub fn forget(&mut self, capture: &mut Capture, pid: u32) {
         self.scanned.remove(&pid);
         self.warned.remove(&pid);
+        for (_, hooks) in self.process_hooks.remove(&pid).unwrap_or_default() {
+            capture.detach_tls(hooks);
+        }
     }
 }
 
@@ -274,7 +328,10 @@ impl Tracker {
                 tracing::warn!("HTTPS will not be seen: {why}");
                 None
             }
-            _ => Some(TlsWatch::default()),
+            _ => Some(TlsWatch {
+                per_process: mode == TlsMode::Targets,
+                ..TlsWatch::default()
+            }),
         };
         if let (TlsMode::Auto, Some(w)) = (mode, watch.as_mut()) {
             w.hook_system_libraries(capture);
@@ -321,6 +378,9 @@ impl Tracker {
                     self.last_look.remove(&pid);
                     self.uring.forget(pid);
                     self.unseen.forget(pid);
+                    if let Some(w) = self.watch.as_mut() {
+                        w.forget(capture, pid);
+                    }
                     self.scan(capture, pid, out);
                 }
                 ProcChange::Exit => {
@@ -329,7 +389,7 @@ impl Tracker {
                     self.uring.forget(pid);
                     self.unseen.forget(pid);
                     if let Some(w) = self.watch.as_mut() {
-                        w.forget(pid);
+                        w.forget(capture, pid);
                     }
                 }
             }

@@ -234,7 +234,9 @@ pub struct RunArgs {
     pub metrics: Option<std::net::SocketAddr>,
     /// HTTPS: `auto` hooks OpenSSL in the libraries and executables targets use and in the
     /// system's default libssl (so programs started later are seen from their first call);
-    /// `targets` only in what targets have mapped; `off` captures plaintext sockets only.
+    /// `targets` only in what targets have mapped, in their address spaces alone (no trap for
+    /// other processes; a new target's first calls may be missed); `off` captures plaintext
+    /// sockets only.
     #[arg(long, value_enum, default_value_t = TlsMode::Auto)]
     pub tls: TlsMode,
     /// How syscalls are hooked: `auto` uses the raw sys_enter/sys_exit tracepoints where

@@ -227,17 +227,29 @@ impl<H: Host> Pipeline<H> {
                 socket_losses,
                 tls,
             } => {
-                if let Some(conn) = self.conns.get_mut(&ConnKey {
+                let key = ConnKey {
                     tgid: meta.tgid,
                     fd: meta.fd,
-                }) && conn.losses_seen != socket_losses
-                {
-                    // Higher: records were lost since the last one. Lower: the kernel's entry
-                    // is a new socket's on the same descriptor, whose accept was lost too.
+                };
+                let known = match self.conns.get_mut(&key) {
+                    Some(conn) => {
+                        if conn.losses_seen != socket_losses {
+                            // Higher: records were lost since the last one. Lower: the
+                            // kernel's entry is a new socket's on the same descriptor, whose
+                            // accept was lost too.
+                            conn.losses_seen = socket_losses;
+                            conn.http.on_lost();
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                self.data(meta, direction, total_len, bytes, tls, out);
+                // A connection first seen through this record starts from the kernel's count
+                // as it stands: losses before it are no hole inside what is seen.
+                if !known && let Some(conn) = self.conns.get_mut(&key) {
                     conn.losses_seen = socket_losses;
-                    conn.http.on_lost();
                 }
-                self.data(meta, direction, total_len, bytes, tls, out)
             }
             CaptureEvent::Process {
                 meta,

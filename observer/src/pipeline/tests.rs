@@ -226,3 +226,45 @@ fn reused_fd_does_not_mix_connections() {
         "a response on a new connection pairs with nothing"
     );
 }
+
+/// The kernel's running count of a socket's lost records: a connection first seen mid-way
+/// starts from the count as it stands (its first exchange is whole), and a later record with a
+/// higher count follows a hole, so the exchange across it is not made up.
+#[test]
+fn socket_loss_counts_mark_holes_from_where_a_connection_was_first_seen() {
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let rec = |ts: u64, d: Direction, b: &[u8], losses: u32| {
+        encode::data_after_losses(&meta(9, ts), d, b.len() as u64, b, losses)
+    };
+    let events = run(&[
+        // Adopted through its traffic, after the kernel already lost 3 of its records.
+        rec(1, Direction::Ingress, req, 3),
+        rec(2, Direction::Egress, resp, 3),
+        // Another request, then a record lost before its answer.
+        rec(3, Direction::Ingress, req, 3),
+        rec(4, Direction::Egress, resp, 4),
+        // After the hole, a whole exchange again.
+        rec(5, Direction::Ingress, req, 4),
+        rec(6, Direction::Egress, resp, 4),
+    ]);
+    let exchanges: Vec<_> = events.iter().filter(|e| e.get("http").is_some()).collect();
+    assert_eq!(exchanges.len(), 2, "{events:#?}");
+}
+
+#[test]
+fn data_records_are_cut_to_their_valid_bytes() {
+    let mut rec = data(meta(3, 1), Direction::Ingress, b"GET / HTTP/1.1\r\n\r\n");
+    let valid = rec.len();
+    // The kernel's record is longer than what it copied: other traffic sits behind it.
+    rec.extend_from_slice(b"Authorization: Bearer someone-elses");
+    assert_eq!(crate::capture::trimmed(&rec).len(), valid);
+    // A record whose length says more than it holds is left for the decoder to refuse.
+    let mut short = data(meta(3, 1), Direction::Ingress, b"abc");
+    short.truncate(short.len() - 1);
+    assert_eq!(crate::capture::trimmed(&short).len(), short.len());
+    assert!(decode(&short).is_err());
+    // Other kinds pass whole.
+    let close = encode::close(&meta(3, 2));
+    assert_eq!(crate::capture::trimmed(&close), &close[..]);
+}

@@ -5,7 +5,7 @@
 //! Format: a magic line, a JSON header line, then entries of `tag: u8, len: u32 LE, payload`.
 //! A kernel record is followed by the host answers its handling needed, in the order asked.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
@@ -16,7 +16,10 @@ use crate::addr::Endpoints;
 use crate::capture::CaptureReport;
 use crate::conn::host::{Host, ProcessInfo};
 
-const MAGIC: &[u8] = b"OBSERVER-RECORDING 1\n";
+const MAGIC: &[u8] = b"OBSERVER-RECORDING 2\n";
+/// Format 1 differs in one field of data records: the socket's records lost since the one
+/// before, where format 2 has the kernel's running count. Read and converted.
+const MAGIC_1: &[u8] = b"OBSERVER-RECORDING 1\n";
 /// Largest entry accepted when reading: kernel records are under 5 KiB, answers small.
 const MAX_ENTRY: usize = 1 << 20;
 
@@ -160,6 +163,40 @@ impl Writer {
 pub struct Reader<R: Read> {
     input: R,
     pub header: Header,
+    /// For a format-1 recording: each socket's running count of lost records, summed from its
+    /// per-record counts; `None` for the current format.
+    v1_losses: Option<HashMap<(u32, i32), u32>>,
+}
+
+/// Sockets whose format-1 loss counts are kept at most; past it the counts start again (one
+/// spurious hole at worst).
+const V1_SOCKETS: usize = 65536;
+
+/// Rewrites a format-1 kernel record in place as format 2 would hold it.
+fn convert_v1(rec: &mut [u8], sums: &mut HashMap<(u32, i32), u32>) {
+    use observer_common::{DataEvent, EventKind};
+    let word = |rec: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(rec.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (Some(kind), Some(tgid), Some(fd)) = (word(rec, 8), word(rec, 12), word(rec, 20)) else {
+        return;
+    };
+    let key = (tgid, fd as i32);
+    match EventKind::from_u32(kind) {
+        Some(EventKind::Data) if rec.len() >= DataEvent::HEADER => {
+            let delta = word(rec, 44).unwrap_or(0);
+            if sums.len() >= V1_SOCKETS && !sums.contains_key(&key) {
+                sums.clear();
+            }
+            let sum = sums.entry(key).or_insert(0);
+            *sum = sum.wrapping_add(delta);
+            rec[44..48].copy_from_slice(&sum.to_ne_bytes());
+        }
+        Some(EventKind::Accept | EventKind::Connect | EventKind::Close) => {
+            sums.remove(&key);
+        }
+        _ => {}
+    }
 }
 
 impl Reader<BufReader<File>> {
@@ -174,9 +211,13 @@ impl<R: Read> Reader<R> {
         input
             .read_exact(&mut magic)
             .map_err(|_| RecordError::Magic)?;
-        if magic != MAGIC {
+        let v1_losses = if magic == MAGIC {
+            None
+        } else if magic == MAGIC_1 {
+            Some(HashMap::new())
+        } else {
             return Err(RecordError::Magic);
-        }
+        };
         let mut line = Vec::new();
         let mut b = [0u8; 1];
         loop {
@@ -191,7 +232,11 @@ impl<R: Read> Reader<R> {
         }
         let header = serde_json::from_slice(&line)
             .map_err(|e| RecordError::Damaged(format!("header: {e}")))?;
-        Ok(Self { input, header })
+        Ok(Self {
+            input,
+            header,
+            v1_losses,
+        })
     }
 
     /// The next entry; `None` at the end.
@@ -215,7 +260,12 @@ impl<R: Read> Reader<R> {
             .map_err(|_| RecordError::Damaged("truncated entry".into()))?;
         let json = |what: &str, e: serde_json::Error| RecordError::Damaged(format!("{what}: {e}"));
         Ok(Some(match head[0] {
-            TAG_KERNEL => Entry::Kernel(payload),
+            TAG_KERNEL => {
+                if let Some(sums) = self.v1_losses.as_mut() {
+                    convert_v1(&mut payload, sums);
+                }
+                Entry::Kernel(payload)
+            }
             TAG_ENDPOINTS => Entry::Endpoints(
                 serde_json::from_slice(&payload).map_err(|e| json("endpoints", e))?,
             ),
@@ -368,6 +418,47 @@ mod tests {
         }
         assert_eq!(got, entries);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A format-1 recording's per-record loss counts are read as the running count the
+    /// pipeline now expects, starting again for each new socket on a descriptor.
+    #[test]
+    fn format_1_loss_counts_are_summed() {
+        use crate::capture::{Meta, encode};
+        use observer_common::Direction;
+        let m = |fd| Meta {
+            ts_ns: 1,
+            tgid: 4,
+            tid: 4,
+            fd,
+        };
+        let rec = |fd, lost| encode::data_after_losses(&m(fd), Direction::Ingress, 1, b"x", lost);
+        let mut data = MAGIC_1.to_vec();
+        data.extend_from_slice(b"{\"run_id\":\"r\",\"clock_offset_ns\":\"0\",\"version\":\"0\"}\n");
+        for r in [
+            rec(5, 0),
+            rec(5, 2),
+            rec(5, 0),
+            rec(6, 1),
+            rec(5, 1),
+            encode::conn(&m(5), 3, &[]),
+            rec(5, 0),
+        ] {
+            data.push(TAG_KERNEL);
+            data.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            data.extend_from_slice(&r);
+        }
+        let mut r = Reader::new(&data[..]).unwrap();
+        let mut counts = Vec::new();
+        while let Some(e) = r.next_entry().unwrap() {
+            if let Entry::Kernel(k) = e
+                && let Ok(crate::capture::CaptureEvent::Data { socket_losses, .. }) =
+                    crate::capture::decode(&k)
+            {
+                counts.push(socket_losses);
+            }
+        }
+        assert_eq!(counts, vec![0, 2, 2, 1, 3, 0]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{BATCH, Live, record_one};
 use crate::capture::target::{CgroupSpec, cgroup_processes};
 use crate::capture::{Capture, CaptureError, Meta, encode};
 use crate::cli::RunConfig;
-use crate::conn::host::{LiveHost, socket_fds};
+use crate::conn::host::LiveHost;
 use crate::event::{Clock, Event};
 use crate::pipeline::Pipeline;
 use crate::recording::record::{self, RecordingHost};
@@ -89,14 +89,7 @@ fn turn(
             }
         }
     }
-    for rec in apply(&mut live.capture, &mut live.pipeline, &changes, &cfg.pids) {
-        live.pipeline.handle_raw(&rec, &mut live.events);
-        if let Some(w) = live.recorder.as_mut()
-            && let Err(e) = record_one(w, &rec, live.pipeline.host_mut())
-        {
-            failed = Some(e);
-        }
-    }
+    apply(&mut live.capture, &mut live.pipeline, &changes, &cfg.pids);
     live.tls.follow(
         &mut live.capture,
         &changes,
@@ -199,34 +192,23 @@ fn join_cgroups(capture: &mut Capture, cgroups: &[CgroupSpec]) -> Vec<Vec<u8>> {
     records
 }
 
-/// Applies process changes and the port filter's verdicts to the kernel side. Returns the
-/// close records of sockets a process closed on exec, for the pipeline and the recording.
+/// Applies process changes and the port filter's verdicts to the kernel side.
 fn apply(
     capture: &mut Capture,
     pipeline: &mut Pipeline<RecordingHost<LiveHost>>,
     changes: &[(ProcChange, u32)],
     explicit: &[u32],
-) -> Vec<Vec<u8>> {
-    let mut closed = Vec::new();
+) {
     for &(change, pid) in changes {
         match change {
             ProcChange::Fork | ProcChange::Join => {
                 adopt(capture, pid);
             }
+            // The sockets it had were closed for the kernel side and the pipeline as the
+            // exec record was drained; what it holds now (close-on-exec's survivors, sockets
+            // the new program made) is adopted again, as for a process found running.
             ProcChange::Exec => {
-                // The kernel closed the descriptors marked close-on-exec; which they were,
-                // only the process's descriptor table says. A process gone already has
-                // its exit record coming.
-                let Ok(open) = socket_fds(pid) else { continue };
-                for fd in capture.remove_closed(pid, &open) {
-                    let meta = Meta {
-                        ts_ns: Clock::mono_now(),
-                        tgid: pid,
-                        tid: pid,
-                        fd,
-                    };
-                    closed.push(encode::close(&meta));
-                }
+                adopt(capture, pid);
             }
             ProcChange::Exit => {
                 capture.remove_process(pid);
@@ -239,7 +221,6 @@ fn apply(
     for key in pipeline.take_untracked() {
         capture.remove_socket(key.tgid, key.fd);
     }
-    closed
 }
 
 fn send_all(writer: &mut Writer, events: &mut Vec<Event>) -> Result<(), SinkError> {

@@ -236,3 +236,30 @@ pub(super) fn usage(pid: u32) -> (f64, u64) {
         .unwrap_or(0);
     (cpu, hwm)
 }
+
+/// CPU seconds so far of a process and its children (nginx's master and its worker).
+pub(super) fn tree_cpu(pid: u32) -> f64 {
+    let mut total = usage(pid).0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    for entry in dir.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let parent = std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s[s.rfind(')')? + 1..].to_string();
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        if parent == Some(pid) {
+            total += usage(child).0;
+        }
+    }
+    total
+}

@@ -85,6 +85,7 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
         paced,
         mut syscall_ns,
         parser,
+        nginx_cpu,
     } = r;
     let mut md = String::new();
     let date = String::from_utf8_lossy(
@@ -174,23 +175,31 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
     writeln!(md, "\n## observer itself\n")?;
     writeln!(
         md,
-        "| condition | body | requests (wrk) | exchanges reported | completeness | kernel losses | CPU µs per exchange | peak RSS MiB |"
+        "| condition | body | requests (wrk) | exchanges reported | completeness | kernel losses | CPU µs per exchange | ÷ nginx CPU per request (B0) | peak RSS MiB |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
     for ((cond, path), c) in &costs {
         let label = PATHS
             .iter()
             .find(|(p, _)| p == path)
             .map_or(path.as_str(), |(_, l)| l);
         {
+            let per_exchange = c.cpu_s * 1e6 / c.exchanges.max(1) as f64;
             let cpu = if c.cpu_s > 0.0 {
-                format!("{:.2}", c.cpu_s * 1e6 / c.exchanges.max(1) as f64)
+                format!("{per_exchange:.2}")
             } else {
                 "–".into()
             };
+            // HTTPS rows compare with plain nginx too: the yardstick is one, B0's.
+            let ratio = match nginx_cpu.get(path) {
+                Some(&(s, n)) if s > 0.0 && n > 0 && c.cpu_s > 0.0 => {
+                    format!("{:.2}", per_exchange / (s * 1e6 / n as f64))
+                }
+                _ => "–".into(),
+            };
             writeln!(
                 md,
-                "| {cond} | {label} | {} | {} | {:.4} | {} | {cpu} | {:.1} |",
+                "| {cond} | {label} | {} | {} | {:.4} | {} | {cpu} | {ratio} | {:.1} |",
                 c.requests,
                 c.exchanges,
                 c.exchanges as f64 / c.requests.max(1) as f64,
@@ -198,6 +207,20 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
                 c.peak_rss_kib as f64 / 1024.0
             )?;
         }
+    }
+    let nginx: Vec<String> = PATHS
+        .iter()
+        .filter_map(|(path, label)| {
+            let &(s, n) = nginx_cpu.get(*path)?;
+            (n > 0).then(|| format!("{label} {:.2} µs", s * 1e6 / n as f64))
+        })
+        .collect();
+    if !nginx.is_empty() {
+        writeln!(
+            md,
+            "\nnginx's own CPU per request in B0 (master and worker, from /proc): {}.",
+            nginx.join(", ")
+        )?;
     }
     writeln!(
         md,

@@ -20,6 +20,17 @@ fn header(out: &mut Vec<u8>, kind: EventKind, meta: &Meta) {
 
 /// A data record carrying at most `MAX_DATA` bytes of `bytes`, reporting `total_len`.
 pub fn data(meta: &Meta, direction: Direction, total_len: u64, bytes: &[u8]) -> Vec<u8> {
+    data_after_losses(meta, direction, total_len, bytes, 0)
+}
+
+/// As [`data`], with the kernel's count of the socket's lost records so far.
+pub fn data_after_losses(
+    meta: &Meta,
+    direction: Direction,
+    total_len: u64,
+    bytes: &[u8],
+    socket_losses: u32,
+) -> Vec<u8> {
     let bytes = &bytes[..bytes.len().min(MAX_DATA)];
     let mut out = Vec::with_capacity(DataEvent::HEADER + bytes.len());
     header(&mut out, EventKind::Data, meta);
@@ -27,7 +38,7 @@ pub fn data(meta: &Meta, direction: Direction, total_len: u64, bytes: &[u8]) -> 
     out.extend_from_slice(&(direction as u32).to_ne_bytes());
     out.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&socket_losses.to_ne_bytes());
     out.extend_from_slice(bytes);
     out
 }
