@@ -11,7 +11,10 @@ mod express;
 mod keyed;
 mod node;
 mod proxy;
+mod tables;
 mod uring;
+
+pub use tables::{SocketForker, running_as};
 
 /// A server process the test owns; killed on drop.
 pub struct Server {

@@ -8,11 +8,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Live;
 use super::report::report_blind;
-use crate::capture::{Capture, CaptureError};
 use crate::capture::target::{
     Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants,
 };
 use crate::capture::tls::Tracker;
+use crate::capture::{Capture, CaptureError};
 use crate::cli::RunConfig;
 use crate::conn::host::{LiveHost, socket_fds};
 use crate::detect::identity::Fingerprinter;
@@ -92,7 +92,9 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     writer.send_waiting(startup)?;
     let mut events: Vec<Event> = Vec::new();
     report_blind(&mut blinds, &mut pipeline, recorder.as_mut(), &mut events)?;
-    let reported = capture.losses();
+    // Nothing reported yet: what was counted while the targets were seeded (processes the
+    // target table had no room for) goes into the first loss line like any later loss.
+    let reported = crate::capture::Losses::default();
     Ok(Live {
         sigint,
         sigterm,
