@@ -13,7 +13,10 @@ mod keyed;
 mod node;
 mod proxy;
 mod splice;
+mod tables;
 mod uring;
+
+pub use tables::{SocketForker, running_as};
 
 /// A server process the test owns; killed on drop.
 pub struct Server {

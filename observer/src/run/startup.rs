@@ -92,7 +92,9 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     writer.send_waiting(startup)?;
     let mut events: Vec<Event> = Vec::new();
     report_blind(&mut blinds, &mut pipeline, recorder.as_mut(), &mut events)?;
-    let reported = capture.losses();
+    // Nothing reported yet: what was counted while the targets were seeded (processes the
+    // target table had no room for) goes into the first loss line like any later loss.
+    let reported = crate::capture::Losses::default();
     Ok(Live {
         sigint,
         sigterm,
