@@ -110,32 +110,6 @@ fn io_args_as(call: &Call, syscall: u32, buffers: Buffers) -> IoArgs {
     }
 }
 
-/// A call of a target that has returned `ret`, seen at its exit alone, with the arguments it
-/// was made with (the raw exit hook still has them in the saved registers): no entry program,
-/// no in-flight entry, and a call already blocked when observer attached is seen like any.
-#[inline(always)]
-pub(crate) fn io_at_exit(
-    pid_tgid: u64,
-    call: &Call,
-    syscall: u32,
-    buffers: Buffers,
-    direction: Direction,
-    ret: i64,
-) -> u32 {
-    let tgid = (pid_tgid >> 32) as u32;
-    let fd = call.args[0] as i32;
-    note_tls_socket(pid_tgid, tgid, fd);
-    if ret <= 0 || !is_socket(tgid, fd) {
-        return 0;
-    }
-    let args = io_args_as(call, syscall, buffers);
-    if direction == Direction::Ingress {
-        let _ = LAST_READ.insert(pid_tgid, fd, BPF_ANY as u64);
-    }
-    emit_data(pid_tgid, &args, direction, ret as u64);
-    0
-}
-
 #[inline(always)]
 pub(crate) fn io_exit(call: &Call, direction: Direction) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

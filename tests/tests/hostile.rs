@@ -5,7 +5,7 @@
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 
-use observer_tests::{Observer, Server, TempDir, curl, observer_bin, require_root};
+use observer_tests::{Finished, Observer, Server, TempDir, curl, observer_bin, require_root};
 
 /// A target whose executable lies under ~1,400 bytes of directory names that are not UTF-8
 /// (anyone can create such directories): observer once panicked cutting the decoded path.
@@ -157,6 +157,23 @@ fn idle_metrics_connections_never_hold_up_capture() {
     );
 }
 
+/// The run ended well, with one `sys_monitor_disabled` naming `server` and a reason that
+/// says `what`, and one warning saying it too.
+fn one_report<'a>(f: &'a Finished, server: &Server, what: &str) -> &'a serde_json::Value {
+    assert!(f.status.success(), "{}", f.stderr);
+    let blind: Vec<_> = f
+        .events
+        .iter()
+        .filter(|e| e["event"]["action"] == "sys_monitor_disabled")
+        .collect();
+    assert_eq!(blind.len(), 1, "one report: {}", f.lines.join("\n"));
+    assert_eq!(blind[0]["process"]["pid"], server.pid());
+    let reason = blind[0]["observer"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(what), "{}", blind[0]);
+    assert!(f.stderr.contains(what), "one warning: {}", f.stderr);
+    blind[0]
+}
+
 /// A server whose bytes all move through io_uring: observer cannot see them, and says so once
 /// with `sys_monitor_disabled` naming the process, rather than staying silent.
 #[test]
@@ -168,18 +185,8 @@ fn an_io_uring_server_is_reported_as_unseen() {
         assert_eq!(curl(&[&server.url(&format!("/x?i={i}"))]).status, 200);
     }
     let f = obs.stop();
-    assert!(f.status.success(), "{}", f.stderr);
-    let blind: Vec<_> = f
-        .events
-        .iter()
-        .filter(|e| e["event"]["action"] == "sys_monitor_disabled")
-        .collect();
-    assert_eq!(blind.len(), 1, "one report: {}", f.lines.join("\n"));
-    assert_eq!(blind[0]["process"]["pid"], server.pid());
-    assert_eq!(blind[0]["process"]["name"], "uring_server");
-    let reason = blind[0]["observer"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("io_uring"), "{}", blind[0]);
-    assert!(f.stderr.contains("io_uring"), "one warning: {}", f.stderr);
+    let blind = one_report(&f, &server, "io_uring");
+    assert_eq!(blind["process"]["name"], "uring_server");
     // What it could not see is not made up either.
     assert!(f.exchanges().is_empty(), "{}", f.lines.join("\n"));
 }
@@ -196,17 +203,7 @@ fn a_splicing_server_is_reported_as_partly_unseen() {
         assert_eq!(curl(&[&server.url(&format!("/spliced?i={i}"))]).status, 200);
     }
     let f = obs.stop();
-    assert!(f.status.success(), "{}", f.stderr);
-    let blind: Vec<_> = f
-        .events
-        .iter()
-        .filter(|e| e["event"]["action"] == "sys_monitor_disabled")
-        .collect();
-    assert_eq!(blind.len(), 1, "one report: {}", f.lines.join("\n"));
-    assert_eq!(blind[0]["process"]["pid"], server.pid());
-    let reason = blind[0]["observer"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("splice"), "{}", blind[0]);
-    assert!(f.stderr.contains("splice"), "one warning: {}", f.stderr);
+    one_report(&f, &server, "splice");
     assert!(
         f.exchanges().iter().all(|e| e["url"]["path"] != "/spliced"),
         "a request observer never saw is not reported: {}",

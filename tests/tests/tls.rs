@@ -157,6 +157,38 @@ fn nginx_https_with_keep_alive() {
     assert_eq!(field(ex[0], "process.name"), "nginx");
 }
 
+/// `--tls targets` hooks OpenSSL in the targets' own address spaces (nginx's master and its
+/// worker, found as it forks): their exchanges are all seen, and curl, which calls the same
+/// libssl without being a target, reports nothing.
+#[test]
+fn nginx_https_hooked_in_its_own_processes_alone() {
+    require_root();
+    let cert = Cert::new();
+    let nginx = Server::nginx_tls(&[("page.html", b"hello")], &cert);
+    let obs = Observer::start(&[
+        "--pid".into(),
+        nginx.pid().to_string(),
+        "--tls".into(),
+        "targets".into(),
+    ]);
+    let sent = transfers(
+        &nginx,
+        &[(&[], "/json"), (&[], "/page.html"), (&[], "/nope")],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let f = obs.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("hooked OpenSSL in one target"),
+        "hooked per process: {}",
+        f.stderr
+    );
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 3, "{}", f.lines.join("\n"));
+    assert_matches_curl(&ex, &sent, &nginx, true);
+    assert!(ex.iter().all(|e| field(e, "process.name") == "nginx"));
+}
+
 #[test]
 fn node_https_through_its_own_openssl() {
     require_root();

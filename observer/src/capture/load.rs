@@ -86,6 +86,15 @@ pub const SYSCALL_TRACEPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("exit_recvmmsg", &[("syscalls", "sys_exit_recvmmsg")]),
 ];
 
+/// Syscall tracepoints a kernel may lack without observer refusing to start: close_range
+/// (Linux 5.9) and dup2 (absent on arm64, which has dup3 only).
+pub const OPTIONAL_TRACEPOINTS: &[&str] = &[
+    "sys_enter_close_range",
+    "sys_exit_close_range",
+    "sys_enter_dup2",
+    "sys_exit_dup2",
+];
+
 /// How many 8-byte values after the syscall number a program of [`SYSCALL_TRACEPOINTS`] reads
 /// from its records: exits the return value, close its one argument, dup2 its two, the other
 /// entries three. The kernel refuses a program that may read past its record's end, and the

@@ -126,6 +126,8 @@ pub struct Capture {
     counters: PerCpuArray<MapData, u64>,
     /// Why the OpenSSL probes could not be loaded, if they could not.
     tls_unavailable: Option<String>,
+    /// Syscall tracepoints this kernel lacks that observer can do without.
+    skipped: Vec<&'static str>,
     targets: BpfHashMap<MapData, u32, u32>,
     sockets: SocketMap,
     /// Which sockets the kernel's table holds, per process.
@@ -167,6 +169,7 @@ impl Capture {
             accept,
         } = layout::read_layout(&tracefs)?;
         let mut fallbacks = Vec::new();
+        let mut skipped: Vec<&'static str> = Vec::new();
         let cgroup_helper = u32::from(features.ancestor_cgroup.is_ok());
         if let Err(why) = &features.ancestor_cgroup {
             fallbacks.push(format!(
@@ -244,10 +247,25 @@ impl Capture {
         if !raw {
             for (name, tracepoints) in SYSCALL_TRACEPOINTS {
                 let values = load::values_read(name);
+                let mut usable = 0;
                 for (_, tp) in *tracepoints {
-                    layout::check_syscall_format(&tracefs, tp, values, layout.syscall_nr)?;
+                    match layout::check_syscall_format(&tracefs, tp, values, layout.syscall_nr) {
+                        Ok(()) => usable += 1,
+                        // close_range came in 5.9; arm64 has no dup2. Their closes then go
+                        // unseen until the process exits: said at start, not fatal.
+                        Err(e) if load::OPTIONAL_TRACEPOINTS.contains(tp) => {
+                            fallbacks.push(format!(
+                                "{tp} cannot be used ({e}): descriptors it closes stay tracked \
+                                 until the process exits"
+                            ));
+                            skipped.push(*tp);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                load_tracepoint(&mut ebpf, name)?;
+                if usable > 0 {
+                    load_tracepoint(&mut ebpf, name)?;
+                }
             }
         }
         // TLS is a bonus: plaintext capture works without uprobes.
@@ -309,6 +327,7 @@ impl Capture {
             losses,
             counters,
             tls_unavailable,
+            skipped,
             targets,
             sockets,
             book: book::SocketBook::default(),
@@ -341,21 +360,13 @@ impl Capture {
     }
 
     /// Records a syscall a thread was already blocked in, as its entry program would have.
-    /// The raw exit hook takes reads and writes from their exit alone: nothing to record.
     pub fn add_inflight_io(&mut self, tgid: u32, tid: u32, args: IoArgs) -> bool {
-        if self.raw {
-            return true;
-        }
         let key = ((tgid as u64) << 32) | tid as u64;
         self.inflight_io.insert(key, args, 0).is_ok()
     }
 
-    /// As [`Capture::add_inflight_io`], for accept and connect; the raw exit hook takes
-    /// accepts from their exit alone.
+    /// As [`Capture::add_inflight_io`], for accept and connect.
     pub fn add_inflight_conn(&mut self, tgid: u32, tid: u32, args: ConnArgs) -> bool {
-        if self.raw && args.kind == observer_common::EventKind::Accept as u32 {
-            return true;
-        }
         let key = ((tgid as u64) << 32) | tid as u64;
         self.inflight_conn.insert(key, args, 0).is_ok()
     }
@@ -380,11 +391,17 @@ impl Capture {
             &[LIFECYCLE, SYSCALL_TRACEPOINTS].concat()
         };
         for (name, tracepoints) in tracepoints {
+            if tracepoints.iter().all(|(_, tp)| self.skipped.contains(tp)) {
+                continue;
+            }
             let prog: &mut TracePoint = ebpf
                 .program_mut(name)
                 .and_then(|p| p.try_into().ok())
                 .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?;
             for (category, tp) in *tracepoints {
+                if self.skipped.contains(tp) {
+                    continue;
+                }
                 prog.attach(category, tp)
                     .map_err(|e| attach_error(name, category, tp, &e))?;
             }

@@ -78,6 +78,9 @@ pub struct Blind {
     pub reason: String,
 }
 
+/// A file by (device, inode).
+type FileId = (u64, u64);
+
 #[derive(Default)]
 pub struct TlsWatch {
     /// `--tls targets`: OpenSSL is hooked in each target's address space alone, so that other
@@ -85,7 +88,7 @@ pub struct TlsWatch {
     /// process, so that processes started later are seen from their first call.
     per_process: bool,
     /// With `per_process`: what is hooked in each target, by file.
-    process_hooks: HashMap<u32, Vec<((u64, u64), super::TlsHooks)>>,
+    process_hooks: HashMap<u32, Vec<(FileId, super::TlsHooks)>>,
     /// What each file (device, inode) turned out to be.
     files: HashMap<(u64, u64), Verdict>,
     /// TLS found compiled into an executable (device, inode), if any.
@@ -355,6 +358,17 @@ impl Tracker {
         }
     }
 
+    /// Everything known of a process that exited or executed another program.
+    fn forget(&mut self, capture: &mut Capture, pid: u32) {
+        self.targets.remove(&pid);
+        self.last_look.remove(&pid);
+        self.uring.forget(pid);
+        self.unseen.forget(pid);
+        if let Some(w) = self.watch.as_mut() {
+            w.forget(capture, pid);
+        }
+    }
+
     /// Looks at one drained record for socket bytes observer could only count.
     pub fn note_record(&mut self, rec: &[u8], out: &mut Vec<Blind>) {
         self.unseen.note(rec, out);
@@ -374,24 +388,10 @@ impl Tracker {
                 // A new program maps its own libraries and may use io_uring where the old
                 // one did not: looked at again from scratch.
                 ProcChange::Exec => {
-                    self.targets.remove(&pid);
-                    self.last_look.remove(&pid);
-                    self.uring.forget(pid);
-                    self.unseen.forget(pid);
-                    if let Some(w) = self.watch.as_mut() {
-                        w.forget(capture, pid);
-                    }
+                    self.forget(capture, pid);
                     self.scan(capture, pid, out);
                 }
-                ProcChange::Exit => {
-                    self.targets.remove(&pid);
-                    self.last_look.remove(&pid);
-                    self.uring.forget(pid);
-                    self.unseen.forget(pid);
-                    if let Some(w) = self.watch.as_mut() {
-                        w.forget(capture, pid);
-                    }
-                }
+                ProcChange::Exit => self.forget(capture, pid),
             }
         }
         for &pid in connecting {

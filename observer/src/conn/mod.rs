@@ -196,9 +196,9 @@ impl ConnTable {
         stale.iter().filter_map(|k| self.conns.pop(k)).collect()
     }
 
-    /// Forgets every connection of a process that exited.
-    /// Removes the connections of `tgid` with descriptors in `first..=last` (close_range),
-    /// returning them.
+    /// Removes the connections of `tgid` with descriptors in `first..=last` (close_range, as a
+    /// recording may hold it; live, capture hands over one close per socket instead), returning
+    /// them.
     pub fn close_range(&mut self, tgid: u32, first: u32, last: u32) -> Vec<Conn> {
         let inside = |fd: i32| u32::try_from(fd).is_ok_and(|fd| (first..=last).contains(&fd));
         let keys: Vec<ConnKey> = self
@@ -210,6 +210,7 @@ impl ConnTable {
         keys.iter().filter_map(|k| self.conns.pop(k)).collect()
     }
 
+    /// Forgets every connection of a process that exited.
     pub fn forget_process(&mut self, tgid: u32) -> Vec<Conn> {
         let keys: Vec<ConnKey> = self
             .conns
