@@ -458,7 +458,10 @@ pub fn tcp_state(ctx: TracePointContext) -> u32 {
     } else if let Some(v4) = record_field::<[u8; 4]>(&ctx, l.sock_saddr) {
         local.addr[..4].copy_from_slice(&v4);
     }
-    if CONNECT_LOCAL.insert(pid_tgid, local, BPF_ANY as u64).is_err() {
+    if CONNECT_LOCAL
+        .insert(pid_tgid, local, BPF_ANY as u64)
+        .is_err()
+    {
         // The connect's local address is then looked up when its record is handled.
         count_loss(LossCounter::InflightTableFull);
     }
