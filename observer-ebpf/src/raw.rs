@@ -5,8 +5,9 @@
 //! (the perf event buffer each of them fills); a raw tracepoint hands over the registers
 //! instead. Both fire for every syscall, so the number is checked first. The calls added
 //! later (dup2/dup3, close_range, splice, sendmmsg/recvmmsg) are taken from their exit alone:
-//! the saved registers still hold their arguments there. x86_64 only: the syscall numbers and the register
-//! layout are that architecture's, and userspace attaches these programs nowhere else.
+//! the saved registers still hold their arguments there. x86_64 only: the syscall numbers and
+//! the register layout are that architecture's, and userspace attaches these programs nowhere
+//! else.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
@@ -175,7 +176,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     };
     // Every read and write goes through one copy of the copying code, told the direction by
     // a table the verifier cannot see into: with a constant it would follow that code once
-    // per direction, and 6.1's verifier has no room for two copies of it in one program.
+    // per direction, and 6.1's verifier, which cannot prune the paths of a reserved record,
+    // is near its limit with one.
     let io = if (nr as u64) < IO_CALLS.len() as u64 {
         // SAFETY: in bounds; a plain load from read-only data.
         unsafe { core::ptr::read_volatile(IO_CALLS.as_ptr().add(nr as usize)) }
