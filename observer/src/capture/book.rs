@@ -49,6 +49,9 @@ pub struct RangeClosed {
     pub tgid: u32,
     /// The tracked sockets concerned, now out of the book.
     pub sockets: Vec<(i32, Identity)>,
+    /// The record still goes on to the rest of observer (an exec's does; a close_range's is
+    /// replaced by the closes).
+    pub pass_on: bool,
 }
 
 impl SocketBook {
@@ -122,6 +125,7 @@ impl SocketBook {
                 return Some(RangeClosed {
                     tgid,
                     sockets: self.take_range(tgid, fd as u32, last),
+                    pass_on: false,
                 });
             }
             EventKind::Process => {
@@ -130,6 +134,7 @@ impl SocketBook {
                     return Some(RangeClosed {
                         tgid,
                         sockets: self.take_process(tgid),
+                        pass_on: true,
                     });
                 }
             }
@@ -193,7 +198,8 @@ mod tests {
             b.follow(&range),
             Some(RangeClosed {
                 tgid: 1,
-                sockets: vec![(4, Identity::Since(2)), (10, Identity::Since(3))]
+                sockets: vec![(4, Identity::Since(2)), (10, Identity::Since(3))],
+                pass_on: false,
             })
         );
         assert_eq!(b.follow(&range[..26]), None);

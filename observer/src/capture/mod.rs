@@ -482,9 +482,7 @@ impl Capture {
                 // leave the table here, and the rest of observer sees one close each, in the
                 // ring's order, as if the process had made them.
                 Some(closed) => {
-                    if u32::from_ne_bytes(rec[8..12].try_into().unwrap_or_default())
-                        == observer_common::EventKind::Process as u32
-                    {
+                    if closed.pass_on {
                         f(rec);
                     }
                     let ts_ns = rec
