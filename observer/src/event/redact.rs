@@ -111,8 +111,17 @@ impl Redactor {
     /// A value (or bare item) that is a secret by its looks, decoded first so `%2E` cannot
     /// hide a JWT's dots (nor `%5F` the underscore of a user's format).
     fn secret_value(&self, v: &str) -> bool {
-        !v.is_empty()
-            && (self.looks_like_secret(v) || self.looks_like_secret(percent_decode(v).trim()))
+        if v.is_empty() || self.looks_like_secret(v) {
+            return !v.is_empty();
+        }
+        // Decoding changes nothing without `%` or `+`: skip its allocation (the common case,
+        // on every path segment of every exchange).
+        if v.contains(['%', '+']) {
+            self.looks_like_secret(percent_decode(v).trim())
+        } else {
+            let trimmed = v.trim();
+            trimmed.len() != v.len() && self.looks_like_secret(trimmed)
+        }
     }
 
     /// Replaces, in a query string split on `&` and `;`, the values of sensitive keys, values
@@ -123,7 +132,7 @@ impl Redactor {
         let mut rest = q;
         loop {
             let end = rest.find(['&', ';']).unwrap_or(rest.len());
-            out.push_str(&self.redact_item(&rest[..end]));
+            self.push_item(&rest[..end], &mut out);
             if end == rest.len() {
                 return out;
             }
@@ -132,12 +141,17 @@ impl Redactor {
         }
     }
 
-    fn redact_item(&self, item: &str) -> String {
+    /// Appends `item` (`key=value` or a bare item) to `out`, its value replaced by `REDACTED`
+    /// when its key is sensitive or the value looks like a token.
+    fn push_item(&self, item: &str, out: &mut String) {
         match item.split_once('=') {
-            Some((k, v)) if is_sensitive(k) || self.secret_value(v) => format!("{k}={REDACTED}"),
-            Some(_) => item.to_string(),
-            None if self.secret_value(item) => REDACTED.to_string(),
-            None => item.to_string(),
+            Some((k, v)) if is_sensitive(k) || self.secret_value(v) => {
+                out.push_str(k);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            None if self.secret_value(item) => out.push_str(REDACTED),
+            _ => out.push_str(item),
         }
     }
 
@@ -145,23 +159,26 @@ impl Redactor {
     /// parameters whose name is sensitive (`;jsessionid=...`) or that look like tokens, by
     /// `REDACTED`.
     pub fn redact_path(&self, path: &str) -> String {
-        path.split('/')
-            .map(|segment| {
-                let mut parts = segment.split(';');
-                let head = parts.next().unwrap_or_default();
-                let mut s = if self.secret_value(head) {
-                    REDACTED.to_string()
-                } else {
-                    head.to_string()
-                };
-                for param in parts {
-                    s.push(';');
-                    s.push_str(&self.redact_item(param));
-                }
-                s
-            })
-            .collect::<Vec<_>>()
-            .join("/")
+        // One string for the whole path: this runs for every exchange, and most segments are
+        // kept as they are.
+        let mut out = String::with_capacity(path.len());
+        for (i, segment) in path.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            let mut parts = segment.split(';');
+            let head = parts.next().unwrap_or_default();
+            if self.secret_value(head) {
+                out.push_str(REDACTED);
+            } else {
+                out.push_str(head);
+            }
+            for param in parts {
+                out.push(';');
+                self.push_item(param, &mut out);
+            }
+        }
+        out
     }
 }
 
