@@ -6,7 +6,8 @@
 //! B0 nginx alone; T1 observer running but targeting another (idle) process: the cost of the
 //! kernel-side filter; T2 observer on nginx: full capture; C1 tcpdump writing the port's
 //! packets to a file; C2 nginx writing its own JSON access log; S0 nginx serving HTTPS alone;
-//! S2 observer on the HTTPS nginx (plaintext from the OpenSSL probes). Then a fixed-rate run
+//! S2 observer on the HTTPS nginx (plaintext from the OpenSSL probes); H0 nginx serving HTTP/2
+//! over TLS to h2load alone, H2 observer on it. Then a fixed-rate run
 //! (about 10,000 requests/s, well below saturation) for latency: B0, T1, T2.
 
 //!
@@ -28,8 +29,8 @@ use anyhow::{Context as _, bail};
 use crate::{Proc, build, setup, step, workspace_root};
 use kernel::{BpfStats, bpf_stats};
 use load::{
-    Wrk, certificate, free_port, nginx, read_ns, start_observer, start_observer_with, tree_cpu,
-    usage, wrk, wrk_paced,
+    Serve, Wrk, certificate, free_port, h2load, nginx, read_ns, start_observer,
+    start_observer_with, tree_cpu, usage, wrk, wrk_paced,
 };
 use report::parser_throughput;
 
@@ -41,7 +42,9 @@ const PATHS: &[(&str, &str)] = &[
     ("/1k.bin", "1 KiB"),
     ("/64k.bin", "64 KiB"),
 ];
-const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2", "S0", "S2"];
+const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2", "S0", "S2", "H0", "H2"];
+/// Concurrent streams per connection in the HTTP/2 conditions (h2load `-m`).
+const H2_STREAMS: u32 = 10;
 /// The per-syscall cost: no observer, then observer (targeting an idle process) with each
 /// `--syscall-hook`.
 const SYSCALL_CONDITIONS: &[(&str, Option<&str>)] = &[
@@ -87,12 +90,15 @@ struct Servers {
     port: u16,
     log_port: u16,
     tls_port: u16,
+    h2_port: u16,
     // Dropped (stopped) in this order.
     plain: Proc,
     /// Serves C2 on `log_port`; only kept running.
     _logged: Proc,
     idle: Proc,
     tls: Proc,
+    /// nginx serving HTTP/2 over TLS (H0, H2).
+    h2: Proc,
 }
 
 pub fn bench() -> anyhow::Result<()> {
@@ -101,7 +107,13 @@ pub fn bench() -> anyhow::Result<()> {
     }
     setup::build_tools()?;
     setup::test_tools()?;
-    setup::apt_install(&["tcpdump", "bpftool", "util-linux", "openssl"])?;
+    setup::apt_install(&[
+        "tcpdump",
+        "bpftool",
+        "util-linux",
+        "openssl",
+        "nghttp2-client",
+    ])?;
     let bin = build()?;
     let started = Instant::now();
     let dir = workspace_root().join("target/bench");
@@ -113,9 +125,11 @@ pub fn bench() -> anyhow::Result<()> {
     let log_port = free_port()?;
     let tls_port = free_port()?;
     certificate(&dir)?;
-    let plain = nginx(&dir, port, false, false)?;
-    let logged = nginx(&dir, log_port, true, false)?;
-    let tls = nginx(&dir, tls_port, false, true)?;
+    let h2_port = free_port()?;
+    let plain = nginx(&dir, port, false, Serve::Http)?;
+    let logged = nginx(&dir, log_port, true, Serve::Http)?;
+    let tls = nginx(&dir, tls_port, false, Serve::Https)?;
+    let h2 = nginx(&dir, h2_port, false, Serve::Https2)?;
     let idle = Proc(Command::new("sleep").arg("3600").spawn()?);
     // Run-time statistics cost every program run two clock reads, so the rounds that measure
     // throughput run without them; one extra round of the observer conditions measures the
@@ -126,10 +140,12 @@ pub fn bench() -> anyhow::Result<()> {
         port,
         log_port,
         tls_port,
+        h2_port,
         plain,
         _logged: logged,
         idle,
         tls,
+        h2,
     };
     let mut r = Results::default();
     throughput_rounds(&bin, &dir, &servers, &stats, &mut r)?;
@@ -154,9 +170,11 @@ fn throughput_rounds(
         port,
         log_port,
         tls_port,
+        h2_port,
         plain,
         tls,
         idle,
+        h2,
         ..
     } = servers;
     let Results {
@@ -182,20 +200,26 @@ fn throughput_rounds(
                 let url = match *cond {
                     "C2" => format!("http://127.0.0.1:{log_port}{path}"),
                     "S0" | "S2" => format!("https://127.0.0.1:{tls_port}{path}"),
+                    "H0" | "H2" => format!("https://127.0.0.1:{h2_port}{path}"),
                     _ => format!("http://127.0.0.1:{port}{path}"),
                 };
                 let w = match *cond {
-                    "T1" | "T2" | "S2" => {
+                    "T1" | "T2" | "S2" | "H2" => {
                         let target = match *cond {
                             "T1" => idle.0.id(),
                             "T2" => plain.0.id(),
-                            _ => tls.0.id(),
+                            "S2" => tls.0.id(),
+                            _ => h2.0.id(),
                         };
                         let before = bpf_stats();
                         let obs = start_observer(bin, dir, target)?;
                         // Loading and verifying the programs is start-up cost, not per exchange.
                         let (cpu0, _) = usage(obs.proc.0.id());
-                        let w = wrk(&url)?;
+                        let w = if *cond == "H2" {
+                            h2load(&url)?
+                        } else {
+                            wrk(&url)?
+                        };
                         // Let it catch up, then read its cost before it exits.
                         std::thread::sleep(Duration::from_millis(300));
                         let after = bpf_stats();
@@ -272,6 +296,7 @@ fn throughput_rounds(
                         }
                         w
                     }
+                    "H0" => h2load(&url)?,
                     _ => wrk(&url)?,
                 };
                 if stats_round {

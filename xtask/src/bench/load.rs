@@ -1,5 +1,5 @@
-//! Load generation and the processes under test: free ports, nginx (plain, logged, HTTPS),
-//! wrk (saturating or at a fixed rate), observer started on a target, the per-syscall probe,
+//! Load generation and the processes under test: free ports, nginx (plain, logged, HTTPS,
+//! HTTP/2 over TLS), wrk (saturating or at a fixed rate), h2load, observer started on a target, the per-syscall probe,
 //! and a process's CPU time and peak RSS.
 
 use std::net::{TcpListener, TcpStream};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use super::{CONNECTIONS, PACED_CONNECTIONS, PACED_SECONDS, SECONDS, SYSCALL_CALLS};
+use super::{CONNECTIONS, H2_STREAMS, PACED_CONNECTIONS, PACED_SECONDS, SECONDS, SYSCALL_CALLS};
 use crate::Proc;
 
 pub(super) fn free_port() -> anyhow::Result<u16> {
@@ -47,9 +47,18 @@ pub(super) fn certificate(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// nginx with one worker pinned to CPU 0; with `access_log` it writes a JSON line per request;
-/// with `tls` it serves HTTPS (certificate from `certificate`).
-pub(super) fn nginx(dir: &Path, port: u16, access_log: bool, tls: bool) -> anyhow::Result<Proc> {
+/// What an nginx of the bench serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Serve {
+    Http,
+    /// HTTPS (certificate from `certificate`), HTTP/1.1.
+    Https,
+    /// HTTPS with HTTP/2 offered by ALPN.
+    Https2,
+}
+
+/// nginx with one worker pinned to CPU 0; with `access_log` it writes a JSON line per request.
+pub(super) fn nginx(dir: &Path, port: u16, access_log: bool, serve: Serve) -> anyhow::Result<Proc> {
     let d = dir.display();
     let log = if access_log {
         format!(
@@ -70,10 +79,14 @@ pub(super) fn nginx(dir: &Path, port: u16, access_log: bool, tls: bool) -> anyho
            uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
            server {{ listen 127.0.0.1:{port}{ssl}; root {d}/www;\n\
              location = /json {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }} }}\n",
-        ssl = if tls {
-            format!(" ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem")
-        } else {
-            String::new()
+        // Debian's nginx 1.22 takes `http2` on the listen line (`http2 on;` came in 1.25).
+        ssl = match serve {
+            Serve::Http => String::new(),
+            Serve::Https => {
+                format!(" ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem")
+            }
+            Serve::Https2 =>
+                format!(" ssl http2; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem"),
         }
     );
     let path = dir.join(format!("nginx-{port}.conf"));
@@ -148,6 +161,47 @@ pub(super) fn wrk_with(
     }
     if w.requests == 0 {
         bail!("wrk reported no requests: {text}");
+    }
+    Ok(w)
+}
+
+/// h2load over TLS for [`SECONDS`], on CPU 1 as wrk is: [`CONNECTIONS`] connections, each
+/// with [`H2_STREAMS`] concurrent streams. h2load reports no percentiles: p50 and p99 are
+/// left 0 for these rows.
+pub(super) fn h2load(url: &str) -> anyhow::Result<Wrk> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "h2load", "-t", "1"])
+        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-m{H2_STREAMS}"))
+        .arg(format!("-D{SECONDS}"))
+        .arg(url)
+        .output()
+        .context("running h2load (Debian's nghttp2-client)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut w = Wrk::default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            // "finished in 3.00s, 81234.56 req/s, 9.1MB/s"
+            ["finished", "in", _, rps, "req/s,", ..] => w.rps = rps.parse().unwrap_or(0.0),
+            // "requests: 243704 total, 243864 started, 243704 done, 243704 succeeded, ..."
+            [
+                "requests:",
+                _,
+                "total,",
+                _,
+                "started,",
+                _,
+                "done,",
+                ok,
+                "succeeded,",
+                ..,
+            ] => w.requests = ok.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    if w.requests == 0 {
+        bail!("h2load reported no successful requests: {text}");
     }
     Ok(w)
 }

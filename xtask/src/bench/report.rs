@@ -11,8 +11,8 @@ use anyhow::{Context as _, bail};
 
 use super::load::Wrk;
 use super::{
-    CONDITIONS, CONNECTIONS, PACE_MS, PACED_CONNECTIONS, PACED_SECONDS, PATHS, ROUNDS, Results,
-    SECONDS, SYSCALL_CALLS, SYSCALL_CONDITIONS,
+    CONDITIONS, CONNECTIONS, H2_STREAMS, PACE_MS, PACED_CONNECTIONS, PACED_SECONDS, PATHS, ROUNDS,
+    Results, SECONDS, SYSCALL_CALLS, SYSCALL_CONDITIONS,
 };
 use crate::{step, workspace_root};
 
@@ -112,7 +112,7 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "B0 nginx alone · T1 observer targeting an idle process (filter cost) · T2 observer on nginx · C1 tcpdump to a file · C2 nginx JSON access_log · S0 nginx serving HTTPS alone · S2 observer on the HTTPS nginx (`--tls targets`). S rows are ratios to S0.\n"
+        "B0 nginx alone · T1 observer targeting an idle process (filter cost) · T2 observer on nginx · C1 tcpdump to a file · C2 nginx JSON access_log · S0 nginx serving HTTPS alone · S2 observer on the HTTPS nginx (`--tls targets`) · H0 nginx serving HTTP/2 over TLS to h2load (-c{CONNECTIONS} -m{H2_STREAMS}, same CPU and duration) · H2 observer on it. S rows are ratios to S0, H rows to H0 (h2load gives no percentiles: their p50 and p99 read 0).\n"
     )?;
     writeln!(
         md,
@@ -129,7 +129,11 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
             )
         };
         for cond in CONDITIONS {
-            let base = if cond.starts_with('S') { "S0" } else { "B0" };
+            let base = match cond.as_bytes()[0] {
+                b'S' => "S0",
+                b'H' => "H0",
+                _ => "B0",
+            };
             let (b_rps, b_p50, b_p99) = (
                 get(base, |w| w.rps),
                 get(base, |w| w.p50_us),
@@ -140,12 +144,20 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
                 get(cond, |w| w.p50_us),
                 get(cond, |w| w.p99_us),
             );
+            // h2load reports no percentiles.
+            let ratio = |v: f64, b: f64| {
+                if b > 0.0 {
+                    format!("{:.2}", v / b)
+                } else {
+                    "–".to_string()
+                }
+            };
             writeln!(
                 md,
-                "| {label} | {cond} | {rps:.0} | {:.3} | {p50:.0} | {:.2} | {p99:.0} | {:.2} |",
+                "| {label} | {cond} | {rps:.0} | {:.3} | {p50:.0} | {} | {p99:.0} | {} |",
                 rps / b_rps,
-                p50 / b_p50,
-                p99 / b_p99
+                ratio(p50, b_p50),
+                ratio(p99, b_p99)
             )?;
         }
     }
