@@ -18,6 +18,8 @@ use super::h1::{H1Conn, Unpaired, looks_like_start};
 use super::h2::{self, H2Conn};
 use super::message::{Exchange, HttpCounters, Side};
 
+// HTTP/1.x, the usual case, stays inline as before; HTTP/2 state is boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Inner {
     H1(H1Conn),
@@ -32,6 +34,9 @@ enum Inner {
 #[derive(Debug)]
 pub struct HttpConn {
     inner: Inner,
+    /// The client's first bytes while they are a strict prefix of the HTTP/2 preface (a
+    /// preface split across writes), with the time of their piece.
+    held: Option<(Vec<u8>, u64)>,
     names: Arc<CredentialNames>,
     /// Counters of the reassembly a switch replaced.
     retired: HttpCounters,
@@ -59,24 +64,27 @@ impl HttpConn {
         Self {
             names: h1.names(),
             inner: Inner::H1(h1),
+            held: None,
             retired: HttpCounters::default(),
             counters: HttpCounters::default(),
         }
     }
 
     /// The most [`HttpConn::held_bytes`] can be.
-    pub const MAX_HELD: usize = if H1Conn::MAX_HELD > H2Conn::MAX_HELD {
-        H1Conn::MAX_HELD
-    } else {
-        H2Conn::MAX_HELD
-    };
+    pub const MAX_HELD: usize = h2::PREFACE.len()
+        + if H1Conn::MAX_HELD > H2Conn::MAX_HELD {
+            H1Conn::MAX_HELD
+        } else {
+            H2Conn::MAX_HELD
+        };
 
     /// Bytes this connection holds: bounded whatever bytes arrive.
     pub fn held_bytes(&self) -> usize {
-        match &self.inner {
-            Inner::H1(c) => c.held_bytes(),
-            Inner::H2 { conn, .. } => conn.held_bytes(),
-        }
+        self.held.as_ref().map_or(0, |(b, _)| b.len())
+            + match &self.inner {
+                Inner::H1(c) => c.held_bytes(),
+                Inner::H2 { conn, .. } => conn.held_bytes(),
+            }
     }
 
     /// Moves the responses that had no request into `out` (call after each piece and close).
@@ -117,11 +125,55 @@ impl HttpConn {
         ts_ns: u64,
         out: &mut Vec<Exchange>,
     ) {
+        if side == Side::Request && matches!(self.inner, Inner::H1(_)) {
+            if let Some((held, held_ns)) = self.held.take() {
+                // The preface's first bytes came alone: see how this piece goes on.
+                let joined = [held.as_slice(), bytes].concat();
+                let extra = joined.len() as u64 - bytes.len() as u64;
+                let short = joined.len() < h2::PREFACE.len();
+                if short && h2::PREFACE.starts_with(&joined) && total_len == bytes.len() as u64 {
+                    self.held = Some((joined, held_ns));
+                    return;
+                }
+                if joined.starts_with(h2::PREFACE) {
+                    return self.on_data(side, &joined, total_len + extra, ts_ns, out);
+                }
+                self.feed(side, &held, held.len() as u64, held_ns, out);
+            } else if self.starts_preface(bytes) && total_len == bytes.len() as u64 {
+                self.held = Some((bytes.to_vec(), ts_ns));
+                return;
+            }
+        }
+        self.feed(side, bytes, total_len, ts_ns, out);
+    }
+
+    /// A first piece of the client's that is a strict prefix of the preface, on a connection
+    /// that has shown nothing yet.
+    fn starts_preface(&self, bytes: &[u8]) -> bool {
+        let Inner::H1(h1) = &self.inner else {
+            return false;
+        };
+        !h1.seen_http()
+            && h1.held_bytes() == 0
+            && !bytes.is_empty()
+            && bytes.len() < h2::PREFACE.len()
+            && h2::PREFACE.starts_with(bytes)
+    }
+
+    fn feed(
+        &mut self,
+        side: Side,
+        bytes: &[u8],
+        total_len: u64,
+        ts_ns: u64,
+        out: &mut Vec<Exchange>,
+    ) {
         match &mut self.inner {
             Inner::H1(h1) => {
+                // Only a connection that has shown no HTTP/1.x yet can start over as HTTP/2.
                 let preface = side == Side::Request
-                    && (h2::starts_with_preface(bytes)
-                        || !h1.seen_http() && h2::preface_prefix(bytes));
+                    && !h1.seen_http()
+                    && (h2::starts_with_preface(bytes) || h2::preface_prefix(bytes));
                 if preface {
                     self.switch_to_h2(H2Conn::with_names(self.names.clone()), true);
                 } else if !h1.seen_http()
@@ -137,14 +189,14 @@ impl HttpConn {
                         let rest = bytes.get(used..).unwrap_or_default();
                         let rest_len = total_len.saturating_sub(used as u64);
                         if rest_len > 0 {
-                            self.on_data(side, rest, rest_len, ts_ns, out);
+                            self.feed(side, rest, rest_len, ts_ns, out);
                         }
                         return;
                     }
                     self.sum();
                     return;
                 }
-                self.on_data(side, bytes, total_len, ts_ns, out);
+                self.feed(side, bytes, total_len, ts_ns, out);
             }
             Inner::H2 { conn, confirmed } => {
                 if !*confirmed {
@@ -156,7 +208,7 @@ impl HttpConn {
                         // HTTP/1.x after all: the tentative switch is undone.
                         self.retired.add(&conn.counters);
                         self.inner = Inner::H1(H1Conn::with_names(self.names.clone()));
-                        self.on_data(side, bytes, total_len, ts_ns, out);
+                        self.feed(side, bytes, total_len, ts_ns, out);
                         return;
                     }
                     if side == Side::Request && h2::starts_with_preface(bytes) {
@@ -202,6 +254,7 @@ impl HttpConn {
         c.skipped_pieces = 0;
         self.retired.skipped_pieces = 0;
         self.retired.add(&c);
+        self.held = None;
         self.inner = Inner::H1(H1Conn::with_names(self.names.clone()));
         self.sum();
     }
@@ -209,6 +262,7 @@ impl HttpConn {
     /// Records of this connection were lost before the next piece: a hole of unknown size, in
     /// either direction.
     pub fn on_lost(&mut self) {
+        self.held = None;
         match &mut self.inner {
             Inner::H1(c) => c.on_lost(),
             Inner::H2 { conn, .. } => conn.on_lost(),
@@ -218,6 +272,9 @@ impl HttpConn {
 
     /// The connection closed: messages under way are finished or counted.
     pub fn on_close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
+        if let Some((held, held_ns)) = self.held.take() {
+            self.feed(Side::Request, &held, held.len() as u64, held_ns, out);
+        }
         match &mut self.inner {
             Inner::H1(c) => c.on_close(ts_ns, out),
             Inner::H2 { conn, .. } => conn.on_close(ts_ns, out),
@@ -235,3 +292,7 @@ impl HttpConn {
         self.counters = c;
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -102,7 +102,10 @@ impl FrameHeader {
             Kind::Priority => on_stream && self.len == 5 && self.flags == 0,
             Kind::RstStream => on_stream && self.len == 4 && self.flags == 0,
             Kind::Settings => {
-                !on_stream && only(ACK) && self.len % 6 == 0 && (!self.has(ACK) || self.len == 0)
+                !on_stream
+                    && only(ACK)
+                    && self.len.is_multiple_of(6)
+                    && (!self.has(ACK) || self.len == 0)
             }
             Kind::PushPromise => {
                 !client && client_stream && self.len >= 4 && only(END_HEADERS | PADDED)

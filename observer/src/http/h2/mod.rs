@@ -22,7 +22,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_build;
+pub(crate) mod tests_build;
 #[cfg(test)]
 mod tests_hpack;
 #[cfg(test)]

@@ -349,7 +349,7 @@ impl H2Conn {
         // A block with no known pseudo-header on a stream never seen is a request only when it
         // opens a new stream (its pseudo-headers unknown); else the trailers of an old one.
         let opens = id > self.last_client_stream;
-        if id % 2 == 0 || !(pseudo || list.unknown > 0 && opens) {
+        if id.is_multiple_of(2) || !(pseudo || list.unknown > 0 && opens) {
             return;
         }
         self.last_client_stream = self.last_client_stream.max(id);
@@ -413,7 +413,7 @@ impl H2Conn {
     }
 
     fn response_block(&mut self, list: &HeaderList, id: u32, wire: u64, start_ns: u64, ts_ns: u64) {
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             // A pushed response: not reported.
             return;
         }

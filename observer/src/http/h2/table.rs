@@ -159,6 +159,7 @@ impl Table {
     }
 
     /// True while entries observer never saw may remain.
+    #[cfg(test)]
     pub fn has_unknown(&self) -> bool {
         self.unknown_tail
     }
