@@ -217,7 +217,8 @@ impl HttpConn {
                 }
                 let before = out.len();
                 conn.on_data(side, bytes, total_len, ts_ns, out);
-                if out.len() > before || conn.pending() > 0 || conn.has_unpaired() {
+                // A whole exchange (or a response) read as HTTP/2 settles it.
+                if out.len() > before || conn.has_unpaired() {
                     *confirmed = true;
                 }
                 self.sum();

@@ -152,7 +152,8 @@ pub struct Request {
 pub struct Response {
     /// The status code; 0 when it is not known: over HTTP/2, `:status` was an HPACK reference
     /// to a dynamic table entry from before observer joined the connection (or from a header
-    /// block it lost). It is never guessed; `unknown_fields` is then not 0.
+    /// block it lost), and `unknown_fields` is then not 0; or the response had no `:status`.
+    /// It is never guessed.
     pub status: u16,
     pub version: Version,
     pub sizes: Sizes,

@@ -186,7 +186,12 @@ impl H2Conn {
         match (h.kind, open) {
             (Kind::Continuation, Some(s)) if s == h.stream => {}
             (Kind::Continuation, _) => {
-                self.broken_sequence(side);
+                // The rest of a block whose start went unseen (or another stream's): its
+                // fragment may have changed the table.
+                let dir = self.dir_mut(side);
+                dir.drop_block();
+                dir.hpack.lose();
+                self.counters.h2_hpack_errors += 1;
                 self.skip(side, h);
                 return;
             }
@@ -304,7 +309,8 @@ impl H2Conn {
                     .saturating_sub(first.into());
                 1
             } else if p.prefix > 0 {
-                let n = p.prefix.min(rest.len() as u32);
+                // A prefix longer than the payload (a malformed frame) ends with it.
+                let n = p.prefix.min(rest.len() as u32).min(p.left);
                 p.prefix -= n;
                 n
             } else if p.content > 0 {

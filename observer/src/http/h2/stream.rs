@@ -326,6 +326,7 @@ impl H2Conn {
                 }
             }
         }
+        list.clear();
         self.list = list;
         if info.end_stream {
             self.end_message(side, info.stream, ts_ns, out);

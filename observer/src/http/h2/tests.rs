@@ -558,3 +558,37 @@ fn frames_cut_at_every_byte_give_the_same_exchanges() {
         );
     }
 }
+
+#[test]
+fn malformed_frames_are_read_without_panics() {
+    let mut p = Peers::new();
+    let block = p.client.plain(&fields(&get("/m")));
+    let frames = [
+        // Priority fields announced, payload too short for them.
+        frame(HEADERS, PRIORITY_FLAG | END_HEADERS, 1, &[0, 0, 0]),
+        // Padding longer than the payload.
+        frame(HEADERS, PADDED | END_HEADERS | END_STREAM, 3, &[200, 0x82]),
+        frame(DATA, PADDED, 3, &[9, 1, 2]),
+        // CONTINUATION with no block under way, then a block interrupted by DATA.
+        frame(CONTINUATION, END_HEADERS, 5, &block),
+        frame(HEADERS, 0, 7, &block),
+        frame(DATA, END_STREAM, 7, b"x"),
+        // Frames of an extension type are skipped.
+        frame(0x0c, 0, 0, b"origin"),
+    ];
+    p.send(REQ, &frames.concat());
+    let r = p.request(9, "/after", true);
+    p.send(REQ, &r);
+    let h = frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        9,
+        &p.server.plain(&[(":status", "200")]),
+    );
+    p.send(RESP, &h);
+    assert_eq!(p.out.last().map(|x| x.response.status), Some(200));
+    let c = p.conn.counters;
+    assert_eq!((c.h2_unknown_frames, c.h2_framing_lost), (1, 0));
+    assert!(c.h2_hpack_errors >= 2);
+    assert!(p.conn.held_bytes() <= HttpConn::MAX_HELD);
+}
