@@ -200,6 +200,48 @@ fn preface_after_tls_restart_and_split_preface() {
 }
 
 #[test]
+fn a_server_that_speaks_first_still_starts_from_the_preface() {
+    // Over TLS nginx writes its SETTINGS before it reads the client's preface.
+    let mut client = Enc::new();
+    let mut server = Enc::new();
+    let mut c = HttpConn::new();
+    let mut pieces: Vec<(Side, Vec<u8>)> = vec![
+        (Side::Response, server_start()),
+        (Side::Request, client_start()),
+    ];
+    for s in [1u32, 3] {
+        let req = client.block(&[
+            (":method", "DELETE"),
+            (":path", "/item/9"),
+            (":authority", "h"),
+        ]);
+        pieces.push((
+            Side::Request,
+            frame(HEADERS, END_HEADERS | END_STREAM, s, &req),
+        ));
+        let resp = server.block(&[(":status", "403")]);
+        pieces.push((
+            Side::Response,
+            frame(HEADERS, END_HEADERS | END_STREAM, s, &resp),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, (side, b)) in pieces.iter().enumerate() {
+        c.on_data(*side, b, b.len() as u64, i as u64, &mut out);
+    }
+    // The second exchange refers to entries the first indexed: the tables are known.
+    assert_eq!(out.len(), 2);
+    for x in &out {
+        assert_eq!(
+            (x.request.method.value.as_str(), x.response.status),
+            ("DELETE", 403)
+        );
+        assert_eq!(x.request.unknown_fields + x.response.unknown_fields, 0);
+    }
+    assert_eq!(c.counters.h2_unknown_references, 0);
+}
+
+#[test]
 fn h2c_upgrade_answers_the_request_on_stream_1() {
     let mut c = HttpConn::new();
     let up = b"GET /chat HTTP/1.1\r\nHost: api\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nAuthorization: Bearer up-tok\r\n\r\n";

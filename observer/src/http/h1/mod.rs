@@ -194,7 +194,8 @@ impl Default for H1Conn {
     }
 }
 
-fn default_names() -> Arc<CredentialNames> {
+/// The default credential names, shared by every connection that was given none.
+pub(crate) fn default_names() -> Arc<CredentialNames> {
     static NAMES: OnceLock<Arc<CredentialNames>> = OnceLock::new();
     NAMES
         .get_or_init(|| Arc::new(CredentialNames::default()))

@@ -76,7 +76,18 @@ pub struct H2Conn {
     pub counters: HttpCounters,
 }
 
+impl Default for H2Conn {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl H2Conn {
+    /// A connection seen from its start, taking credentials by the default names.
+    pub fn new() -> Self {
+        Self::with_names(crate::http::h1::default_names())
+    }
+
     /// A connection seen from its start (the client's preface is to come first).
     pub fn with_names(names: Arc<CredentialNames>) -> Self {
         Self {
@@ -103,7 +114,8 @@ impl H2Conn {
     }
 
     /// A connection an HTTP/1.1 request upgraded (`Upgrade: h2c`, answered `101`): that
-    /// request is stream 1, already sent; the client's preface comes next.
+    /// request is stream 1, already sent (its version stays 1.1, as it was sent; its response's
+    /// is 2); the client's preface comes next.
     pub fn upgraded(names: Arc<CredentialNames>, up: Upgraded) -> Self {
         let mut c = Self::with_names(names);
         c.last_client_stream = 1;

@@ -149,6 +149,28 @@ fn a_joined_table_becomes_exact_once_its_known_entries_fill_it() {
 }
 
 #[test]
+fn after_a_loss_the_announced_table_size_bounds_what_can_remain() {
+    // The decoding side allowed 100 bytes (and never more since observer saw it): once 69
+    // bytes of new entries are known, no entry from before the loss fits beside them.
+    let mut d = Decoder::joined();
+    d.announce(100);
+    d.lose();
+    assert!(d.table.has_unknown());
+    let mut block = vec![0x40, 3];
+    block.extend_from_slice(b"x-a");
+    block.extend_from_slice(&[34]);
+    block.extend_from_slice(&[b'v'; 34]);
+    let (r, _, _) = decode(&mut d, &block);
+    assert_eq!(r, Ok(()));
+    assert!(!d.table.has_unknown());
+    // Without an announced size the bound is not known: old entries may remain.
+    let mut d = Decoder::joined();
+    let (r, _, _) = decode(&mut d, &block);
+    assert_eq!(r, Ok(()));
+    assert!(d.table.has_unknown());
+}
+
+#[test]
 fn a_table_larger_than_the_cap_turns_references_past_it_unknown() {
     let mut d = Decoder::fresh();
     let mut block = Vec::new();
