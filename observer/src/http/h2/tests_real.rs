@@ -1,5 +1,7 @@
 //! Real peers' bytes (recorded by `testdata/relay.py`): nginx 1.22 answering nghttp 1.52,
-//! h2load and curl 7.88 over h2c, and a Python grpcio 1.85 server answering a grpcio client.
+//! h2load and curl 7.88 over h2c by prior knowledge, a Python grpcio 1.85 server answering a
+//! grpcio client, and curl's `Upgrade: h2c` answered by python-h2 4.4
+//! (`testdata/h2c_upgrade_server.py`).
 
 use super::tests_build::{feed, load};
 use crate::http::{CredentialKind, Exchange, HttpConn, HttpCounters, Side, Version};
@@ -261,4 +263,22 @@ fn every_split_of_a_real_conversation_gives_the_same_exchanges() {
             "cut {cut}"
         );
     }
+}
+
+#[test]
+fn curl_upgrades_to_h2c_and_is_answered_on_stream_1() {
+    let (c, out) = run("h2c-upgrade.rec");
+    assert!(c.is_h2());
+    assert_eq!(summary(&out), [("GET", "/private/report", 401)]);
+    let x = &out[0];
+    assert_eq!(
+        (x.request.version, x.response.version),
+        (Version::Http11, Version::Http2)
+    );
+    assert_eq!(x.request.user_agent.as_ref().unwrap().value, "curl/7.88.1");
+    assert_eq!(x.request.sizes.head, 186);
+    // The 101's head and stream 1's HEADERS frame.
+    assert_eq!(x.response.sizes.head, 71 + 25);
+    assert_eq!(x.response.sizes.body, 7);
+    clean(&c.counters);
 }
