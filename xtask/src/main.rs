@@ -56,7 +56,8 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Only this target (http_reassembly, capture_decode, pipeline_events, host_answers).
+        /// Only this target (http_reassembly, http2_reassembly, capture_decode, pipeline_events,
+        /// host_answers).
         #[arg(long)]
         target: Option<String>,
     },
@@ -80,6 +81,7 @@ enum Cmd {
 
 const FUZZ_TARGETS: &[&str] = &[
     "http_reassembly",
+    "http2_reassembly",
     "capture_decode",
     "pipeline_events",
     "host_answers",

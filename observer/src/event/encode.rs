@@ -213,7 +213,7 @@ pub fn exchange_event(
             duration: Some(x.duration_ns()),
         },
         http: Http {
-            version: format!("1.{}", x.request.version),
+            version: x.request.version.as_str().to_string(),
             request: HttpRequest {
                 method: x.request.method.value.clone(),
                 bytes: x.request.sizes.total(),

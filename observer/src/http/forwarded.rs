@@ -203,6 +203,11 @@ impl ForwardedHeaders {
         self.x_forwarded_for.is_empty() && self.forwarded.is_empty()
     }
 
+    /// Bytes held (at most twice [`MAX_FORWARDED`]).
+    pub fn held_bytes(&self) -> usize {
+        self.x_forwarded_for.bytes.len() + self.forwarded.bytes.len()
+    }
+
     /// The forwarding headers among a request's `(name, value)` headers; `None` (and nothing
     /// allocated) when it has none, as most requests.
     pub fn from_headers<'a>(

@@ -2,7 +2,7 @@
 //! counting body bytes through it, chunk lines included, and through the bytes the kernel moved
 //! but did not copy. Bodies are counted, never kept.
 
-use super::{Framing, HttpConn, Partial};
+use super::{Framing, H1Conn, Partial};
 use crate::http::message::{Exchange, Side};
 
 pub(super) const MAX_CHUNK_LINE: usize = 4096;
@@ -62,7 +62,7 @@ pub(super) fn body_framing(
     }
 }
 
-impl HttpConn {
+impl H1Conn {
     pub(super) fn start_body(
         &mut self,
         side: Side,

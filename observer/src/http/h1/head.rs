@@ -2,10 +2,9 @@
 //! request and response heads (whole, or cut short by the kernel's copy) into messages.
 
 use super::body::BodyFraming;
-use super::{Framing, HttpConn, Partial};
-use crate::http::form::{BodyKind, LoginFields};
-use crate::http::forwarded::ForwardedHeaders;
-use crate::http::message::{Exchange, Request, Response, Side, Sizes, Text};
+use super::{Framing, H1Conn, Partial, Upgraded};
+use crate::http::message::{Exchange, Request, Response, Side, Sizes, Text, Version};
+use crate::http::request;
 
 /// Largest message head held while waiting for its end.
 pub const MAX_HEAD: usize = 32 * 1024;
@@ -41,14 +40,7 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     HEAD_END.find(&buf[start..]).map(|p| start + p + 4)
 }
 
-fn header_text(headers: &[httparse::Header<'_>], name: &str) -> Option<Text> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| Text::from_bytes(h.value))
-}
-
-impl HttpConn {
+impl H1Conn {
     pub(super) fn step_head(
         &mut self,
         side: Side,
@@ -113,27 +105,20 @@ impl HttpConn {
         head_bytes: u64,
         ts_ns: u64,
     ) -> Request {
-        Request {
-            method: Text::from_checked(method),
-            // Credential query values go no further than the credential taken from them.
-            target: Text::from_checked(&self.names.redact_query_credentials(target)),
-            version,
-            host: header_text(headers, "host"),
-            user_agent: header_text(headers, "user-agent"),
-            sizes: Sizes {
-                head: head_bytes,
-                ..Sizes::default()
-            },
-            start_ns: self.req.head_start_ns,
-            end_ns: ts_ns,
-            incomplete_copy: false,
-            head_truncated: false,
-            login: LoginFields::default(),
-            forwarded: ForwardedHeaders::from_headers(headers.iter().map(|h| (h.name, h.value))),
-            credential: self
-                .names
-                .extract(target, headers.iter().map(|h| (h.name, h.value))),
-        }
+        let mut r = request::new_request(
+            &self.names,
+            (
+                Text::from_checked(method),
+                target,
+                Version::from_minor(version),
+            ),
+            None,
+            headers.iter().map(|h| (h.name, h.value)),
+        );
+        r.sizes.head = head_bytes;
+        r.start_ns = self.req.head_start_ns;
+        r.end_ns = ts_ns;
+        r
     }
 
     fn parse_request_head(&mut self, head: &[u8], ts_ns: u64) {
@@ -165,6 +150,7 @@ impl HttpConn {
                 .headers
                 .iter()
                 .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+        let h2c = upgrade && names_h2c(req.headers);
         let request = self.new_request(
             (method, target, version),
             req.headers,
@@ -173,17 +159,14 @@ impl HttpConn {
         );
         if upgrade {
             self.upgrade_asked = true;
+            self.h2c_asked = h2c;
         }
+        self.seen = true;
         // Bodies that may be a login form are kept (a prefix) to read the user name from.
         let kind = if matches!(framing, BodyFraming::None) {
             None
         } else {
-            let ct = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-type"))
-                .map(|h| h.value);
-            BodyKind::of(ct)
+            request::body_kind(req.headers.iter().map(|h| (h.name, h.value)))
         };
         self.req.keep_body(kind.is_some(), kind);
         self.start_body(
@@ -215,8 +198,22 @@ impl HttpConn {
             self.resync(Side::Response);
             return;
         };
+        self.seen = true;
         if (100..200).contains(&status) && status != 101 {
             // Informational (100 Continue, 103 Early Hints): the final response follows.
+            return;
+        }
+        if status == 101 && self.h2c_asked && names_h2c(resp.headers) {
+            // HTTP/2 from here on: the request that asked is answered on stream 1.
+            if let Some(request) = self.pending.pop_front() {
+                self.upgraded = Some(Upgraded {
+                    request,
+                    head_101: head.len() as u64,
+                    start_ns: self.resp.head_start_ns,
+                });
+            }
+            self.req.framing = Framing::Tunnel;
+            self.resp.framing = Framing::Tunnel;
             return;
         }
         let request_is = |m: &str| {
@@ -237,7 +234,7 @@ impl HttpConn {
         }
         let response = Response {
             status,
-            version,
+            version: Version::from_minor(version),
             sizes: Sizes {
                 head: head.len() as u64,
                 ..Sizes::default()
@@ -246,6 +243,7 @@ impl HttpConn {
             end_ns: ts_ns,
             incomplete: false,
             body_prefix: Vec::new(),
+            unknown_fields: 0,
         };
         self.resp.keep_body(self.names.keep_response_body, None);
         self.start_body(
@@ -260,6 +258,7 @@ impl HttpConn {
             self.resp.framing = Framing::Tunnel;
         } else if self.upgrade_asked && self.pending.is_empty() {
             self.upgrade_asked = false;
+            self.h2c_asked = false;
         }
     }
 
@@ -291,6 +290,7 @@ impl HttpConn {
         );
         request.incomplete_copy = true;
         request.head_truncated = true;
+        self.seen = true;
         self.counters.truncated_heads += 1;
         self.push_pending(request);
         self.req.framing = Framing::Resync;
@@ -298,4 +298,13 @@ impl HttpConn {
         self.req.current = None;
         true
     }
+}
+
+/// True when an `Upgrade` header among `headers` names `h2c` (HTTP/2 over cleartext TCP).
+fn names_h2c(headers: &[httparse::Header<'_>]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .flat_map(|h| h.value.split(|&c| c == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"))
 }

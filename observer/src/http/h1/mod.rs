@@ -7,6 +7,9 @@
 //! heads are held, up to a cap. Anything that is not HTTP, or that loses framing, puts the stream
 //! into resynchronisation: it waits for a piece that starts like a new message. Every such event
 //! is counted, never guessed at.
+//!
+//! A request that asks to upgrade to `h2c` and is answered `101` ends HTTP/1.x here: the
+//! request is handed over ([`H1Conn::take_upgraded`]) to be answered over HTTP/2.
 
 mod body;
 mod head;
@@ -154,34 +157,52 @@ impl HalfStream {
     }
 }
 
+/// A request that upgraded its connection to HTTP/2 (`Upgrade: h2c` answered `101`): it is
+/// answered on stream 1.
+#[derive(Debug)]
+pub struct Upgraded {
+    pub request: Request,
+    /// Bytes of the `101` response head, counted with stream 1's response.
+    pub head_101: u64,
+    /// When the `101` began.
+    pub start_ns: u64,
+}
+
 /// Reassembly state of one connection.
 #[derive(Debug)]
-pub struct HttpConn {
+pub struct H1Conn {
     req: HalfStream,
     resp: HalfStream,
     pending: VecDeque<Request>,
     /// A request asked to switch protocols; its response decides.
     upgrade_asked: bool,
+    /// ... and it asked for `h2c`.
+    h2c_asked: bool,
+    /// The request that switched the connection to HTTP/2, until taken.
+    upgraded: Option<Upgraded>,
+    /// A message head was parsed on this connection: it carries HTTP/1.x.
+    seen: bool,
     names: Arc<CredentialNames>,
-    /// Responses with no request, until [`HttpConn::take_unpaired`].
+    /// Responses with no request, until [`H1Conn::take_unpaired`].
     unpaired: Vec<Unpaired>,
     pub counters: HttpCounters,
 }
 
-impl Default for HttpConn {
+impl Default for H1Conn {
     fn default() -> Self {
         Self::new()
     }
 }
 
-fn default_names() -> Arc<CredentialNames> {
+/// The default credential names, shared by every connection that was given none.
+pub(crate) fn default_names() -> Arc<CredentialNames> {
     static NAMES: OnceLock<Arc<CredentialNames>> = OnceLock::new();
     NAMES
         .get_or_init(|| Arc::new(CredentialNames::default()))
         .clone()
 }
 
-impl HttpConn {
+impl H1Conn {
     pub fn new() -> Self {
         Self::with_names(default_names())
     }
@@ -193,6 +214,9 @@ impl HttpConn {
             resp: HalfStream::new(),
             pending: VecDeque::new(),
             upgrade_asked: false,
+            h2c_asked: false,
+            upgraded: None,
+            seen: false,
             names,
             unpaired: Vec::new(),
             counters: HttpCounters::default(),
@@ -234,7 +258,7 @@ impl HttpConn {
         self.pending.len()
     }
 
-    /// The most [`HttpConn::held_bytes`] can be.
+    /// The most [`H1Conn::held_bytes`] can be.
     pub const MAX_HELD: usize = 2 * MAX_HEAD
         + 2 * MAX_CHUNK_LINE
         + 2 * MAX_BODY_KEPT
@@ -247,6 +271,22 @@ impl HttpConn {
         self.req.framing == Framing::Tunnel
     }
 
+    /// The names credentials are taken by.
+    pub fn names(&self) -> Arc<CredentialNames> {
+        self.names.clone()
+    }
+
+    /// True once a message head was parsed: the connection carries HTTP/1.x.
+    pub fn seen_http(&self) -> bool {
+        self.seen
+    }
+
+    /// The request that upgraded the connection to HTTP/2, once: what follows the `101` on
+    /// both sides is HTTP/2.
+    pub fn take_upgraded(&mut self) -> Option<Upgraded> {
+        self.upgraded.take()
+    }
+
     /// Feeds one syscall's worth of bytes: `bytes` were copied, `total_len` were moved.
     pub fn on_data(
         &mut self,
@@ -256,19 +296,32 @@ impl HttpConn {
         ts_ns: u64,
         out: &mut Vec<Exchange>,
     ) {
+        self.feed(side, bytes, total_len, ts_ns, out);
+    }
+
+    /// As [`H1Conn::on_data`]; returns how many of `bytes` were read as HTTP/1.x, which is
+    /// fewer than all of them only when the connection switched protocols within the piece.
+    pub fn feed(
+        &mut self,
+        side: Side,
+        bytes: &[u8],
+        total_len: u64,
+        ts_ns: u64,
+        out: &mut Vec<Exchange>,
+    ) -> usize {
         let gap = total_len.saturating_sub(bytes.len() as u64);
         let half = match side {
             Side::Request => &mut self.req,
             Side::Response => &mut self.resp,
         };
         match half.framing {
-            Framing::Tunnel => return,
+            Framing::Tunnel => return 0,
             Framing::Resync => {
                 if !bytes.is_empty() && looks_like_start(side, bytes) {
                     half.framing = Framing::Head;
                 } else {
                     self.counters.skipped_pieces += 1;
-                    return;
+                    return bytes.len();
                 }
             }
             _ => {}
@@ -278,13 +331,17 @@ impl HttpConn {
             let used = self.step(side, input, ts_ns, out);
             input = &input[used..];
             let half = self.half(side);
-            if matches!(half.framing, Framing::Resync | Framing::Tunnel) {
+            if half.framing == Framing::Tunnel {
+                return bytes.len() - input.len();
+            }
+            if half.framing == Framing::Resync {
                 break;
             }
         }
         if gap > 0 {
             self.skip(side, gap, ts_ns, out);
         }
+        bytes.len()
     }
 
     /// The connection turned out to carry TLS: what was parsed so far was the handshake's
@@ -294,6 +351,9 @@ impl HttpConn {
         self.resp = HalfStream::new();
         self.pending.clear();
         self.upgrade_asked = false;
+        self.h2c_asked = false;
+        self.upgraded = None;
+        self.seen = false;
         self.counters.skipped_pieces = 0;
     }
 
@@ -311,6 +371,7 @@ impl HttpConn {
             + u64::from(matches!(self.req.current, Some(Partial::Request(_))));
         self.pending.clear();
         self.upgrade_asked = false;
+        self.h2c_asked = false;
         self.req.resync(&mut self.counters);
         self.resp.resync(&mut self.counters);
     }
@@ -430,6 +491,7 @@ impl HttpConn {
                     Some(request) => out.push(Exchange {
                         request,
                         response: r,
+                        grpc: None,
                     }),
                     None => {
                         self.counters.orphan_responses += 1;

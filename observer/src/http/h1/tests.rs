@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn feed_all(conn: &mut HttpConn, pieces: &[(Side, &[u8])]) -> Vec<Exchange> {
+fn feed_all(conn: &mut H1Conn, pieces: &[(Side, &[u8])]) -> Vec<Exchange> {
     let mut out = Vec::new();
     for (i, (side, b)) in pieces.iter().enumerate() {
         conn.on_data(*side, b, b.len() as u64, i as u64 * 10, &mut out);
@@ -15,7 +15,7 @@ const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
 #[test]
 fn a_capture_hole_never_pairs_a_response_with_the_wrong_request() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let mut out = Vec::new();
     // The response to /a was lost: /b's request comes after the hole.
     c.on_data(Side::Request, b"GET /a HTTP/1.1\r\n\r\n", 18, 1, &mut out);
@@ -40,7 +40,7 @@ fn a_capture_hole_never_pairs_a_response_with_the_wrong_request() {
 
 #[test]
 fn simple_exchange() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let out = feed_all(&mut c, &[(Side::Request, REQ), (Side::Response, RESP)]);
     assert_eq!(out.len(), 1);
     let e = &out[0];
@@ -62,7 +62,7 @@ fn keep_alive_and_post_body_split_anywhere() {
     stream_req.extend_from_slice(REQ);
     stream_req.extend_from_slice(post);
     for cut in 1..stream_req.len() {
-        let mut c = HttpConn::new();
+        let mut c = H1Conn::new();
         let (a, b) = stream_req.split_at(cut);
         let mut out = Vec::new();
         c.on_data(Side::Request, a, a.len() as u64, 0, &mut out);
@@ -78,7 +78,7 @@ fn keep_alive_and_post_body_split_anywhere() {
 
 #[test]
 fn uncopied_body_bytes_keep_framing() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let mut out = Vec::new();
     c.on_data(Side::Request, REQ, REQ.len() as u64, 0, &mut out);
     let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n";
@@ -101,7 +101,7 @@ fn uncopied_body_bytes_keep_framing() {
 
 #[test]
 fn request_head_longer_than_the_copy_is_reported_truncated() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let mut out = Vec::new();
     let mut head =
         b"GET /big HTTP/1.1\r\nUser-Agent: t\r\nAuthorization: Bearer tok\r\nX-Pad: ".to_vec();
@@ -123,7 +123,7 @@ fn request_head_longer_than_the_copy_is_reported_truncated() {
 
 #[test]
 fn non_http_is_skipped_without_exchanges() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let tls = [0x16u8, 3, 1, 0, 0x50, 1, 0, 0];
     let out = feed_all(
         &mut c,
@@ -139,7 +139,7 @@ fn non_http_is_skipped_without_exchanges() {
 
 #[test]
 fn head_and_204_have_no_body() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let out = feed_all(
         &mut c,
         &[
@@ -159,10 +159,10 @@ fn head_and_204_have_no_body() {
 
 #[test]
 fn chunked_response_with_trailers() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\n\r\n";
     for cut in 1..body.len() {
-        let mut c2 = HttpConn::new();
+        let mut c2 = H1Conn::new();
         let (a, b) = body.split_at(cut);
         let out = feed_all(
             &mut c2,
@@ -182,7 +182,7 @@ fn chunked_response_with_trailers() {
 
 #[test]
 fn body_until_close() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let mut out = feed_all(
         &mut c,
         &[
@@ -199,7 +199,7 @@ fn body_until_close() {
 
 #[test]
 fn response_cut_by_close_is_reported_incomplete() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let mut out = feed_all(
         &mut c,
         &[
@@ -220,7 +220,7 @@ fn response_cut_by_close_is_reported_incomplete() {
 
 #[test]
 fn continue_then_final_response() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let out = feed_all(
         &mut c,
         &[
@@ -242,7 +242,7 @@ fn continue_then_final_response() {
 
 #[test]
 fn pipelined_requests_pair_in_order() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let reqs = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
     let resps = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nb";
     let out = feed_all(&mut c, &[(Side::Request, reqs), (Side::Response, resps)]);
@@ -254,7 +254,7 @@ fn pipelined_requests_pair_in_order() {
 
 #[test]
 fn upgrade_stops_parsing() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let out = feed_all(
         &mut c,
         &[
@@ -276,7 +276,7 @@ fn upgrade_stops_parsing() {
 
 #[test]
 fn mid_stream_start_resyncs_cleanly() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     // Observer attached in the middle of a response body.
     let out = feed_all(
         &mut c,
@@ -292,7 +292,7 @@ fn mid_stream_start_resyncs_cleanly() {
 
 #[test]
 fn bad_content_length_is_not_guessed() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let out = feed_all(
         &mut c,
         &[
@@ -400,7 +400,7 @@ mod props {
         (req, resp)
     }
 
-    fn feed(stream: &[u8], cuts: &[usize], side: Side, c: &mut HttpConn, out: &mut Vec<Exchange>) {
+    fn feed(stream: &[u8], cuts: &[usize], side: Side, c: &mut H1Conn, out: &mut Vec<Exchange>) {
         let mut points: Vec<usize> = cuts.iter().map(|x| x % (stream.len() + 1)).collect();
         points.sort_unstable();
         let mut last = 0;
@@ -423,7 +423,7 @@ mod props {
             resp_cuts in prop::collection::vec(any::<usize>(), 0..40),
         ) {
             let (req, resp) = streams(&specs);
-            let mut whole = HttpConn::new();
+            let mut whole = H1Conn::new();
             let mut expected = Vec::new();
             whole.on_data(Side::Request, &req, req.len() as u64, 0, &mut expected);
             whole.on_data(Side::Response, &resp, resp.len() as u64, 0, &mut expected);
@@ -434,7 +434,7 @@ mod props {
                 prop_assert_eq!(x.response.status, s.status);
                 prop_assert_eq!(x.response.sizes.body, s.resp_body as u64);
             }
-            let mut cut = HttpConn::new();
+            let mut cut = H1Conn::new();
             let mut got = Vec::new();
             feed(&req, &req_cuts, Side::Request, &mut cut, &mut got);
             feed(&resp, &resp_cuts, Side::Response, &mut cut, &mut got);
@@ -444,12 +444,12 @@ mod props {
         /// Arbitrary bytes never panic and never grow memory past its bound.
         #[test]
         fn garbage_is_bounded(pieces in prop::collection::vec((any::<bool>(), prop::collection::vec(any::<u8>(), 0..600), 0u64..5000), 0..60)) {
-            let mut c = HttpConn::new();
+            let mut c = H1Conn::new();
             let mut out = Vec::new();
             for (req, bytes, extra) in pieces {
                 let side = if req { Side::Request } else { Side::Response };
                 c.on_data(side, &bytes, bytes.len() as u64 + extra, 0, &mut out);
-                prop_assert!(c.held_bytes() <= HttpConn::MAX_HELD);
+                prop_assert!(c.held_bytes() <= H1Conn::MAX_HELD);
                 prop_assert!(c.pending() <= MAX_PENDING);
             }
         }
@@ -471,7 +471,7 @@ fn text_is_capped_and_flagged() {
 
 #[test]
 fn responses_to_unparsed_requests_are_kept_for_the_status_rules() {
-    let mut c = HttpConn::new();
+    let mut c = H1Conn::new();
     let mut out = Vec::new();
     // A request line longer than the copy, then one behind padding: neither is parsed.
     let long = format!("GET /{} HTTP/1.1\r\n\r\n", "p".repeat(5000));
