@@ -3,11 +3,12 @@
 //! Classification is stateless: one exchange in, its OWASP Logging Vocabulary action, ECS
 //! category/type and outcome out ([`Classifier`]; [`login`] tells login attempts and how they
 //! ended). The windowed rules in [`rules`] are stateful; [`identity`] fingerprints credentials
-//! under the host key.
+//! under the host key; [`grpc`] reads a gRPC call's status in the same terms.
 //!
 //! Imports only `http` (the exchanges it classifies, the raw credentials it fingerprints),
 //! never `capture`, `conn`, `event` or `sink`.
 
+pub mod grpc;
 pub mod identity;
 pub mod login;
 pub mod rules;
@@ -89,7 +90,7 @@ impl Classifier {
     }
 
     pub fn classify(&self, x: &Exchange) -> Verdict<'_> {
-        let status = x.response.status;
+        let status = grpc::effective_status(x);
         let login = self
             .login
             .attempt(

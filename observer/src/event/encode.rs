@@ -10,8 +10,8 @@ use crate::conn::host::ProcessInfo;
 use crate::detect::Verdict;
 use crate::detect::identity::Credential;
 use crate::detect::rules::{Alert, Rule};
-use crate::http::Exchange;
 use crate::http::forwarded::{ClientId, Resolution};
+use crate::http::{Exchange, Grpc};
 
 pub fn blind_event(now: String, run_id: &str, process: BlindProcess, reason: String) -> Event {
     Event::Blind(Box::new(BlindEvent {
@@ -190,6 +190,7 @@ pub fn exchange_event(
     ctx: &ExchangeContext<'_>,
 ) -> Event {
     let class = verdict.class;
+    let unknown_fields = u32::from(x.request.unknown_fields) + u32::from(x.response.unknown_fields);
     let (path, query) = if x.request.target.altered {
         ctx.redactor.split_cut_target(&x.request.target.value)
     } else {
@@ -222,7 +223,7 @@ pub fn exchange_event(
                 },
             },
             response: HttpResponse {
-                status_code: x.response.status,
+                status_code: (x.response.status != 0).then_some(x.response.status),
                 bytes: x.response.sizes.total(),
                 body: Body {
                     bytes: x.response.sizes.body,
@@ -254,6 +255,7 @@ pub fn exchange_event(
             hash: hash.to_string(),
         }),
         tls: ctx.tls.then_some(Tls { established: true }),
+        rpc: x.grpc.as_deref().map(|g| rpc(g, ctx.redactor)),
         process: Process {
             pid: ctx.tgid,
             name: ctx.process.name.clone(),
@@ -270,10 +272,42 @@ pub fn exchange_event(
             connection_id: ctx.connection_id,
             truncated,
             partial_capture: x.request.incomplete_copy,
-            incomplete: x.response.incomplete,
+            incomplete: x.response.incomplete || unknown_fields > 0,
+            unknown_fields,
             run_id: ctx.run_id.clone(),
         },
     }))
+}
+
+/// The `rpc.*` fields of a gRPC call. `grpc-message` is free text the server chose: a word
+/// of it that looks like a secret is replaced, as a query value would be.
+fn rpc(g: &Grpc, redactor: &Redactor) -> Rpc {
+    let known = |t: &crate::http::Text| (!t.value.is_empty()).then(|| t.value.clone());
+    Rpc {
+        system: "grpc",
+        service: known(&g.service),
+        method: known(&g.method),
+        grpc: RpcGrpc {
+            status_code: g.status,
+            status: g.status.and_then(crate::detect::grpc::status_name),
+            message: g.message.as_ref().map(|m| {
+                m.value
+                    .split(' ')
+                    .map(|w| {
+                        if redactor.looks_like_secret(w) {
+                            super::redact::REDACTED
+                        } else {
+                            w
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            request_messages: g.requests,
+            response_messages: g.responses,
+            messages_lost: g.counts_lost,
+        },
+    }
 }
 
 /// Names in an exchange event the client a trusted proxy's headers named (`client.*`, and how:

@@ -37,7 +37,10 @@ pub struct HttpRequest {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct HttpResponse {
-    pub status_code: u16,
+    /// Absent when it is not known (an HTTP/2 `:status` that referred to a header table entry
+    /// observer never saw): never a made-up value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
     pub bytes: u64,
     pub body: Body,
 }
@@ -161,9 +164,15 @@ pub struct ObserverExchange {
     /// Body bytes were counted from lengths the kernel reported, not seen.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub partial_capture: bool,
-    /// The connection closed before the response body was complete.
+    /// The connection closed before the response body was complete, or (HTTP/2) some header
+    /// fields could not be decoded: see `unknown_fields`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
+    /// HTTP/2 header fields of the exchange that referred to header table entries observer
+    /// never saw (the connection was older than the capture, or bytes were lost): they are
+    /// missing from the event, never guessed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unknown_fields: u32,
     pub run_id: std::sync::Arc<str>,
 }
 
@@ -190,6 +199,8 @@ pub struct ExchangeEvent {
     /// Present when the exchange travelled inside TLS (ECS `tls.established`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<Rpc>,
     pub process: Process,
     pub observer: ObserverExchange,
 }
@@ -197,6 +208,37 @@ pub struct ExchangeEvent {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Tls {
     pub established: bool,
+}
+
+/// A gRPC call (OpenTelemetry's `rpc.*` names: ECS has none for RPC).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Rpc {
+    pub system: &'static str,
+    /// `pkg.Service` from `:path`; absent when the path was not known or not of that form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    pub grpc: RpcGrpc,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RpcGrpc {
+    /// `grpc-status`; absent when the call ended without one (reset, cut by the capture).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u32>,
+    /// Its name (`UNAUTHENTICATED`...), for codes gRPC defines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    /// `grpc-message`, with anything that looks like a secret replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Length-prefixed messages each way (a streaming call sends several).
+    pub request_messages: u32,
+    pub response_messages: u32,
+    /// Bytes the kernel did not copy hid a message boundary: the counts are lower bounds.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub messages_lost: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -427,4 +469,8 @@ impl Event {
             Event::Blind(e) => &mut e.event,
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -185,7 +185,7 @@ impl<H: Host> Pipeline<H> {
             let facts = Facts {
                 ts_ns: x.response.end_ns,
                 sequence: self.next_sequence,
-                status: x.response.status,
+                status: crate::detect::grpc::effective_status(&x),
                 login: verdict.login,
                 user: user_hash.as_deref(),
                 source_ip: client.as_deref().or(source_ip),
