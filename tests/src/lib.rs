@@ -15,7 +15,7 @@ pub use harness::{Finished, Observer, Recording, verify_log};
 pub use schema::{assert_schema, read_events};
 pub use server::{
     Cert, Cgroup, GRPC_GOOD_AUTHORIZATION, GRPC_SERVICE, GrpcCall, GrpcOutcome, H2JoinClient,
-    H2Reply, NGINX_H2_PRIVATE, NGINX_H2_USER, Server, children_of, grpc_calls,
+    H2Reply, NGINX_H2_PRIVATE, NGINX_H2_USER, Server, children_of, grpc_calls, nghttp,
 };
 
 use std::net::{TcpListener, TcpStream};

@@ -19,7 +19,7 @@ mod tables;
 mod uring;
 
 pub use grpc::{GRPC_GOOD_AUTHORIZATION, GRPC_SERVICE, GrpcCall, GrpcOutcome, grpc_calls};
-pub use h2::{H2JoinClient, H2Reply, NGINX_H2_PRIVATE, NGINX_H2_USER};
+pub use h2::{H2JoinClient, H2Reply, NGINX_H2_PRIVATE, NGINX_H2_USER, nghttp};
 pub use tables::{SocketForker, running_as};
 
 /// A server process the test owns; killed on drop.

@@ -1,5 +1,5 @@
-//! HTTP/2 through the kernel path and the TLS probes: Debian's nginx (`listen ... ssl http2`)
-//! with curl and h2load as clients, Node.js's `http2` module over its own OpenSSL and in
+//! HTTP/2 through the kernel path and the TLS probes: Debian's nginx (`listen ... ssl http2`,
+//! and h2c) with curl and h2load as clients, Node.js's `http2` module over its own OpenSSL and in
 //! cleartext. Each stream is one exchange with the same fields as HTTP/1.1; a connection opened
 //! before observer started is followed from its next streams without inventing what HPACK's
 //! dynamic table held before.
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use observer_tests::{
     Cert, Finished, H2JoinClient, NGINX_H2_PRIVATE, NGINX_H2_USER, Observer, Server, Transfer,
-    curl_many, require_root,
+    curl_many, nghttp, require_root,
 };
 use serde_json::Value;
 
@@ -318,29 +318,48 @@ fn h2load_ten_thousand_requests_all_reported_without_loss() {
 }
 
 #[test]
-fn brute_force_over_http2_raises_the_alert() {
+fn brute_force_over_cleartext_http2_raises_the_alert() {
     require_root();
-    let cert = Cert::new();
-    let nginx = Server::nginx_h2(&cert);
+    // h2c, prior knowledge: the kernel path without the TLS probes.
+    let nginx = Server::nginx_h2c();
     let obs = Observer::for_pids(&[nginx.pid()]);
-    let wrong: Vec<String> = (0..8).map(|i| format!("alice:guess-{i}")).collect();
-    // Two connections of four attempts each: the count is the source's, not the connection's.
-    let mut sent = Vec::new();
-    for half in wrong.chunks(4) {
-        let reqs: Vec<[&str; 2]> = half.iter().map(|w| ["-u", w.as_str()]).collect();
-        let reqs: Vec<(&[&str], &str)> = reqs
-            .iter()
-            .map(|a| (&a[..], "/private/data.json"))
-            .collect();
-        sent.extend(curl_h2(&nginx, &reqs));
+    // Two connections (one nghttp process each), four attempts at once on each: the count is
+    // the source's, not the connection's, and streams interleave.
+    let wrong = ["alice:guess-one", "alice:guess-two"];
+    let paths: Vec<String> = (0..8)
+        .map(|i| format!("/private/data.json?try={i}"))
+        .collect();
+    for (password, tries) in wrong.iter().zip(paths.chunks(4)) {
+        let auth = format!("authorization: Basic {}", b64(password));
+        let tries: Vec<&str> = tries.iter().map(String::as_str).collect();
+        assert_eq!(nghttp(&nginx, &[&auth], &tries), [401; 4]);
     }
-    assert!(sent.iter().all(|t| t.status == 401), "{sent:?}");
-    assert_ne!(sent[0].local_port, sent[4].local_port);
     let f = obs.stop();
     assert!(f.status.success(), "{}", f.stderr);
     let ex = f.exchanges();
     assert_eq!(ex.len(), 8, "{}\n{}", f.lines.join("\n"), f.stderr);
     assert!(ex.iter().all(|e| field(e, "http.version") == "2"));
+    assert!(ex.iter().all(|e| e.get("tls").is_none()));
+    assert!(
+        ex.iter()
+            .all(|e| field(e, "url.path") == "/private/data.json")
+    );
+    let mut tries: Vec<&str> = ex
+        .iter()
+        .filter_map(|e| field(e, "url.query").as_str())
+        .collect();
+    tries.sort_unstable();
+    assert_eq!(
+        tries,
+        (0..8).map(|i| format!("try={i}")).collect::<Vec<_>>()
+    );
+    let mut conns: Vec<String> = ex
+        .iter()
+        .map(|e| field(e, "observer.connection_id").to_string())
+        .collect();
+    conns.sort_unstable();
+    conns.dedup();
+    assert_eq!(conns.len(), 2, "{conns:?}");
     assert_eq!(actions(&f, "authn_login_fail"), 8);
     let bf = f.alerts("brute_force");
     assert_eq!(
@@ -352,10 +371,7 @@ fn brute_force_over_http2_raises_the_alert() {
     assert_eq!(field(bf[0], "event.action"), "authn_login_fail_max");
     assert_eq!(field(bf[0], "source.ip"), "127.0.0.1");
     assert_eq!(field(bf[0], "observer.alert.count"), 5);
-    let secrets: Vec<String> = wrong.iter().map(|w| b64(w)).collect();
-    let mut refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    refs.push("guess-");
-    f.assert_no_secrets(&refs);
+    f.assert_no_secrets(&[&b64(wrong[0]), &b64(wrong[1]), "guess-"]);
 }
 
 #[test]

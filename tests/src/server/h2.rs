@@ -1,6 +1,7 @@
 //! HTTP/2 servers: Debian's nginx with `http2` on its listener, over TLS (ALPN h2) or in
 //! cleartext (h2c, prior knowledge), and Node.js's `http2` module (tests/servers/h2_server.js);
-//! the Node.js client of tests/servers/h2_client.js that keeps one connection across two phases.
+//! the Node.js client of tests/servers/h2_client.js that keeps one connection across two phases;
+//! nghttp (nghttp2's client), whose requests share one connection and run at once.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -197,11 +198,6 @@ impl H2JoinClient {
         assert!(status.success(), "h2_client.js ended with {status}");
         replies
     }
-
-    /// The client's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for H2JoinClient {
@@ -211,4 +207,44 @@ impl Drop for H2JoinClient {
             let _ = self.child.wait();
         }
     }
+}
+
+/// One `nghttp` process: every path of `paths` (each distinct: nghttp drops repeats) requested
+/// at once over one HTTP/2 connection to `server` (h2c with prior knowledge in cleartext), each
+/// with `headers` (`name: value`); returns each path's status, in the order of `paths`.
+pub fn nghttp(server: &Server, headers: &[&str], paths: &[&str]) -> Vec<u16> {
+    let mut cmd = Command::new("nghttp");
+    cmd.args(["-n", "-s"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.args(paths.iter().map(|p| server.url(p)));
+    let out = cmd
+        .output()
+        .expect("running nghttp (apt-get install nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "nghttp failed: {text}");
+    // The statistics table: `id responseEnd requestStart process code size request path`.
+    let rows: Vec<(u16, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [id, .., code, _size, path] if id.parse::<u32>().is_ok() => {
+                    Some((code.parse().ok()?, *path))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let statuses: Vec<u16> = paths
+        .iter()
+        .filter_map(|p| rows.iter().find(|(_, path)| path == p).map(|(c, _)| *c))
+        .collect();
+    assert_eq!(
+        statuses.len(),
+        paths.len(),
+        "nghttp answered every path: {text}"
+    );
+    statuses
 }
