@@ -68,7 +68,10 @@ def main():
             ),
         },
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    # Without SO_REUSEPORT (grpcio's default is on): a port taken is an error, not shared.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)]
+    )
     server.add_generic_rpc_handlers((handlers,))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
