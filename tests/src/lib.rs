@@ -13,7 +13,10 @@ pub mod server;
 pub use client::{RawClient, Transfer, curl, curl_many, curl_paths};
 pub use harness::{Finished, Observer, Recording, verify_log};
 pub use schema::{assert_schema, read_events};
-pub use server::{Cert, Cgroup, Server, children_of};
+pub use server::{
+    Cert, Cgroup, GRPC_GOOD_AUTHORIZATION, GRPC_SERVICE, GrpcCall, GrpcOutcome, H2JoinClient,
+    H2Reply, NGINX_H2_PRIVATE, NGINX_H2_USER, Server, children_of, grpc_calls, nghttp,
+};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

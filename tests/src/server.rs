@@ -9,6 +9,8 @@ use crate::{TempDir, free_port, wait_for_port, workspace_root};
 
 mod compat;
 mod express;
+mod grpc;
+mod h2;
 mod keyed;
 mod node;
 mod proxy;
@@ -16,6 +18,8 @@ mod splice;
 mod tables;
 mod uring;
 
+pub use grpc::{GRPC_GOOD_AUTHORIZATION, GRPC_SERVICE, GrpcCall, GrpcOutcome, grpc_calls};
+pub use h2::{H2JoinClient, H2Reply, NGINX_H2_PRIVATE, NGINX_H2_USER, nghttp};
 pub use tables::{SocketForker, running_as};
 
 /// A server process the test owns; killed on drop.

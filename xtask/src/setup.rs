@@ -148,6 +148,8 @@ pub fn test_tools() -> anyhow::Result<()> {
         ("gcc", "gcc"),
         // Login attacks: hydra's http-post-form against a Flask form login.
         ("hydra", "hydra"),
+        // HTTP/2 load (h2load) against nginx.
+        ("h2load", "nghttp2-client"),
     ];
     let mut missing: Vec<&str> = tools
         .iter()
@@ -162,25 +164,33 @@ pub fn test_tools() -> anyhow::Result<()> {
         missing.push("liburing-dev");
     }
     apt_install(&missing)?;
-    // (module, what for, Debian's package when pip cannot install it)
+    // (module, what pip installs, what for, Debian's package when pip cannot install it)
     let modules = [
         (
+            "gunicorn",
             "gunicorn",
             "the process-tree and login tests run it",
             "gunicorn",
         ),
         (
             "flask",
+            "flask",
             "the login tests serve a Flask form",
             "python3-flask",
         ),
+        (
+            "grpc",
+            "grpcio==1.85.1",
+            "the gRPC tests' server and client",
+            "python3-grpcio",
+        ),
     ];
-    for (module, why, deb) in modules {
+    for (module, spec, why, deb) in modules {
         if succeeds(Command::new("python3").args(["-c", &format!("import {module}")])) {
             continue;
         }
-        step(&format!("installing {module} from PyPI ({why})"));
-        let pip = pip_install(module);
+        step(&format!("installing {spec} from PyPI ({why})"));
+        let pip = pip_install(spec);
         if pip.is_err() {
             step(&format!(
                 "pip could not install {module}; trying Debian's package"
