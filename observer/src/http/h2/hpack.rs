@@ -131,6 +131,8 @@ pub struct Decoder {
     limit: Option<usize>,
     /// Huffman output of the string being decoded.
     scratch: Vec<u8>,
+    /// The name of the literal being decoded.
+    name: Vec<u8>,
 }
 
 /// A string of the block: where it lies, or in the scratch buffer when Huffman-coded.
@@ -146,6 +148,7 @@ impl Decoder {
             table: Table::fresh(),
             limit: Some(super::table::DEFAULT_TABLE),
             scratch: Vec::new(),
+            name: Vec::new(),
         }
     }
 
@@ -155,6 +158,7 @@ impl Decoder {
             table: Table::unknown(None),
             limit: None,
             scratch: Vec::new(),
+            name: Vec::new(),
         }
     }
 
@@ -174,16 +178,19 @@ impl Decoder {
         self.table = Table::unknown(self.limit);
     }
 
-    /// Decodes `block` into `out`. On an error the fields decoded before it are kept, the rest
-    /// counts as one unknown field, and the table is taken as out of step.
+    /// Decodes `block` into `out`, keeping the fields whose names `wanted` accepts (values of
+    /// other fields that the table does not keep are skipped undecoded). On an error the
+    /// fields decoded before it are kept, the rest counts as one unknown field, and the table
+    /// is taken as out of step.
     pub fn decode(
         &mut self,
         block: &[u8],
         out: &mut HeaderList,
         stats: &mut BlockStats,
+        wanted: &dyn Fn(&[u8]) -> bool,
     ) -> Result<(), HpackError> {
         out.clear();
-        let r = self.walk(block, out, stats);
+        let r = self.walk(block, out, stats, wanted);
         self.scratch.clear();
         if r.is_err() {
             out.unknown_field();
@@ -197,6 +204,7 @@ impl Decoder {
         block: &[u8],
         out: &mut HeaderList,
         stats: &mut BlockStats,
+        wanted: &dyn Fn(&[u8]) -> bool,
     ) -> Result<(), HpackError> {
         let mut at = 0;
         let mut fields_seen = false;
@@ -206,11 +214,12 @@ impl Decoder {
                 let i = integer(block, &mut at, 7)?;
                 fields_seen = true;
                 match self.lookup(i)? {
-                    Lookup::Entry(Some(n), v) => out.push(Some(n), v),
-                    Lookup::Entry(None, v) => {
-                        out.unknown_field();
-                        out.push(None, v);
+                    Lookup::Entry(Some(n), v) => {
+                        if wanted(n) {
+                            out.push(Some(n), v);
+                        }
                     }
+                    Lookup::Entry(None, _) => out.unknown_field(),
                     Lookup::Unknown => {
                         stats.unknown_refs += 1;
                         out.unknown_field();
@@ -232,50 +241,61 @@ impl Decoder {
                 let indexing = b & 0xc0 == 0x40;
                 let i = integer(block, &mut at, if indexing { 6 } else { 4 })?;
                 fields_seen = true;
-                self.literal(block, &mut at, i, indexing, out, stats)?;
+                let mut name = std::mem::take(&mut self.name);
+                let r = self.literal(block, &mut at, (i, indexing), &mut name, out, stats, wanted);
+                self.name = name;
+                r?;
             }
         }
         Ok(())
     }
 
+    /// A literal field; `name` is a buffer for its name.
+    #[allow(clippy::too_many_arguments)]
     fn literal(
         &mut self,
         block: &[u8],
         at: &mut usize,
-        i: usize,
-        indexing: bool,
+        (i, indexing): (usize, bool),
+        name: &mut Vec<u8>,
         out: &mut HeaderList,
         stats: &mut BlockStats,
+        wanted: &dyn Fn(&[u8]) -> bool,
     ) -> Result<(), HpackError> {
         // The name: a string, or taken from an entry (copied: the table may change below).
-        let mut name_buf = Vec::new();
-        let name: Option<&[u8]> = if i == 0 {
-            let s = self.string(block, at)?;
-            name_buf.extend_from_slice(self.text(block, &s));
-            Some(&name_buf)
+        name.clear();
+        let known = if i == 0 {
+            let s = self.string(block, at, true)?;
+            name.extend_from_slice(self.text(block, &s));
+            true
         } else {
             match self.lookup(i)? {
-                Lookup::Entry(n, _) => n.map(|n| {
-                    name_buf.extend_from_slice(n);
-                    &name_buf[..]
-                }),
+                Lookup::Entry(Some(n), _) => {
+                    name.extend_from_slice(n);
+                    true
+                }
+                Lookup::Entry(None, _) => false,
                 Lookup::Unknown => {
                     stats.unknown_refs += 1;
-                    None
+                    false
                 }
                 Lookup::Invalid => return Err(HpackError::Index),
             }
         };
-        let s = self.string(block, at)?;
-        let value = self.text(block, &s);
-        if name.is_none() {
+        if !known {
             out.unknown_field();
         }
-        out.push(name, value);
+        let keep = known && wanted(name);
+        // A value neither kept nor indexed is skipped undecoded (most response headers).
+        let s = self.string(block, at, keep || indexing)?;
+        let value = self.text(block, &s);
+        if keep {
+            out.push(Some(name), value);
+        }
         if indexing {
             // The entry goes in whatever is known of it, so later indices stay in step.
             let value = value.to_vec();
-            self.table.insert(name, &value);
+            self.table.insert(known.then_some(&name[..]), &value);
         }
         Ok(())
     }
@@ -292,8 +312,8 @@ impl Decoder {
     }
 
     /// Reads a string literal: raw bytes stay where they are, Huffman-coded ones are decoded
-    /// into the scratch buffer.
-    fn string(&mut self, block: &[u8], at: &mut usize) -> Result<Str, HpackError> {
+    /// into the scratch buffer when `decode` (else skipped: read as empty).
+    fn string(&mut self, block: &[u8], at: &mut usize, decode: bool) -> Result<Str, HpackError> {
         let huffman = block.get(*at).is_some_and(|b| b & 0x80 != 0);
         let len = integer(block, at, 7)?;
         let start = *at;
@@ -304,7 +324,10 @@ impl Decoder {
             return Ok(Str::Raw(start, end));
         }
         self.scratch.clear();
-        huffman_decode(raw, &mut self.scratch, DecoderSpeed::FourBits)
+        if !decode {
+            return Ok(Str::Huffman);
+        }
+        huffman_decode(raw, &mut self.scratch, DecoderSpeed::FiveBits)
             .map_err(|_| HpackError::Huffman)?;
         Ok(Str::Huffman)
     }

@@ -71,8 +71,6 @@ pub struct H2Conn {
     last_client_stream: u32,
     /// A header block was decoded: the connection is past its start.
     blocks_seen: bool,
-    /// Time of the last piece, for what a hole closes out.
-    last_ns: u64,
     pub counters: HttpCounters,
 }
 
@@ -99,7 +97,6 @@ impl H2Conn {
             list: HeaderList::default(),
             last_client_stream: 0,
             blocks_seen: false,
-            last_ns: 0,
             counters: HttpCounters::default(),
         }
     }
@@ -171,7 +168,6 @@ impl H2Conn {
         out: &mut Vec<Exchange>,
     ) {
         self.flush_closed(out);
-        self.last_ns = ts_ns;
         let gap = total_len.saturating_sub(bytes.len() as u64);
         if self.dir(side).is_lost() && !bytes.is_empty() && !self.resync(side, bytes) {
             self.counters.skipped_pieces += 1;

@@ -109,6 +109,30 @@ impl Stream {
     }
 }
 
+/// The fields a request or response is built from; the others are skipped.
+fn wanted(names: &CredentialNames, side: Side, name: &[u8]) -> bool {
+    match side {
+        Side::Request => {
+            name.first() == Some(&b':')
+                || matches!(
+                    name,
+                    b"host"
+                        | b"user-agent"
+                        | b"content-type"
+                        | b"authorization"
+                        | b"cookie"
+                        | b"x-forwarded-for"
+                        | b"forwarded"
+                )
+                || names
+                    .api_key_headers
+                    .iter()
+                    .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+        }
+        Side::Response => matches!(name, b":status" | b"grpc-status" | b"grpc-message"),
+    }
+}
+
 /// `:status` as a number, when it is three digits.
 fn status_of(list: &HeaderList) -> Option<u16> {
     let v = list.get(":status")?;
@@ -298,10 +322,13 @@ impl H2Conn {
             }
             None => {
                 let mut stats = BlockStats::default();
-                let r = self
-                    .dir_mut(side)
-                    .hpack
-                    .decode(&block, &mut list, &mut stats);
+                let names = &self.names;
+                let wanted = |n: &[u8]| wanted(names, side, n);
+                let hpack = match side {
+                    Side::Request => &mut self.req.hpack,
+                    Side::Response => &mut self.resp.hpack,
+                };
+                let r = hpack.decode(&block, &mut list, &mut stats, &wanted);
                 self.counters.h2_unknown_references += stats.unknown_refs;
                 self.counters.h2_tables_capped += stats.capped;
                 self.counters.h2_hpack_errors += u64::from(r.is_err());
@@ -368,11 +395,14 @@ impl H2Conn {
             .unwrap_or_default();
         let target = String::from_utf8_lossy(path);
         let authority = list.get(":authority").map(Text::from_bytes);
+        // The fields are walked several times (credential carriers, host, user agent...):
+        // their names are checked as text once.
+        let headers: Vec<(&str, &[u8])> = list.iter().collect();
         let mut r = request::new_request(
             &self.names,
             (method, &target, Version::Http2),
             authority,
-            list.iter(),
+            headers.iter().copied(),
         );
         r.target.altered |= std::str::from_utf8(path).is_err();
         r.sizes = Sizes {
@@ -390,7 +420,7 @@ impl H2Conn {
                 responses: Messages::default(),
             })
         });
-        let kind = request::body_kind(list.iter());
+        let kind = request::body_kind(headers.iter().copied());
         if self.streams.len() >= MAX_STREAMS {
             self.streams.remove(0);
             self.counters.h2_streams_over_cap += 1;

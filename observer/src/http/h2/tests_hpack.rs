@@ -10,7 +10,7 @@ use super::tests_build::Enc;
 fn decode(d: &mut Decoder, block: &[u8]) -> (Result<(), HpackError>, Vec<(String, String)>, u16) {
     let mut list = HeaderList::default();
     let mut stats = BlockStats::default();
-    let r = d.decode(block, &mut list, &mut stats);
+    let r = d.decode(block, &mut list, &mut stats, &|_| true);
     let fields = list
         .iter()
         .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v).into_owned()))
@@ -184,7 +184,7 @@ fn a_table_larger_than_the_cap_turns_references_past_it_unknown() {
     ]);
     let mut list = HeaderList::default();
     let mut stats = BlockStats::default();
-    assert_eq!(d.decode(&block, &mut list, &mut stats), Ok(()));
+    assert_eq!(d.decode(&block, &mut list, &mut stats, &|_| true), Ok(()));
     assert_eq!(stats.capped, 1);
     let (r, _, unknown) = decode(&mut d, &[0xbe]);
     assert_eq!((r, unknown), (Ok(()), 1));
@@ -227,7 +227,7 @@ fn the_decoded_list_is_capped() {
     block.extend(std::iter::repeat_n(0xbe, 50));
     let mut list = HeaderList::default();
     let mut stats = BlockStats::default();
-    assert_eq!(d.decode(&block, &mut list, &mut stats), Ok(()));
+    assert_eq!(d.decode(&block, &mut list, &mut stats, &|_| true), Ok(()));
     assert!(list.capped);
     assert!(list.held_bytes() <= MAX_DECODED);
     assert_eq!(list.iter().count(), MAX_DECODED / (3 + 3000));
@@ -312,7 +312,7 @@ proptest! {
         let mut d = Decoder::joined();
         let mut list = HeaderList::default();
         for b in blocks {
-            let _ = d.decode(&b, &mut list, &mut BlockStats::default());
+            let _ = d.decode(&b, &mut list, &mut BlockStats::default(), &|_| true);
             prop_assert!(d.held_bytes() <= MAX_TABLE);
             prop_assert!(list.held_bytes() <= MAX_DECODED);
         }
