@@ -276,6 +276,16 @@ fn infer_role(direction: Direction, bytes: &[u8]) -> Option<Role> {
     }
     let request = looks_like_start(Side::Request, bytes);
     let response = bytes.starts_with(b"HTTP/");
+    // Not HTTP/1.x: HTTP/2 frames may tell which side sent them (a connection that was open
+    // before observer started and speaks HTTP/2 shows no start line ever).
+    let (request, response) = match (request, response) {
+        (false, false) => match crate::http::h2::side_hint(bytes) {
+            Some(Side::Request) => (true, false),
+            Some(Side::Response) => (false, true),
+            None => (false, false),
+        },
+        known => known,
+    };
     match (direction, request, response) {
         (Direction::Ingress, true, false) | (Direction::Egress, false, true) => Some(Role::Server),
         (Direction::Egress, true, false) | (Direction::Ingress, false, true) => Some(Role::Client),

@@ -149,3 +149,105 @@ pub fn starts_with_preface(b: &[u8]) -> bool {
 pub fn preface_prefix(b: &[u8]) -> bool {
     b.len() >= 4 && b.len() < PREFACE.len() && PREFACE.starts_with(b)
 }
+
+/// Which side sent `b`, when it holds HTTP/2 frames that tell: the preface, or a HEADERS
+/// frame whose block opens with a request's pseudo-header (`:method`, `:scheme`, `:path`,
+/// `:authority` from the static table: what every encoder sends first) or a response's
+/// `:status`, or a PUSH_PROMISE (servers only). For a connection observer did not see open,
+/// whose role HTTP/1.x cannot tell; `None` when the frames do not say (SETTINGS, DATA, a block
+/// that opens with a dynamic table reference).
+pub fn side_hint(b: &[u8]) -> Option<Side> {
+    if starts_with_preface(b) {
+        return Some(Side::Request);
+    }
+    let mut at = 0usize;
+    let mut frames = 0;
+    while let Some(h) = b.get(at..at + HEADER_LEN) {
+        let h = FrameHeader::parse(<&[u8; HEADER_LEN]>::try_from(h).ok()?);
+        let payload = b.get(at + HEADER_LEN..)?;
+        match h.kind {
+            Kind::PushPromise if h.plausible(Side::Response, DEFAULT_MAX_FRAME, true) => {
+                return Some(Side::Response);
+            }
+            Kind::Headers if h.plausible(Side::Response, DEFAULT_MAX_FRAME, true) => {
+                let mut skip = usize::from(h.has(PRIORITY)) * 5;
+                if h.has(PADDED) {
+                    skip += 1;
+                }
+                // A table size update may come first; then the first field says.
+                let mut block = payload.get(skip..)?;
+                while let Some((&c, rest)) = block.split_first() {
+                    if c & 0xe0 != 0x20 {
+                        return field_side(c);
+                    }
+                    // A size update: a 5-bit prefix, continued while the high bit is set.
+                    block = rest;
+                    if c & 0x1f == 0x1f {
+                        let more = block.iter().take_while(|&&b| b & 0x80 != 0).count();
+                        block = block.get(more + 1..)?;
+                    }
+                }
+                return None;
+            }
+            _ if !h.plausible(Side::Response, DEFAULT_MAX_FRAME, frames > 0) => return None,
+            _ => {}
+        }
+        frames += 1;
+        at += HEADER_LEN + h.len as usize;
+    }
+    None
+}
+
+/// The side whose first header field this first byte of a representation names: an indexed
+/// field or a literal with an indexed name, static entries 1-7 (`:authority`, `:method`,
+/// `:path`, `:scheme`) for a request, 8-14 (`:status`) for a response.
+fn field_side(first: u8) -> Option<Side> {
+    let index = if first & 0x80 != 0 {
+        first & 0x7f
+    } else if first & 0x40 != 0 {
+        first & 0x3f
+    } else {
+        first & 0x0f
+    };
+    match index {
+        1..=7 => Some(Side::Request),
+        8..=14 => Some(Side::Response),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod side_tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    #[test]
+    fn headers_tell_the_side_that_sent_them() {
+        let settings = frame(4, 0, 0, &[]);
+        // WINDOW_UPDATE then a request's HEADERS opening with `:method GET` (0x82).
+        let mut req = frame(8, 0, 0, &[0, 0, 0x10, 0]);
+        req.extend(frame(1, END_HEADERS, 5, &[0x82, 0x87, 0x04, 0x01, b'/']));
+        assert_eq!(side_hint(&req), Some(Side::Request));
+        // A table size update (0x3f 0xe1 0x1f) before `:status 200` (0x88).
+        let resp = frame(1, END_HEADERS | END_STREAM, 5, &[0x3f, 0xe1, 0x1f, 0x88]);
+        assert_eq!(side_hint(&resp), Some(Side::Response));
+        // `:status` as a literal with its name indexed, never indexed (0x18) or incremental.
+        assert_eq!(
+            side_hint(&frame(1, END_HEADERS, 3, &[0x48, 0x03, b'4', b'0', b'1'])),
+            Some(Side::Response)
+        );
+        assert_eq!(side_hint(PREFACE), Some(Side::Request));
+        assert_eq!(side_hint(&settings), None);
+        // A block opening with a dynamic table reference (index 62) says nothing.
+        assert_eq!(side_hint(&frame(1, END_HEADERS, 7, &[0xbe])), None);
+        assert_eq!(side_hint(b"GET / HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(side_hint(&frame(1, 0xff, 7, &[0x82])), None);
+    }
+}

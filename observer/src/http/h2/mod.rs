@@ -36,7 +36,7 @@ use crate::http::h1::{MAX_UNPAIRED, Unpaired, Upgraded};
 use crate::http::message::{Exchange, HttpCounters, MAX_BODY_KEPT, MAX_FIELD, Side};
 
 pub use frame::{
-    DEFAULT_MAX_FRAME, PREFACE, plausible_frames, preface_prefix, starts_with_preface,
+    DEFAULT_MAX_FRAME, PREFACE, plausible_frames, preface_prefix, side_hint, starts_with_preface,
 };
 use hpack::{Decoder, HeaderList, MAX_DECODED};
 use read::Dir;
