@@ -24,6 +24,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod tests_build;
 #[cfg(test)]
+mod tests_cut;
+#[cfg(test)]
 mod tests_hpack;
 #[cfg(test)]
 mod tests_real;

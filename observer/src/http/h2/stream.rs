@@ -343,7 +343,13 @@ impl H2Conn {
             dir.block = block;
             dir.block.clear();
         }
-        if decoded && !info.push {
+        if !info.push {
+            // A block that could not be read still says its stream sent a head: the exchange
+            // is reported, its fields unknown, rather than dropped (streams are paired by id,
+            // so nothing else is put in doubt).
+            if !decoded {
+                list.unknown = list.unknown.max(1);
+            }
             match side {
                 Side::Request => {
                     self.request_block(&list, info.stream, info.wire, info.start_ns, ts_ns)

@@ -4,20 +4,20 @@
 use super::tests_build::*;
 use crate::http::{Exchange, HttpConn, Side, Version};
 
-const REQ: Side = Side::Request;
-const RESP: Side = Side::Response;
+pub(super) const REQ: Side = Side::Request;
+pub(super) const RESP: Side = Side::Response;
 
 /// A client and a server, each with its encoder, writing into one connection.
-struct Peers {
-    conn: HttpConn,
-    client: Enc,
-    server: Enc,
-    out: Vec<Exchange>,
+pub(super) struct Peers {
+    pub(super) conn: HttpConn,
+    pub(super) client: Enc,
+    pub(super) server: Enc,
+    pub(super) out: Vec<Exchange>,
     ts: u64,
 }
 
 impl Peers {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut p = Self {
             conn: HttpConn::new(),
             client: Enc::new(),
@@ -30,24 +30,24 @@ impl Peers {
         p
     }
 
-    fn send(&mut self, side: Side, b: &[u8]) {
+    pub(super) fn send(&mut self, side: Side, b: &[u8]) {
         self.send_cut(side, b, b.len());
     }
 
     /// `b` moved, only its first `copied` bytes copied.
-    fn send_cut(&mut self, side: Side, b: &[u8], copied: usize) {
+    pub(super) fn send_cut(&mut self, side: Side, b: &[u8], copied: usize) {
         self.ts += 10;
         self.conn
             .on_data(side, &b[..copied], b.len() as u64, self.ts, &mut self.out);
     }
 
-    fn request(&mut self, stream: u32, path: &str, end: bool) -> Vec<u8> {
+    pub(super) fn request(&mut self, stream: u32, path: &str, end: bool) -> Vec<u8> {
         let block = self.client.block(&fields(&get(path)));
         let flags = END_HEADERS | if end { END_STREAM } else { 0 };
         frame(HEADERS, flags, stream, &block)
     }
 
-    fn response(&mut self, stream: u32, code: u16, end: bool) -> Vec<u8> {
+    pub(super) fn response(&mut self, stream: u32, code: u16, end: bool) -> Vec<u8> {
         let block = self.server.block(&fields(&status(code)));
         let flags = END_HEADERS | if end { END_STREAM } else { 0 };
         frame(HEADERS, flags, stream, &block)
