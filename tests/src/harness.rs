@@ -317,3 +317,32 @@ pub fn verify_log(paths: &[PathBuf], key: Option<&Path>) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
     )
 }
+
+/// What `observer fingerprint` prints for `input` under `key` (`kind` as its `--type`).
+pub fn fingerprint(key: &Path, kind: Option<&str>, input: &str) -> String {
+    let mut cmd = Command::new(observer_bin());
+    cmd.arg("fingerprint").arg("--key-file").arg(key);
+    if let Some(k) = kind {
+        cmd.args(["--type", k]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting observer fingerprint");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("its stdin")
+        .write_all(input.as_bytes())
+        .expect("writing the secret");
+    let out = child.wait_with_output().expect("observer fingerprint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -297,6 +297,17 @@ impl Server {
                 None => String::new(),
             }
         );
+        Self::start_nginx(dir, &conf, port, "nginx", cert.is_some())
+    }
+
+    /// nginx on the configuration `conf`, with `dir` as its prefix (kept for its life).
+    pub(crate) fn start_nginx(
+        dir: TempDir,
+        conf: &str,
+        port: u16,
+        name: &'static str,
+        tls: bool,
+    ) -> Self {
         let conf_path = dir.path.join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("nginx.conf");
         let mut child = Command::new("nginx")
@@ -308,12 +319,12 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting nginx (apt-get install nginx)");
-        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "nginx");
+        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, name);
         Self {
             child,
             port,
-            name: "nginx",
-            tls: cert.is_some(),
+            name,
+            tls,
             _dir: Some(dir),
         }
     }

@@ -2,44 +2,14 @@
 //! endpoint, through the kernel path, raise the design's alerts; benign traffic raises none; no
 //! secret the tests send ever reaches the output.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use observer_tests::{Finished, Observer, Server, curl, require_root, workspace_root};
+use observer_tests::{Finished, Observer, Server, curl, fingerprint, require_root, workspace_root};
 use serde_json::Value;
 
 const GOOD_PASSWORD: &str = "wonderland";
 const GOOD_BASIC_B64: &str = "YWxpY2U6d29uZGVybGFuZA==";
 const STOLEN_TOKEN: &str = "stolen-token-9f8e7d";
-
-/// What `observer fingerprint` prints for `input` under `key`.
-fn fingerprint(key: &Path, kind: Option<&str>, input: &str) -> String {
-    let mut cmd = Command::new(observer_tests::observer_bin());
-    cmd.arg("fingerprint").arg("--key-file").arg(key);
-    if let Some(k) = kind {
-        cmd.args(["--type", k]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn sequences(events: &[&Value]) -> Vec<u64> {
     events

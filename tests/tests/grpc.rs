@@ -3,44 +3,14 @@
 //! grpc-status and the messages each way; the statuses map onto the OWASP words and feed the
 //! same rules as HTTP statuses do.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 use observer_tests::{
-    GRPC_GOOD_AUTHORIZATION, GRPC_SERVICE, GrpcCall, GrpcOutcome, Observer, Server, grpc_calls,
-    require_root,
+    GRPC_GOOD_AUTHORIZATION, GRPC_SERVICE, GrpcCall, GrpcOutcome, Observer, Server, fingerprint,
+    grpc_calls, require_root,
 };
 use serde_json::Value;
 
 fn field<'a>(e: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(e, |v, k| &v[k])
-}
-
-/// What `observer fingerprint` prints for the Authorization value `input` under `key`.
-fn fingerprint(key: &Path, input: &str) -> String {
-    let mut child = Command::new(observer_tests::observer_bin())
-        .arg("fingerprint")
-        .arg("--key-file")
-        .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{input}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// The messages grpc_server.py answers with: Lookup's one, List's i-th.
@@ -96,7 +66,11 @@ fn each_call_is_one_exchange_with_its_rpc_fields() {
             "the service answered as meant: {got:?}"
         );
     }
-    let fp = fingerprint(&obs.key_file(), GRPC_GOOD_AUTHORIZATION);
+    let fp = fingerprint(
+        &obs.key_file(),
+        None,
+        &format!("{GRPC_GOOD_AUTHORIZATION}\n"),
+    );
     let f = obs.stop();
     assert!(f.status.success(), "{}", f.stderr);
     let ex = f.exchanges();

@@ -4,12 +4,11 @@
 //! before observer started is followed from its next streams without inventing what HPACK's
 //! dynamic table held before.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use observer_tests::{
     Cert, Finished, H2JoinClient, NGINX_H2_PRIVATE, NGINX_H2_USER, Observer, Server, Transfer,
-    curl_many, nghttp, require_root,
+    curl_many, fingerprint, nghttp, require_root,
 };
 use serde_json::Value;
 
@@ -27,35 +26,6 @@ const BEARER: &str = "h2-token-3c9d";
 
 fn field<'a>(e: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(e, |v, k| &v[k])
-}
-
-/// What `observer fingerprint` prints for `input` under `key`.
-fn fingerprint(key: &Path, kind: Option<&str>, input: &str) -> String {
-    let mut cmd = Command::new(observer_tests::observer_bin());
-    cmd.arg("fingerprint").arg("--key-file").arg(key);
-    if let Some(k) = kind {
-        cmd.args(["--type", k]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn b64(s: &str) -> String {

@@ -72,25 +72,7 @@ impl Server {
             www = www.display(),
             pw = htpasswd.display(),
         );
-        let conf_path = dir.path.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let mut child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir.path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx (apt-get install nginx)");
-        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "nginx (HTTP/2)");
-        Self {
-            child,
-            port,
-            name: "nginx (HTTP/2)",
-            tls: cert.is_some(),
-            _dir: Some(dir),
-        }
+        Self::start_nginx(dir, &conf, port, "nginx (HTTP/2)", cert.is_some())
     }
 
     /// tests/servers/h2_server.js on Node.js: `http2.createSecureServer` with `cert`, or

@@ -1,10 +1,8 @@
 //! Debian's nginx as a reverse proxy in front of a backend the test owns, passing the client on
 //! in `X-Forwarded-For` the way most deployments configure it.
 
-use std::process::{Command, Stdio};
-
 use super::Server;
-use crate::{TempDir, free_port, wait_for_port};
+use crate::{TempDir, free_port};
 
 impl Server {
     /// nginx on 127.0.0.1 proxying every path to `127.0.0.1:backend_port`, appending the peer
@@ -30,24 +28,6 @@ impl Server {
                }}\n\
              }}\n"
         );
-        let conf_path = dir.path.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let mut child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir.path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx (apt-get install nginx)");
-        wait_for_port(&format!("127.0.0.1:{port}"), &mut child, "nginx proxy");
-        Self {
-            child,
-            port,
-            name: "nginx proxy",
-            tls: false,
-            _dir: Some(dir),
-        }
+        Self::start_nginx(dir, &conf, port, "nginx proxy", false)
     }
 }
