@@ -7,8 +7,8 @@
 use std::process::Command;
 
 use observer_tests::{
-    Cert, Finished, H2JoinClient, NGINX_H2_PRIVATE, NGINX_H2_USER, Observer, Server, Transfer,
-    curl_many, fingerprint, nghttp, require_root,
+    Cert, Finished, H2JoinClient, NGINX_H2_PRIVATE, NGINX_H2_USER, Observer, Recording, Server,
+    Transfer, curl_many, fingerprint, nghttp, require_root,
 };
 use serde_json::Value;
 
@@ -154,8 +154,10 @@ fn nginx_h2_over_tls_six_requests_on_one_connection() {
     require_root();
     let cert = Cert::new();
     let nginx = Server::nginx_h2(&cert);
-    let obs = Observer::for_pids(&[nginx.pid()]);
-    let key = obs.key_file();
+    // Recorded too: the replay of an HTTP/2 capture must give the live run's events.
+    let rec = Recording::new("h2-replay");
+    let obs = Observer::start(&rec.run_args(nginx.pid()));
+    let key = rec.key.clone();
     let bearer = format!("Authorization: Bearer {BEARER}");
     let item = "{\"name\":\"widget\",\"count\":3}";
     let reqs: &[(&[&str], &str)] = &[
@@ -233,6 +235,7 @@ fn nginx_h2_over_tls_six_requests_on_one_connection() {
         &b64(WRONG_2),
         &b64(WRONG_3),
     ]);
+    rec.assert_replay_matches(&[], &f);
 }
 
 #[test]

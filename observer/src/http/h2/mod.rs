@@ -208,9 +208,10 @@ impl H2Conn {
     pub fn on_close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
         self.flush_closed(out);
         for mut s in std::mem::take(&mut self.streams) {
+            let done = s.resp_done;
             match s.response.as_mut() {
                 Some(r) => {
-                    r.incomplete = true;
+                    r.incomplete |= !done;
                     self.finish(s, ts_ns, out);
                 }
                 None => self.counters.unanswered += 1,

@@ -61,6 +61,12 @@ pub(super) struct Stream {
     call: Option<Box<Call>>,
     /// Closed out by a loss of framing: reported with the next piece.
     pub closed: bool,
+    /// The server ended its side while the client's was still open (a server may answer
+    /// before it reads a request body, as nginx's `return` does): the exchange waits for the
+    /// client's end, so the body it sends is counted.
+    pub resp_done: bool,
+    /// Reset by the server after its whole answer, the client's side still open.
+    pub reset: bool,
 }
 
 impl Stream {
@@ -77,6 +83,8 @@ impl Stream {
             resp_body: Kept::default(),
             call: None,
             closed: false,
+            resp_done: false,
+            reset: false,
         }
     }
 
@@ -235,8 +243,18 @@ impl H2Conn {
                 if !s.req_done {
                     s.finish_request(&self.names, ts_ns);
                 }
+                if s.resp_done {
+                    let s = self.streams.remove(i);
+                    self.finish(s, 0, out);
+                }
             }
             Side::Response => {
+                let s = &mut self.streams[i];
+                if let (Some(r), false) = (s.response.as_mut(), s.req_done) {
+                    r.end_ns = r.end_ns.max(ts_ns);
+                    s.resp_done = true;
+                    return;
+                }
                 let s = self.streams.remove(i);
                 if s.response.is_some() {
                     self.finish(s, ts_ns, out);
@@ -254,13 +272,31 @@ impl H2Conn {
         let Some(i) = self.stream_index(id) else {
             return;
         };
+        if self.streams[i].resp_done && !self.streams[i].req_done {
+            // Answered, then reset before the client's end: what the client sent before the
+            // reset reached it is still on its way (and counted when it comes), so the stream
+            // waits for the client's end, its next stream, or the close.
+            self.streams[i].reset = true;
+            return;
+        }
         let mut s = self.streams.remove(i);
+        let done = s.resp_done;
         match s.response.as_mut() {
             Some(r) => {
-                r.incomplete = true;
+                // A reset after the whole answer (a server refusing the rest of an upload it
+                // did not need) leaves the answer complete.
+                r.incomplete |= !done;
                 self.finish(s, ts_ns, out);
             }
             None => self.counters.unanswered += 1,
+        }
+    }
+
+    /// Reports the streams reset after their whole answer.
+    fn finish_reset(&mut self, out: &mut Vec<Exchange>) {
+        while let Some(i) = self.streams.iter().position(|s| s.reset) {
+            let s = self.streams.remove(i);
+            self.finish(s, 0, out);
         }
     }
 
@@ -352,6 +388,11 @@ impl H2Conn {
             }
             match side {
                 Side::Request => {
+                    if info.stream > self.last_client_stream {
+                        // The client opened its next stream: those reset after their answer
+                        // have all their client bytes counted that they will get.
+                        self.finish_reset(out);
+                    }
                     self.request_block(&list, info.stream, info.wire, info.start_ns, ts_ns)
                 }
                 Side::Response => {
@@ -446,6 +487,8 @@ impl H2Conn {
             resp_body: Kept::default(),
             call,
             closed: false,
+            resp_done: false,
+            reset: false,
         });
     }
 

@@ -1,4 +1,5 @@
-//! Header blocks the kernel's copy cut: the stream is still one exchange, its fields unknown.
+//! When a stream is one exchange: a header block the kernel's copy cut (its fields unknown),
+//! an answer that comes before the request's end.
 
 use super::tests::{Peers, REQ, RESP};
 use super::tests_build::*;
@@ -33,4 +34,44 @@ fn a_response_head_cut_by_the_copy_is_reported_with_its_status_unknown() {
     assert_eq!(p.out.len(), 1);
     assert_eq!(p.out[0].request.target.value, "/next");
     assert_eq!(p.out[0].response.status, 200);
+}
+
+/// nginx's `return` answers a POST before reading its body: the exchange waits for the
+/// client's end of the stream, so the body is counted, and a reset after the whole answer
+/// leaves the answer complete.
+#[test]
+fn an_answer_before_the_request_body_waits_for_the_body() {
+    let mut p = Peers::new();
+    let r = p.request(1, "/items", false);
+    p.send(REQ, &r);
+    let head = p.response(1, 200, true);
+    p.send(RESP, &head);
+    assert!(p.out.is_empty(), "the request is still open");
+    p.send(REQ, &frame(DATA, END_STREAM, 1, b"{\"n\":1}"));
+    assert_eq!(p.out.len(), 1);
+    assert_eq!(p.out[0].request.sizes.body, 7);
+    assert!(!p.out[0].response.incomplete);
+    // Answered, then reset by the server (RST_STREAM NO_ERROR) before the body came.
+    let r = p.request(3, "/items", false);
+    p.send(REQ, &r);
+    let head = p.response(3, 201, true);
+    p.send(RESP, &head);
+    p.send(RESP, &frame(RST_STREAM, 0, 3, &[0, 0, 0, 0]));
+    // The body the client sent before the reset reached it still counts.
+    assert_eq!(p.out.len(), 1);
+    p.send(REQ, &frame(DATA, END_STREAM, 3, b"{}"));
+    assert_eq!(p.out.len(), 2);
+    assert_eq!(p.out[1].response.status, 201);
+    assert_eq!(p.out[1].request.sizes.body, 2);
+    assert!(!p.out[1].response.incomplete);
+    // Reset before the client sent anything more: reported when it opens its next stream.
+    let r = p.request(5, "/items", false);
+    p.send(REQ, &r);
+    let head = p.response(5, 202, true);
+    p.send(RESP, &head);
+    p.send(RESP, &frame(RST_STREAM, 0, 5, &[0, 0, 0, 0]));
+    let r = p.request(7, "/next", true);
+    p.send(REQ, &r);
+    assert_eq!(p.out.len(), 3);
+    assert_eq!(p.out[2].response.status, 202);
 }
