@@ -320,12 +320,20 @@ pub fn verify_log(paths: &[PathBuf], key: Option<&Path>) -> (bool, String) {
 
 /// What `observer fingerprint` prints for `input` under `key` (`kind` as its `--type`).
 pub fn fingerprint(key: &Path, kind: Option<&str>, input: &str) -> String {
-    let mut cmd = Command::new(observer_bin());
-    cmd.arg("fingerprint").arg("--key-file").arg(key);
-    if let Some(k) = kind {
-        cmd.args(["--type", k]);
+    match kind {
+        Some(k) => fingerprint_with(key, &["--type", k], input),
+        None => fingerprint_with(key, &[], input),
     }
-    let mut child = cmd
+}
+
+/// `observer fingerprint --key-file KEY ARGS` with `input` on standard input: what it printed,
+/// checked to be a fingerprint (32 hex characters).
+pub fn fingerprint_with(key: &Path, args: &[&str], input: &str) -> String {
+    let mut child = Command::new(observer_bin())
+        .arg("fingerprint")
+        .arg("--key-file")
+        .arg(key)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -335,14 +343,22 @@ pub fn fingerprint(key: &Path, kind: Option<&str>, input: &str) -> String {
     child
         .stdin
         .take()
-        .expect("its stdin")
+        .expect("piped stdin")
         .write_all(input.as_bytes())
         .expect("writing the secret");
     let out = child.wait_with_output().expect("observer fingerprint");
     assert!(
         out.status.success(),
-        "{}",
+        "observer fingerprint {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let fp = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_string();
+    assert!(
+        fp.len() == 32 && fp.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a fingerprint is 32 hex characters: {fp:?}"
+    );
+    fp
 }

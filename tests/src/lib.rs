@@ -11,7 +11,7 @@ pub mod schema;
 pub mod server;
 
 pub use client::{RawClient, Transfer, curl, curl_many, curl_paths};
-pub use harness::{Finished, Observer, Recording, fingerprint, verify_log};
+pub use harness::{Finished, Observer, Recording, fingerprint, fingerprint_with, verify_log};
 pub use schema::{assert_schema, read_events};
 pub use server::{
     Cert, Cgroup, GRPC_GOOD_AUTHORIZATION, GRPC_SERVICE, GrpcCall, GrpcOutcome, H2JoinClient,

@@ -5,47 +5,9 @@
 //! requests in the run's output, none of the others, and no key reaches any output line.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
-use observer_tests::{Observer, Server, TempDir, curl, observer_bin, require_root};
+use observer_tests::{Observer, Server, TempDir, curl, fingerprint_with, require_root};
 use serde_json::Value;
-
-/// `observer fingerprint ARGS` with `input` on standard input: what it printed.
-fn fingerprint(key_file: &Path, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(observer_bin())
-        .arg("fingerprint")
-        .arg("--key-file")
-        .arg(key_file)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting observer fingerprint");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(input.as_bytes())
-        .expect("writing the secret");
-    let out = child.wait_with_output().expect("observer fingerprint");
-    assert!(
-        out.status.success(),
-        "observer fingerprint {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fp = String::from_utf8(out.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_string();
-    assert!(
-        fp.len() == 32 && fp.bytes().all(|b| b.is_ascii_hexdigit()),
-        "a fingerprint is 32 hex characters: {fp:?}"
-    );
-    fp
-}
 
 /// One request on a connection of its own, so its exchange is told by its client port.
 struct Sent {
@@ -136,9 +98,15 @@ fn a_leaked_key_is_found_in_every_carrier_and_nowhere_else() {
     }
 
     // The bare key, with no --type; a whole Authorization value; --type where it is given.
-    let fp = fingerprint(&key_file, &[], &format!("{leaked}\n"));
-    assert_eq!(fingerprint(&key_file, &[], &format!("Bearer {leaked}")), fp);
-    assert_eq!(fingerprint(&key_file, &["--type", "query"], &leaked), fp);
+    let fp = fingerprint_with(&key_file, &[], &format!("{leaked}\n"));
+    assert_eq!(
+        fingerprint_with(&key_file, &[], &format!("Bearer {leaked}")),
+        fp
+    );
+    assert_eq!(
+        fingerprint_with(&key_file, &["--type", "query"], &leaked),
+        fp
+    );
     let carrying = |fp: &str| -> BTreeSet<u16> {
         exchanges
             .iter()
@@ -170,21 +138,21 @@ fn a_leaked_key_is_found_in_every_carrier_and_nowhere_else() {
         ]
     );
     // Every other key has its own fingerprint, found on its own requests only.
-    let other1_fp = fingerprint(&key_file, &[], other1);
+    let other1_fp = fingerprint_with(&key_file, &[], other1);
     assert_eq!(
         carrying(&other1_fp).len(),
         4,
         "three in the header, one beside a query"
     );
-    assert_eq!(carrying(&fingerprint(&key_file, &[], other2)).len(), 6);
-    assert_eq!(carrying(&fingerprint(&key_file, &[], wrong)).len(), 2);
+    assert_eq!(carrying(&fingerprint_with(&key_file, &[], other2)).len(), 6);
+    assert_eq!(carrying(&fingerprint_with(&key_file, &[], wrong)).len(), 2);
     let unkeyed = exchanges
         .iter()
         .filter(|e| e["observer"].get("credential").is_none())
         .count();
     assert_eq!(unkeyed, 2);
     // The per-type fingerprints of earlier versions are not this log's.
-    let legacy = fingerprint(&key_file, &["--legacy", "--type", "api_key"], &leaked);
+    let legacy = fingerprint_with(&key_file, &["--legacy", "--type", "api_key"], &leaked);
     assert_ne!(legacy, fp);
     assert!(carrying(&legacy).is_empty());
 
