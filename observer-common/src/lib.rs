@@ -15,8 +15,16 @@ pub const MAX_DATA: usize = 4096;
 /// any offset below `MAX_DATA` stays inside it as far as the verifier can tell.
 pub const DATA_BUF: usize = 2 * MAX_DATA;
 
-/// Most iovecs of one readv/writev/recvmsg/sendmsg call that are copied from.
+/// Iovecs one program run copies from: a readv/writev/recvmsg/sendmsg call with more is copied
+/// by successive runs (tail calls), each reporting the bytes of its own iovecs ([`VectorCopy`]).
 pub const MAX_IOV: u32 = 8;
+
+/// Program runs one iovec copy may take: the call's first `MAX_IOV_ROUNDS × MAX_IOV` iovecs are
+/// copied from; the bytes past them are reported by their length alone.
+pub const MAX_IOV_ROUNDS: u32 = 8;
+
+/// Iovecs a call may pass (the kernel's `UIO_MAXIOV`).
+pub const UIO_MAXIOV: u32 = 1024;
 
 /// Bytes of a socket address copied from an accept/connect call (covers `sockaddr_in6` and
 /// `sockaddr_un`).
@@ -212,6 +220,23 @@ impl<const N: usize> DataRecord<N> {
 
 /// The largest data record.
 pub type DataEvent = DataRecord<DATA_BUF>;
+
+/// An iovec copy handed from the program that saw the call to the one that copies, run after
+/// run through tail calls, per thread. Each run reports the bytes of its [`MAX_IOV`] iovecs as
+/// a record of their own, so the trailing iovecs of a long vector (an HTTP/2 server's trailers
+/// after its headers and data) are copied too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VectorCopy {
+    /// The head every record of the call carries; `total_len` is what is left to report.
+    pub head: DataHead,
+    /// The next iovec.
+    pub iov: u64,
+    /// Iovecs left from `iov` on.
+    pub iovcnt: u32,
+    /// Runs done so far.
+    pub rounds: u32,
+}
 
 /// A TCP socket's own address as the kernel chose it during connect (family 0: unknown).
 #[repr(C)]
@@ -520,6 +545,7 @@ mod tests {
         assert_eq!(size_of::<SocketState>(), 24);
         assert_eq!(size_of::<CgroupTarget>(), 16);
         assert_eq!(size_of::<IoArgs>(), 32);
+        assert_eq!(size_of::<VectorCopy>(), 48 + 16);
         assert_eq!(size_of::<ConnArgs>(), 32);
         assert_eq!(size_of::<TlsArgs>(), 32);
         assert_eq!(size_of::<SocketOffsets>(), 14 * 4);

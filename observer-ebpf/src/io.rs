@@ -1,24 +1,21 @@
 //! Syscall I/O: read/write/recvfrom/sendto, readv/writev, recvmsg/sendmsg and sendfile. What a
-//! call moved is copied into a data record reserved in the ring ([`emit_data`]); one tracepoint
-//! program per syscall and direction. splice and sendmmsg/recvmmsg on a tracked socket are
+//! call moved is copied into a data record reserved in the ring ([`emit_data`]), iovecs by
+//! [`crate::vector`] after a tail call; one tracepoint program per syscall and direction. splice and sendmmsg/recvmmsg on a tracked socket are
 //! reported by their byte counts ([`splice_exit`], [`mmsg_exit`]).
 
 use aya_ebpf::{
-    bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
-    macros::tracepoint,
+    bindings::BPF_ANY, helpers::bpf_get_current_pid_tgid, macros::tracepoint,
     programs::TracePointContext,
 };
 use observer_common::{
-    Counter, DataHead, DataRecord, Direction, EventKind, IoArgs, LossCounter, MAX_DATA, MAX_IOV,
-    Syscall, socket_key,
+    Counter, DataHead, Direction, EventKind, IoArgs, LossCounter, MAX_DATA, MAX_IOV, SocketState,
+    Syscall, UIO_MAXIOV, socket_key,
 };
 
-use crate::helpers::{
-    Call, atomic_add, count, count_loss, header, is_socket, is_target, submit_flags, take,
-    verifier_len, verifier_mask,
-};
-use crate::maps::{EVENTS, INFLIGHT_IO, LAST_READ, SOCKETS, TLS_INFLIGHT};
+use crate::helpers::{Call, atomic_add, count, count_loss, header, is_socket, is_target, take};
+use crate::maps::{INFLIGHT_IO, LAST_READ, SOCKETS, TLS_INFLIGHT};
+use crate::record::emit_plain_sized;
+use crate::vector::{hand_over_tp, stage};
 
 /// How a syscall passes its bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,13 +85,13 @@ fn io_args(call: &Call, syscall: Syscall, buffers: Buffers) -> IoArgs {
 fn io_args_as(call: &Call, syscall: u32, buffers: Buffers) -> IoArgs {
     let (buf, iovcnt) = match buffers {
         Buffers::Plain => (call.args[1], 0),
-        Buffers::Vector => (call.args[1], call.args[2].min(MAX_IOV as u64) as u32),
+        Buffers::Vector => (call.args[1], call.args[2].min(UIO_MAXIOV as u64) as u32),
         Buffers::Message => {
             // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
             let msg = call.args[1];
             // SAFETY: the helper checks the user pointer.
             match unsafe { aya_ebpf::helpers::bpf_probe_read_user((msg + 16) as *const [u64; 2]) } {
-                Ok([iov, len]) => (iov, len.min(MAX_IOV as u64) as u32),
+                Ok([iov, len]) => (iov, len.min(UIO_MAXIOV as u64) as u32),
                 Err(_) => (0, 0),
             }
         }
@@ -110,35 +107,32 @@ fn io_args_as(call: &Call, syscall: u32, buffers: Buffers) -> IoArgs {
     }
 }
 
+/// Emits the record of a read or write that returned. True when it was an iovec call whose
+/// copy was staged for [`crate::vector`]: the calling program then hands over to it.
 #[inline(always)]
-pub(crate) fn io_exit(call: &Call, direction: Direction) -> u32 {
+pub(crate) fn io_exit(call: &Call, direction: Direction) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = take(&INFLIGHT_IO, pid_tgid) else {
-        return 0;
+        return false;
     };
     // An entry userspace made for a call that already returned belongs to another syscall.
     if args.nr != call.nr {
-        return 0;
+        return false;
     }
     let ret = call.ret();
     if ret <= 0 {
-        return 0;
+        return false;
     }
     if direction == Direction::Ingress {
         let _ = LAST_READ.insert(pid_tgid, args.fd, BPF_ANY as u64);
     }
-    emit_data(pid_tgid, &args, direction, ret as u64);
-    0
+    emit_data(pid_tgid, &args, direction, ret as u64)
 }
 
-/// Capacities of the data records, smallest first: a record is reserved in the ring at the
-/// smallest capacity that holds the bytes to copy, and filled in place.
-const SMALL: usize = 256;
-const MEDIUM: usize = 1024;
-const LARGE: usize = MAX_DATA;
-
+/// Emits the data record of `total` bytes a call moved: copied from its plain buffer here, or,
+/// for iovecs, staged for [`crate::vector`] (true returned: the caller must hand over).
 #[inline(always)]
-pub(crate) fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) {
+pub(crate) fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, total: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
     let slot = SOCKETS.get_ptr_mut(socket_key(tgid, args.fd as u32));
     // SAFETY: the map value lives while the program runs; a volatile read of a word another
@@ -153,19 +147,12 @@ pub(crate) fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, tota
     if tls != 0 && !Syscall::is_tls(args.syscall) {
         // Ciphertext: its plaintext comes from the OpenSSL probes.
         count(Counter::TlsCiphertextBytes, total);
-        return;
+        return false;
     }
     let unseen = args.syscall == Syscall::SendFile as u32
         || args.syscall == Syscall::Splice as u32
         || args.syscall == Syscall::MultiMessage as u32
         || args.buf == 0;
-    let want = if unseen {
-        0
-    } else if total > MAX_DATA as u64 {
-        MAX_DATA as u64
-    } else {
-        total
-    };
     let head = DataHead {
         hdr: header(EventKind::Data, pid_tgid, args.fd),
         total_len: total,
@@ -174,151 +161,32 @@ pub(crate) fn emit_data(pid_tgid: u64, args: &IoArgs, direction: Direction, tota
         syscall: args.syscall,
         socket_losses: losses,
     };
-    // Each size is its own straight-line copy: the verifier needs every bound as a constant.
-    let delivered = if args.iovcnt == 0 {
-        if want <= SMALL as u64 {
-            emit_plain::<SMALL, { SMALL as u64 }>(&head, args.buf, want)
-        } else if want <= MEDIUM as u64 {
-            emit_plain::<MEDIUM, { MEDIUM as u64 }>(&head, args.buf, want)
-        } else {
-            emit_plain::<LARGE, { LARGE as u64 }>(&head, args.buf, want)
-        }
-    } else if want <= SMALL as u64 {
-        emit_vector::<{ 2 * SMALL }, { SMALL as u64 }, { SMALL as u64 - 1 }>(
-            &head,
-            args.buf,
-            args.iovcnt,
-            want,
-        )
-    } else if want <= MEDIUM as u64 {
-        emit_vector::<{ 2 * MEDIUM }, { MEDIUM as u64 }, { MEDIUM as u64 - 1 }>(
-            &head,
-            args.buf,
-            args.iovcnt,
-            want,
-        )
+    if !unseen && args.iovcnt > 0 {
+        return stage(pid_tgid, &head, args.buf, args.iovcnt);
+    }
+    let want = if unseen {
+        0
+    } else if total > MAX_DATA as u64 {
+        MAX_DATA as u64
     } else {
-        emit_vector::<{ 2 * LARGE }, { LARGE as u64 }, { LARGE as u64 - 1 }>(
-            &head,
-            args.buf,
-            args.iovcnt,
-            want,
-        )
+        total
     };
-    if !delivered {
-        count_loss(LossCounter::RingFull);
-        if let Some(p) = slot {
-            // The next record of this socket carries the higher count: userspace must not
-            // splice the bytes on either side of the hole into one message.
-            // SAFETY: the map value lives while the program runs.
-            atomic_add(unsafe { &raw mut (*p).lost }, 1);
-        }
+    if !emit_plain_sized(&head, args.buf, want) {
+        ring_full(slot);
     }
+    false
 }
 
-/// Reserves a record of capacity `N` (= `CAP`) and copies `want` (≤ `CAP`) bytes from `buf`
-/// into it. False when the ring had no room.
+/// A record the ring had no room for: counted, and the socket's count of lost records raised.
 #[inline(always)]
-fn emit_plain<const N: usize, const CAP: u64>(head: &DataHead, buf: u64, want: u64) -> bool {
-    let Some(mut entry) = EVENTS.reserve::<DataRecord<N>>(0) else {
-        return false;
-    };
-    let rec = entry.as_mut_ptr();
-    let mut copied = 0;
-    if want > 0 {
-        let len = verifier_len::<CAP>(want);
-        // SAFETY: `len` ≤ CAP = N, within `data`; the helper checks the user pointer.
-        let rc = unsafe {
-            bpf_probe_read_user(
-                (&raw mut (*rec).data).cast(),
-                len as u32,
-                buf as *const core::ffi::c_void,
-            )
-        };
-        if rc == 0 {
-            copied = len as u32;
-        } else {
-            count_loss(LossCounter::ReadFailed);
-        }
+pub(crate) fn ring_full(slot: Option<*mut SocketState>) {
+    count_loss(LossCounter::RingFull);
+    if let Some(p) = slot {
+        // The next record of this socket carries the higher count: userspace must not splice
+        // the bytes on either side of the hole into one message.
+        // SAFETY: the map value lives while the program runs.
+        atomic_add(unsafe { &raw mut (*p).lost }, 1);
     }
-    // SAFETY: the reservation holds a whole record.
-    unsafe {
-        (&raw mut (*rec).head).write(DataHead {
-            copied_len: copied,
-            ..*head
-        })
-    };
-    entry.submit(submit_flags());
-    true
-}
-
-/// Reserves a record of `N` = 2×`CAP` bytes of data and copies up to `want` (≤ `CAP`) bytes
-/// from the `iovcnt` iovecs at `iov`, in order: any offset below `CAP` plus any length up to
-/// `CAP` stays inside it as far as the verifier can tell. False when the ring had no room.
-#[inline(always)]
-fn emit_vector<const N: usize, const CAP: u64, const MASK: u64>(
-    head: &DataHead,
-    iov: u64,
-    iovcnt: u32,
-    want: u64,
-) -> bool {
-    let Some(mut entry) = EVENTS.reserve::<DataRecord<N>>(0) else {
-        return false;
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: a place in the reservation; nothing is read through it.
-    let data: *mut u8 = unsafe { (&raw mut (*rec).data).cast() };
-    let mut off: u64 = 0;
-    for i in 0..MAX_IOV {
-        if i >= iovcnt || off >= want || off >= CAP {
-            break;
-        }
-        // SAFETY: the helper checks the user pointer.
-        let Ok([base, iov_len]) = (unsafe {
-            aya_ebpf::helpers::bpf_probe_read_user((iov + i as u64 * 16) as *const [u64; 2])
-        }) else {
-            count_loss(LossCounter::ReadFailed);
-            break;
-        };
-        let mut len = want - off;
-        if iov_len < len {
-            len = iov_len;
-        }
-        if len > CAP {
-            len = CAP;
-        }
-        if len == 0 {
-            continue;
-        }
-        // `off` < CAP (the loop's condition) and 1 ≤ `len` ≤ CAP: the masks keep both values
-        // and show the verifier those bounds.
-        let at = verifier_mask::<MASK>(off);
-        let len = verifier_len::<CAP>(len);
-        // SAFETY: `at` < CAP and `len` ≤ CAP, so the write stays inside the 2×CAP `data`; the
-        // helper checks the user pointer.
-        let rc = unsafe {
-            bpf_probe_read_user(
-                data.add(at as usize).cast(),
-                len as u32,
-                base as *const core::ffi::c_void,
-            )
-        };
-        if rc != 0 {
-            count_loss(LossCounter::ReadFailed);
-            break;
-        }
-        off += len;
-    }
-    let copied = if off > CAP { CAP as u32 } else { off as u32 };
-    // SAFETY: the reservation holds a whole record.
-    unsafe {
-        (&raw mut (*rec).head).write(DataHead {
-            copied_len: copied,
-            ..*head
-        })
-    };
-    entry.submit(submit_flags());
-    true
 }
 
 #[tracepoint]
@@ -328,7 +196,10 @@ pub fn enter_readv(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_readv(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Ingress)
+    if io_exit(&Call::exit(&ctx), Direction::Ingress) {
+        hand_over_tp(&ctx);
+    }
+    0
 }
 
 #[tracepoint]
@@ -338,7 +209,10 @@ pub fn enter_writev(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_writev(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Egress)
+    if io_exit(&Call::exit(&ctx), Direction::Egress) {
+        hand_over_tp(&ctx);
+    }
+    0
 }
 
 #[tracepoint]
@@ -348,7 +222,10 @@ pub fn enter_recvmsg(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_recvmsg(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Ingress)
+    if io_exit(&Call::exit(&ctx), Direction::Ingress) {
+        hand_over_tp(&ctx);
+    }
+    0
 }
 
 #[tracepoint]
@@ -358,7 +235,10 @@ pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_sendmsg(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Egress)
+    if io_exit(&Call::exit(&ctx), Direction::Egress) {
+        hand_over_tp(&ctx);
+    }
+    0
 }
 
 #[tracepoint]
@@ -368,7 +248,9 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_sendfile(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Egress)
+    // A plain buffer: nothing is staged.
+    let _ = io_exit(&Call::exit(&ctx), Direction::Egress);
+    0
 }
 
 #[tracepoint]
@@ -378,7 +260,9 @@ pub fn enter_read(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_read(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Ingress)
+    // A plain buffer: nothing is staged.
+    let _ = io_exit(&Call::exit(&ctx), Direction::Ingress);
+    0
 }
 
 #[tracepoint]
@@ -388,7 +272,9 @@ pub fn enter_recvfrom(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_recvfrom(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Ingress)
+    // A plain buffer: nothing is staged.
+    let _ = io_exit(&Call::exit(&ctx), Direction::Ingress);
+    0
 }
 
 #[tracepoint]
@@ -398,7 +284,9 @@ pub fn enter_write(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_write(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Egress)
+    // A plain buffer: nothing is staged.
+    let _ = io_exit(&Call::exit(&ctx), Direction::Egress);
+    0
 }
 
 #[tracepoint]
@@ -408,7 +296,9 @@ pub fn enter_sendto(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn exit_sendto(ctx: TracePointContext) -> u32 {
-    io_exit(&Call::exit(&ctx), Direction::Egress)
+    // A plain buffer: nothing is staged.
+    let _ = io_exit(&Call::exit(&ctx), Direction::Egress);
+    0
 }
 
 /// `splice` moved `ret` bytes between `fd_in` and `fd_out`, one of them a pipe: inside the
@@ -435,7 +325,8 @@ pub(crate) fn splice_exit(pid_tgid: u64, fd_in: i32, fd_out: i32, nr: i64, ret: 
         iovcnt: 0,
         _pad: 0,
     };
-    emit_data(pid_tgid, &args, direction, ret as u64);
+    // No buffer: nothing is staged.
+    let _ = emit_data(pid_tgid, &args, direction, ret as u64);
     0
 }
 
@@ -477,7 +368,8 @@ pub(crate) fn mmsg_exit(
         iovcnt: 0,
         _pad: 0,
     };
-    emit_data(pid_tgid, &args, direction, total);
+    // No buffer: nothing is staged.
+    let _ = emit_data(pid_tgid, &args, direction, total);
     0
 }
 

@@ -16,7 +16,9 @@ mod io;
 mod maps;
 mod process;
 mod raw;
+mod record;
 mod tls;
+mod vector;
 
 #[cfg(not(test))]
 #[panic_handler]

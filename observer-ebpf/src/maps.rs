@@ -4,11 +4,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use observer_common::{
     CgroupTarget, ConnArgs, Counter, IoArgs, Layout, LocalAddr, LossCounter, MAX_CGROUPS,
-    RING_BYTES, SocketState, TlsArgs, WAKEUP_THRESHOLD,
+    RING_BYTES, SocketState, TlsArgs, VectorCopy, WAKEUP_THRESHOLD,
 };
 
 /// Records for userspace. Userspace may set another size at load time.
@@ -53,6 +53,20 @@ pub(crate) static SOCKETS: HashMap<u64, SocketState> = HashMap::with_max_entries
 /// Read/write calls between their enter and exit, per thread.
 #[map]
 pub(crate) static INFLIGHT_IO: HashMap<u64, IoArgs> = HashMap::with_max_entries(16384, 0);
+
+/// iovec copies between the program runs that make them, per thread (see `vector`).
+#[map]
+pub(crate) static VECTORS: HashMap<u64, VectorCopy> = HashMap::with_max_entries(16384, 0);
+
+/// The iovec copy program for the raw sys_exit program to tail-call, at index 0 (set by
+/// userspace). A program array takes one program type: the raw and the per-syscall
+/// tracepoints each have their own.
+#[map]
+pub(crate) static VECTOR_RAW: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The iovec copy program for the per-syscall tracepoint programs, at index 0.
+#[map]
+pub(crate) static VECTOR_TP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// accept/connect calls between their enter and exit, per thread.
 #[map]

@@ -20,6 +20,7 @@ use crate::conn::{close_enter, close_range_exit, conn_enter, conn_exit, dup_exit
 use crate::helpers::{Call, is_target};
 use crate::io::{Buffers, io_enter, io_enter_with, io_exit, mmsg_exit, splice_exit};
 use crate::maps::{TARGETS, layout};
+use crate::vector::hand_over_raw;
 
 mod x86_64 {
     pub const READ: i64 = 0;
@@ -190,7 +191,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         } else {
             Direction::Ingress
         };
-        return io_exit(&call, direction) as i32;
+        if io_exit(&call, direction) {
+            hand_over_raw(&ctx);
+        }
+        return 0;
     }
     // These need no entry program: at exit the saved registers still hold their arguments
     // (the return value went to ax alone; signals and restarts come after this tracepoint).

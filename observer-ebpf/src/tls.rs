@@ -99,7 +99,8 @@ fn tls_exit(ctx: &RetProbeContext, direction: Direction) -> u32 {
         iovcnt: 0,
         _pad: 0,
     };
-    emit_data(pid_tgid, &io, direction, n);
+    // A plain buffer: nothing is staged.
+    let _ = emit_data(pid_tgid, &io, direction, n);
     0
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """An HTTP client that speaks through sendmsg/recvmsg (vectored), for observer's client-role tests.
 
-Usage: msg_client.py PORT PATH...   Waits for a line on stdin, then sends one request per PATH on
-one keep-alive connection, the head in two iovecs, and prints each response's status.
+Usage: msg_client.py PORT PATH[@N]...   Waits for a line on stdin, then sends one request per PATH
+on one keep-alive connection, the head in two iovecs (N with `@N`: padding headers fill the
+iovecs between the request line and the last one, which holds Host and User-Agent), and prints
+each response's status.
 """
 import socket
 import sys
@@ -14,8 +16,11 @@ def main():
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = b""
-    for path in paths:
-        s.sendmsg([f"GET {path} HTTP/1.1\r\n".encode(), b"Host: t\r\nUser-Agent: msg-client\r\n\r\n"])
+    for arg in paths:
+        path, _, pieces = arg.partition("@")
+        pieces = max(int(pieces or 2), 2)
+        padding = [f"X-Pad-{i}: {i}\r\n".encode() for i in range(pieces - 2)]
+        s.sendmsg([f"GET {path} HTTP/1.1\r\n".encode(), *padding, b"Host: t\r\nUser-Agent: msg-client\r\n\r\n"])
         while b"\r\n\r\n" not in buf:
             data, _, _, _ = s.recvmsg(65536)
             buf += data

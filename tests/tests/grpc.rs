@@ -31,9 +31,6 @@ const INTERNAL: u64 = 13;
 const UNAUTHENTICATED: u64 = 16;
 
 #[test]
-#[ignore = "grpcio's C core writes an answer as up to 15 iovecs and the kernel copies 8 \
-            (MAX_IOV; 16 exceeds the verifier's budget): the trailers of some calls are lost. \
-            Run with --ignored; open in the HTTP/2 issue"]
 fn each_call_is_one_exchange_with_its_rpc_fields() {
     require_root();
     let server = Server::grpc();
@@ -132,9 +129,6 @@ fn each_call_is_one_exchange_with_its_rpc_fields() {
 }
 
 #[test]
-#[ignore = "grpcio's C core writes an answer as up to 15 iovecs and the kernel copies 8 \
-            (MAX_IOV; 16 exceeds the verifier's budget): the trailers of some calls are lost. \
-            Run with --ignored; open in the HTTP/2 issue"]
 fn repeated_unauthenticated_calls_raise_brute_force() {
     require_root();
     let server = Server::grpc();

@@ -364,3 +364,41 @@ fn sendmsg_recvmsg_client_is_captured() {
         assert_eq!(e["source"]["ip"], "127.0.0.1");
     }
 }
+
+/// A head written as many iovecs (HTTP/2 and gRPC servers write long vectors, their trailers
+/// last): the kernel copies eight per program run and hands the rest on, so the last iovec's
+/// headers are seen however far back they come, up to 64 iovecs.
+#[test]
+fn long_iovec_vectors_are_copied_to_their_last_iovec() {
+    require_root();
+    let server = Server::api();
+    let pieces = [9usize, 17, 33, 64];
+    let mut client = std::process::Command::new("python3")
+        .arg(observer_tests::workspace_root().join("tests/servers/msg_client.py"))
+        .arg(server.port.to_string())
+        .args(pieces.iter().map(|n| format!("/health@{n}")))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let obs = Observer::for_pids(&[client.id()]);
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let f = obs.stop();
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), pieces.len(), "{}", f.lines.join("\n"));
+    for (e, n) in ex.iter().zip(pieces) {
+        // The User-Agent is in the last iovec; the padding headers fill the others.
+        assert_eq!(e["user_agent"]["original"], "msg-client", "{n} iovecs: {e}");
+        let padding: usize = (0..n - 2)
+            .map(|i| format!("X-Pad-{i}: {i}\r\n").len())
+            .sum();
+        let sent = "GET /health HTTP/1.1\r\n".len()
+            + padding
+            + "Host: t\r\nUser-Agent: msg-client\r\n\r\n".len();
+        assert_eq!(e["http"]["request"]["bytes"], sent, "{n} iovecs");
+        assert_eq!(status(e), 200);
+        assert_ne!(e["observer"]["truncated"], true, "{n} iovecs: {e}");
+    }
+}

@@ -3,6 +3,7 @@
 //! or an attach failed. Like all of `capture` it uses aya; it holds no state of its own.
 
 use aya::Ebpf;
+use aya::maps::ProgramArray;
 use aya::programs::{ProgramError, RawTracePoint, TracePoint};
 
 use super::{CaptureError, kernel};
@@ -141,7 +142,45 @@ pub fn load_raw(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
             .map_err(|_| CaptureError::Missing(format!("raw tracepoint program {name}")))?;
         prog.load().map_err(|e| program_load(name, &e))?;
     }
-    Ok(())
+    load_vector(ebpf, true)
+}
+
+/// Loads the iovec copy program the syscall programs tail-call (`vector_raw` for the raw ones,
+/// `vector_tp` for the per-syscall tracepoints) and puts it in their program array. The array
+/// stays in `ebpf`: the kernel empties a program array when userspace lets go of it.
+pub fn load_vector(ebpf: &mut Ebpf, raw: bool) -> Result<(), CaptureError> {
+    let (name, array) = if raw {
+        ("vector_raw", "VECTOR_RAW")
+    } else {
+        ("vector_tp", "VECTOR_TP")
+    };
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| CaptureError::Missing(format!("program {name}")))?;
+    let fd = if raw {
+        let prog: &mut RawTracePoint = program
+            .try_into()
+            .map_err(|_| CaptureError::Missing(format!("raw tracepoint program {name}")))?;
+        prog.load().map_err(|e| program_load(name, &e))?;
+        prog.fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+    } else {
+        let prog: &mut TracePoint = program
+            .try_into()
+            .map_err(|_| CaptureError::Missing(format!("tracepoint program {name}")))?;
+        prog.load().map_err(|e| program_load(name, &e))?;
+        prog.fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+    }
+    .map_err(|e| program_load(name, &e))?;
+    let map = ebpf
+        .map_mut(array)
+        .ok_or_else(|| CaptureError::Missing(format!("map {array}")))?;
+    let mut programs = ProgramArray::try_from(map)
+        .map_err(|e| CaptureError::Missing(format!("program array {array}: {e}")))?;
+    programs
+        .set(0, &fd, 0)
+        .map_err(|e| CaptureError::Missing(format!("program array {array}: {e}")))
 }
 
 fn program_load(name: &str, e: &ProgramError) -> CaptureError {

@@ -267,6 +267,7 @@ impl Capture {
                     load_tracepoint(&mut ebpf, name)?;
                 }
             }
+            load::load_vector(&mut ebpf, false)?;
         }
         // TLS is a bonus: plaintext capture works without uprobes.
         let mut tls_unavailable = None;
