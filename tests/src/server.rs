@@ -14,6 +14,7 @@ mod h2;
 mod keyed;
 mod node;
 mod proxy;
+mod redis;
 mod splice;
 mod tables;
 mod uring;

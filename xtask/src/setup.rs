@@ -150,6 +150,8 @@ pub fn test_tools() -> anyhow::Result<()> {
         ("hydra", "hydra"),
         // HTTP/2 load (h2load) against nginx.
         ("h2load", "nghttp2-client"),
+        // A non-HTTP target (RESP) for the undecoded-protocol tests.
+        ("redis-server", "redis-server"),
     ];
     let mut missing: Vec<&str> = tools
         .iter()
@@ -183,6 +185,12 @@ pub fn test_tools() -> anyhow::Result<()> {
             "grpcio==1.85.1",
             "the gRPC tests' server and client",
             "python3-grpcio",
+        ),
+        (
+            "aioquic",
+            "aioquic==1.7.2",
+            "the HTTP/3 server of the undecoded-protocol tests",
+            "python3-aioquic",
         ),
     ];
     for (module, spec, why, deb) in modules {

@@ -16,6 +16,7 @@ mod tables;
 pub mod target;
 pub mod tls;
 mod tracefs;
+pub mod udp;
 pub mod unseen;
 pub mod uring;
 

@@ -318,6 +318,8 @@ pub struct Tracker {
     uring: super::uring::UringWatch,
     /// Socket bytes moved by splice or sendmmsg/recvmmsg, seen in the drained records.
     unseen: super::unseen::UnseenPaths,
+    /// Targets holding UDP sockets are looked for at the same moments.
+    udp: super::udp::UdpWatch,
     targets: std::collections::HashSet<u32>,
     last_look: std::collections::HashMap<u32, std::time::Instant>,
     ticks: u64,
@@ -343,6 +345,7 @@ impl Tracker {
             watch,
             uring: Default::default(),
             unseen: Default::default(),
+            udp: Default::default(),
             targets: Default::default(),
             last_look: Default::default(),
             ticks: 0,
@@ -353,6 +356,7 @@ impl Tracker {
         self.targets.insert(pid);
         self.last_look.insert(pid, std::time::Instant::now());
         out.extend(self.uring.scan(pid));
+        out.extend(self.udp.scan(pid));
         if let Some(w) = self.watch.as_mut() {
             out.extend(w.scan(capture, pid));
         }
@@ -363,6 +367,7 @@ impl Tracker {
         self.targets.remove(&pid);
         self.last_look.remove(&pid);
         self.uring.forget(pid);
+        self.udp.forget(pid);
         self.unseen.forget(pid);
         if let Some(w) = self.watch.as_mut() {
             w.forget(capture, pid);

@@ -17,6 +17,7 @@ use super::credential::CredentialNames;
 use super::h1::{H1Conn, Unpaired, looks_like_start};
 use super::h2::{self, H2Conn};
 use super::message::{Exchange, HttpCounters, Side};
+use super::sniff::{self, Guess, Opening};
 
 // HTTP/1.x, the usual case, stays inline as before; HTTP/2 state is boxed.
 #[allow(clippy::large_enum_variant)]
@@ -38,6 +39,8 @@ pub struct HttpConn {
     /// preface split across writes), with the time of their piece.
     held: Option<(Vec<u8>, u64)>,
     names: Arc<CredentialNames>,
+    /// The first bytes each side sent (request side first), for [`HttpConn::guess`].
+    openings: [Opening; 2],
     /// Counters of the reassembly a switch replaced.
     retired: HttpCounters,
     /// Everything this connection's reassembly counted, whichever version.
@@ -65,6 +68,7 @@ impl HttpConn {
             names: h1.names(),
             inner: Inner::H1(h1),
             held: None,
+            openings: [Opening::default(); 2],
             retired: HttpCounters::default(),
             counters: HttpCounters::default(),
         }
@@ -125,6 +129,7 @@ impl HttpConn {
         ts_ns: u64,
         out: &mut Vec<Exchange>,
     ) {
+        self.openings[usize::from(side == Side::Response)].note(bytes);
         if side == Side::Request && matches!(self.inner, Inner::H1(_)) {
             if let Some((held, held_ns)) = self.held.take() {
                 // The preface's first bytes came alone: see how this piece goes on.
@@ -256,8 +261,15 @@ impl HttpConn {
         self.retired.skipped_pieces = 0;
         self.retired.add(&c);
         self.held = None;
+        self.openings = [Opening::default(); 2];
         self.inner = Inner::H1(H1Conn::with_names(self.names.clone()));
         self.sum();
+    }
+
+    /// What the connection seems to speak when it is not HTTP, from each side's first bytes.
+    pub fn guess(&self) -> Guess {
+        let [client, server] = &self.openings;
+        sniff::guess(client.get(), server.get())
     }
 
     /// Records of this connection were lost before the next piece: a hole of unknown size, in

@@ -6,8 +6,8 @@
 //! body names (the user, the password until it is hashed), [`forwarded`] who a request came
 //! from behind trusted proxies (`X-Forwarded-For`, `Forwarded`), [`h1`] the HTTP/1.x
 //! reassembly (head parsing, body framing, the per-connection state machine), [`h2`] the
-//! HTTP/2 one (frames, HPACK, streams, gRPC), and [`conn`] the connection that picks between
-//! them.
+//! HTTP/2 one (frames, HPACK, streams, gRPC), [`conn`] the connection that picks between
+//! them, and [`sniff`] what a connection that is neither seems to speak.
 //!
 //! Stateful but self-contained: imports nothing of the crate outside `http`, and never
 //! `capture`, `detect`, `event` or `sink`.
@@ -20,6 +20,7 @@ pub mod h1;
 pub mod h2;
 pub mod message;
 pub(crate) mod request;
+pub mod sniff;
 
 pub use conn::HttpConn;
 pub use credential::{

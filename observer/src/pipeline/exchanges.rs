@@ -81,10 +81,12 @@ impl<H: Host> Pipeline<H> {
         conn.http.take_unpaired(&mut unpaired);
         conn.exchanges += done.len() as u64;
         if conn.exchanges == 0 && conn.http.counters.skipped_pieces >= NON_HTTP_PIECES {
+            let (ends, guess) = (conn.endpoints.clone(), conn.http.guess());
             self.counters.non_http_connections += 1;
             self.counters.filtered_connections =
                 self.counters.filtered_connections.saturating_sub(1);
             self.ignore(key);
+            self.undecoded(meta.tgid, &ends, guess, meta.ts_ns, out);
         }
         if let (false, Some(conn)) = (unpaired.is_empty(), self.conns.get_mut(&key)) {
             let (id, ends) = (conn.id, conn.endpoints.clone());
@@ -235,6 +237,18 @@ impl<H: Host> Pipeline<H> {
         let mut unpaired = Vec::new();
         conn.http.take_unpaired(&mut unpaired);
         self.http_closed.add(&conn.http.counters);
+        // A connection too short to be dropped as not HTTP: reported when its bytes are a
+        // protocol's that is known, not merely unparsed.
+        let guess = conn.http.guess();
+        if !conn.ignored
+            && conn.exchanges == 0
+            && done.is_empty()
+            && conn.http.counters.skipped_pieces > 0
+            && guess.is_known()
+        {
+            self.counters.non_http_connections += 1;
+            self.undecoded(conn.key.tgid, &conn.endpoints, guess, ts_ns, out);
+        }
         if let (Some(role), false) = (conn.role, unpaired.is_empty()) {
             let view = match &cached {
                 Some(v) => v.clone(),

@@ -16,6 +16,7 @@ mod tests_login;
 mod tests_proxy;
 #[cfg(test)]
 mod tests_spread;
+mod undecoded;
 
 use std::collections::HashMap;
 
@@ -68,6 +69,8 @@ pub struct Pipeline<H: Host> {
     next_sequence: u64,
     /// Userspace caps that bit, as last reported in a loss event.
     reported_caps: [u64; CAPS.len()],
+    /// Connections that carry something other than HTTP, per process and protocol.
+    undecoded: undecoded::Undecoded,
 }
 
 /// Userspace limits whose bites are reported as losses: what each drops.
@@ -132,6 +135,7 @@ impl<H: Host> Pipeline<H> {
             redactor: Redactor::default(),
             next_sequence: 0,
             reported_caps: [0; CAPS.len()],
+            undecoded: undecoded::Undecoded::default(),
         }
     }
 
@@ -262,6 +266,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.processes.remove(&meta.tgid);
                 self.listeners.retain(|k, _| k.tgid != meta.tgid);
+                self.undecoded.forget(meta.tgid);
                 self.host.forget(meta.tgid);
             }
             CaptureEvent::Process {
@@ -272,6 +277,7 @@ impl<H: Host> Pipeline<H> {
                 // A new program: its name and executable are looked up again. Descriptors it
                 // closed on exec come as close records once userspace has looked.
                 self.processes.remove(&meta.tgid);
+                self.undecoded.forget(meta.tgid);
                 self.host.forget(meta.tgid);
             }
             CaptureEvent::CloseRange { meta, last } => {
@@ -457,6 +463,7 @@ impl<H: Host> Pipeline<H> {
             },
             "filtered_connections": self.counters.filtered_connections,
             "non_http_connections": self.counters.non_http_connections,
+            "undecoded": self.undecoded.stats(),
         })
     }
 

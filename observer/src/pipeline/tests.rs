@@ -188,9 +188,48 @@ fn non_http_connections_are_dropped_after_a_few_pieces() {
     for r in &recs {
         p.handle(&decode(r).unwrap(), &mut out);
     }
-    assert!(out.is_empty());
+    // No exchange; one report naming what it looks like.
+    assert_eq!(out.len(), 1);
+    let e = serde_json::to_value(&out[0]).unwrap();
+    assert_eq!(e["event"]["action"], "sys_monitor_disabled");
+    assert_eq!(e["process"]["pid"], 42);
+    let reason = e["observer"]["reason"].as_str().unwrap();
+    assert!(reason.contains("looks like TLS"), "{reason}");
     assert_eq!(p.take_untracked(), vec![ConnKey { tgid: 42, fd: 5 }]);
     assert_eq!(p.counters.non_http_connections, 1);
+    assert_eq!(p.stats()["undecoded"][0]["protocol"], "TLS");
+}
+
+#[test]
+fn a_short_connection_of_a_known_protocol_is_reported_at_its_close_once() {
+    let mut p = Pipeline::new(NoHost, Clock::with_offset(0), "run".into());
+    let mut out = Vec::new();
+    for fd in [5, 6] {
+        let recs = [
+            encode::conn(&meta(fd, 1), 3, &[]),
+            data(meta(fd, 2), Direction::Ingress, b"*1\r\n$4\r\nPING\r\n"),
+            data(meta(fd, 3), Direction::Egress, b"+PONG\r\n"),
+            encode::close(&meta(fd, 4)),
+        ];
+        for r in &recs {
+            p.handle(&decode(r).unwrap(), &mut out);
+        }
+    }
+    assert_eq!(out.len(), 1, "{out:?}");
+    let e = serde_json::to_value(&out[0]).unwrap();
+    let reason = e["observer"]["reason"].as_str().unwrap();
+    assert!(reason.contains("Redis"), "{reason}");
+    assert_eq!(p.stats()["undecoded"][0]["connections"], 2);
+    // Bytes that are merely not HTTP, on a short connection, are not worth a report.
+    let recs = [
+        encode::conn(&meta(7, 5), 3, &[]),
+        data(meta(7, 6), Direction::Ingress, b"hello\r\n"),
+        encode::close(&meta(7, 7)),
+    ];
+    for r in &recs {
+        p.handle(&decode(r).unwrap(), &mut out);
+    }
+    assert_eq!(out.len(), 1, "{out:?}");
 }
 
 #[test]
