@@ -59,6 +59,21 @@ pub(crate) fn conn_exit(call: &Call) -> u32 {
     conn_done(pid_tgid, &args, local, call.ret())
 }
 
+/// An accept of a target seen at its exit alone, its arguments (listening socket, address
+/// buffer and length pointer) from the saved registers: no entry program, and an accept
+/// already blocked when observer attached is seen like any.
+#[inline(always)]
+pub(crate) fn accept_at_exit(pid_tgid: u64, call: &Call, ret: i64) -> u32 {
+    let args = ConnArgs {
+        fd: call.args[0] as i32,
+        addr: call.args[1],
+        addr_len: call.args[2],
+        kind: EventKind::Accept as u32,
+        nr: call.nr,
+    };
+    conn_done(pid_tgid, &args, None, ret)
+}
+
 #[inline(always)]
 fn conn_done(pid_tgid: u64, args: &ConnArgs, local: Option<LocalAddr>, ret: i64) -> u32 {
     let accept = args.kind == EventKind::Accept as u32;

@@ -107,6 +107,32 @@ fn io_args_as(call: &Call, syscall: u32, buffers: Buffers) -> IoArgs {
     }
 }
 
+/// A call of a target that has returned `ret`, seen at its exit alone, with the arguments it
+/// was made with (the raw exit hook still has them in the saved registers): no entry program,
+/// no in-flight entry, and a call already blocked when observer attached is seen like any.
+/// True when an iovec copy was staged for [`crate::vector`].
+#[inline(always)]
+pub(crate) fn io_at_exit(
+    pid_tgid: u64,
+    call: &Call,
+    syscall: u32,
+    buffers: Buffers,
+    direction: Direction,
+    ret: i64,
+) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = call.args[0] as i32;
+    note_tls_socket(pid_tgid, tgid, fd);
+    if ret <= 0 || !is_socket(tgid, fd) {
+        return false;
+    }
+    let args = io_args_as(call, syscall, buffers);
+    if direction == Direction::Ingress {
+        let _ = LAST_READ.insert(pid_tgid, fd, BPF_ANY as u64);
+    }
+    emit_data(pid_tgid, &args, direction, ret as u64)
+}
+
 /// Emits the record of a read or write that returned. True when it was an iovec call whose
 /// copy was staged for [`crate::vector`]: the calling program then hands over to it.
 #[inline(always)]

@@ -3,11 +3,10 @@
 //!
 //! The per-syscall tracepoints cost a target-free syscall about 0.5 µs on the hosts measured
 //! (the perf event buffer each of them fills); a raw tracepoint hands over the registers
-//! instead. Both fire for every syscall, so the number is checked first. The calls added
-//! later (dup2/dup3, close_range, splice, sendmmsg/recvmmsg) are taken from their exit alone:
-//! the saved registers still hold their arguments there. x86_64 only: the syscall numbers and
-//! the register layout are that architecture's, and userspace attaches these programs nowhere
-//! else.
+//! instead. At exit those still hold the call's arguments, so every call but close and connect
+//! is taken from its exit alone: no in-flight table on the hot path. Both fire for every
+//! syscall, so the number is checked first. x86_64 only: the syscall numbers and the register
+//! layout are that architecture's, and userspace attaches these programs nowhere else.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
@@ -16,10 +15,10 @@ use aya_ebpf::{
 };
 use observer_common::{Direction, EventKind, Syscall};
 
-use crate::conn::{close_enter, close_range_exit, conn_enter, conn_exit, dup_exit};
+use crate::conn::{accept_at_exit, close_enter, close_range_exit, conn_enter, conn_exit, dup_exit};
 use crate::helpers::{Call, is_target};
-use crate::io::{Buffers, io_enter, io_enter_with, io_exit, mmsg_exit, splice_exit};
-use crate::maps::{TARGETS, layout};
+use crate::io::{Buffers, io_at_exit, mmsg_exit, splice_exit};
+use crate::maps::layout;
 use crate::vector::hand_over_raw;
 
 mod x86_64 {
@@ -91,7 +90,7 @@ const fn io_call(syscall: Syscall, buffers: Buffers, egress: bool) -> u16 {
 }
 
 /// The reads and writes, by syscall number: [`Syscall`] id, [`Buffers`] kind and direction;
-/// 0 for the other numbers. The exit program reads the direction from it.
+/// 0 for the other numbers. The exit program reads what each call is from it.
 static IO_CALLS: [u16; 64] = {
     use x86_64::*;
     let mut t = [0u16; 64];
@@ -111,26 +110,12 @@ static IO_CALLS: [u16; 64] = {
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     use x86_64::*;
     let nr: i64 = ctx.arg(1);
-    if !matches!(
-        nr,
-        READ | WRITE
-            | CLOSE
-            | READV
-            | WRITEV
-            | SENDFILE
-            | CONNECT
-            | ACCEPT
-            | SENDTO
-            | RECVFROM
-            | SENDMSG
-            | RECVMSG
-            | ACCEPT4
-    ) {
+    // Only these need their entry: a close is taken when it starts, before another thread can
+    // be given the same number, and a connect's local address is noted while it runs
+    // ([`crate::conn::tcp_state`]). Everything else is taken at exit.
+    if nr != CLOSE && nr != CONNECT {
         return 0;
     }
-    // Non-targets leave before the register copy; the handlers look the target up again,
-    // a second hash hit paid only by targets. A process in a target cgroup becomes a target
-    // here, at the first of these calls it makes.
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
         return 0;
@@ -142,43 +127,65 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         nr,
         args: [r[DI], r[SI], r[DX]],
     };
-    (match nr {
-        READ => io_enter(&call, Syscall::Read),
-        WRITE => io_enter(&call, Syscall::Write),
-        RECVFROM => io_enter(&call, Syscall::RecvFrom),
-        SENDTO => io_enter(&call, Syscall::SendTo),
-        READV => io_enter_with(&call, Syscall::ReadV, Buffers::Vector),
-        WRITEV => io_enter_with(&call, Syscall::WriteV, Buffers::Vector),
-        RECVMSG => io_enter_with(&call, Syscall::RecvMsg, Buffers::Message),
-        SENDMSG => io_enter_with(&call, Syscall::SendMsg, Buffers::Message),
-        SENDFILE => io_enter_with(&call, Syscall::SendFile, Buffers::None),
-        ACCEPT | ACCEPT4 => conn_enter(&call, EventKind::Accept),
-        CONNECT => conn_enter(&call, EventKind::Connect),
-        _ => close_enter(&call),
+    (if nr == CONNECT {
+        conn_enter(&call, EventKind::Connect)
+    } else {
+        close_enter(&call)
     }) as i32
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     use x86_64::*;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is not kept past this call.
-    if unsafe { TARGETS.get((pid_tgid >> 32) as u32).is_none() } {
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: the helper checks the kernel pointer the tracepoint handed over.
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel((regs + ORIG_AX as u64 * 8) as *const i64) })
+    else {
+        return 0;
+    };
+    if !matches!(
+        nr,
+        READ | WRITE
+            | READV
+            | WRITEV
+            | SENDFILE
+            | CONNECT
+            | ACCEPT
+            | SENDTO
+            | RECVFROM
+            | SENDMSG
+            | RECVMSG
+            | ACCEPT4
+            | DUP2
+            | DUP3
+            | CLOSE_RANGE
+            | SPLICE
+            | RECVMMSG
+            | SENDMMSG
+    ) {
         return 0;
     }
-    let Some(r) = user_regs(ctx.arg(0)) else {
+    // Non-targets leave before the register copy. A process in a target cgroup becomes a
+    // target here, at the first of these calls it makes.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32, pid_tgid) {
+        return 0;
+    }
+    let Some(r) = user_regs(regs) else {
         return 0;
     };
-    let nr = r[ORIG_AX] as i64;
     let ret: i64 = ctx.arg(1);
+    // At exit the saved registers still hold the call's arguments: the return value went to
+    // ax alone, and signal delivery and restarts come after this tracepoint.
     let call = Call {
         nr,
-        args: [ret as u64, 0, 0],
+        args: [r[DI], r[SI], r[DX]],
     };
-    // Every read and write goes through one copy of the copying code, told the direction by
-    // a table the verifier cannot see into: with a constant it would follow that code once
-    // per direction, and 6.1's verifier, which cannot prune the paths of a reserved record,
-    // is near its limit with one.
+    // The reads and writes share one copy of the copying code, told what the call is by a
+    // table the verifier cannot see into: with constants it would follow that code once per
+    // call. The iovec copies run in their own program ([`crate::vector`]), so that 6.1's
+    // verifier, which cannot prune the paths of a record held across a loop, has one copy
+    // of a plain buffer to follow here.
     let io = if (nr as u64) < IO_CALLS.len() as u64 {
         // SAFETY: in bounds; a plain load from read-only data.
         unsafe { core::ptr::read_volatile(IO_CALLS.as_ptr().add(nr as usize)) }
@@ -186,20 +193,35 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         0
     };
     if io != 0 {
+        let buffers = match (io >> 8) & 0xf {
+            0 => Buffers::Plain,
+            1 => Buffers::Vector,
+            2 => Buffers::Message,
+            _ => Buffers::None,
+        };
         let direction = if io & EGRESS != 0 {
             Direction::Egress
         } else {
             Direction::Ingress
         };
-        if io_exit(&call, direction) {
+        if io_at_exit(
+            pid_tgid,
+            &call,
+            u32::from(io & 0xff),
+            buffers,
+            direction,
+            ret,
+        ) {
             hand_over_raw(&ctx);
         }
         return 0;
     }
-    // These need no entry program: at exit the saved registers still hold their arguments
-    // (the return value went to ax alone; signals and restarts come after this tracepoint).
     (match nr {
-        ACCEPT | ACCEPT4 | CONNECT => conn_exit(&call),
+        ACCEPT | ACCEPT4 => accept_at_exit(pid_tgid, &call, ret),
+        CONNECT => conn_exit(&Call {
+            nr,
+            args: [ret as u64, 0, 0],
+        }),
         DUP2 | DUP3 => dup_exit(pid_tgid, r[DI], r[SI], ret),
         CLOSE_RANGE => close_range_exit(pid_tgid, r[DI], r[SI], r[DX], ret),
         SPLICE => splice_exit(pid_tgid, r[DI] as i32, r[DX] as i32, nr, ret),

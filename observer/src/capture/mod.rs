@@ -362,13 +362,21 @@ impl Capture {
     }
 
     /// Records a syscall a thread was already blocked in, as its entry program would have.
+    /// The raw exit hook takes reads and writes from their exit alone: nothing to record.
     pub fn add_inflight_io(&mut self, tgid: u32, tid: u32, args: IoArgs) -> bool {
+        if self.raw {
+            return true;
+        }
         let key = ((tgid as u64) << 32) | tid as u64;
         self.inflight_io.insert(key, args, 0).is_ok()
     }
 
-    /// As [`Capture::add_inflight_io`], for accept and connect.
+    /// As [`Capture::add_inflight_io`], for accept and connect; the raw exit hook takes
+    /// accepts from their exit alone.
     pub fn add_inflight_conn(&mut self, tgid: u32, tid: u32, args: ConnArgs) -> bool {
+        if self.raw && args.kind == observer_common::EventKind::Accept as u32 {
+            return true;
+        }
         let key = ((tgid as u64) << 32) | tid as u64;
         self.inflight_conn.insert(key, args, 0).is_ok()
     }

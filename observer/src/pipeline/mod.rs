@@ -469,6 +469,9 @@ impl<H: Host> Pipeline<H> {
 
     /// Gives an event made outside the pipeline (lifecycle, loss) its place in the sequence.
     pub fn stamp(&mut self, mut ev: Event) -> Event {
+        if let Event::Blind(b) = &ev {
+            self.undecoded.note_report(b.process.pid);
+        }
         self.next_sequence += 1;
         ev.meta_mut().sequence = self.next_sequence;
         ev

@@ -2,7 +2,8 @@
 //! TLS observer could not hook, HTTP/3 over QUIC): counted per process and protocol, and the
 //! first of each reported as `sys_monitor_disabled` with the protocol's name, so that what
 //! observer does not decode is never silent. DNS, which every process speaks, is counted
-//! only.
+//! only; TLS is reported only for a process that had no `sys_monitor_disabled` yet (the TLS
+//! scan's report, made first, already says why its ciphertext cannot be read).
 
 use std::collections::HashMap;
 
@@ -23,6 +24,8 @@ const MAX_LISTED: usize = 32;
 pub(super) struct Undecoded {
     /// Connections per (process, protocol), `None` standing for DNS.
     counts: HashMap<(u32, Option<Guess>), u64>,
+    /// Processes that had a `sys_monitor_disabled`, whatever its reason.
+    reported: std::collections::HashSet<u32>,
 }
 
 impl Undecoded {
@@ -33,12 +36,22 @@ impl Undecoded {
         }
         let n = self.counts.entry((tgid, guess)).or_insert(0);
         *n += 1;
-        *n == 1 && guess.is_some()
+        let explained = guess == Some(Guess::Tls) && self.reported.contains(&tgid);
+        *n == 1 && guess.is_some() && !explained
+    }
+
+    /// Process `tgid` had a `sys_monitor_disabled` event.
+    pub(super) fn note_report(&mut self, tgid: u32) {
+        if self.reported.len() >= MAX_PAIRS {
+            self.reported.clear();
+        }
+        self.reported.insert(tgid);
     }
 
     /// A process that exited or executed another program: its next use is reported anew.
     pub(super) fn forget(&mut self, tgid: u32) {
         self.counts.retain(|&(p, _), _| p != tgid);
+        self.reported.remove(&tgid);
     }
 
     /// The heartbeat's list: `[{"pid", "protocol", "connections"}]`, the largest counts.
@@ -131,6 +144,10 @@ mod tests {
         assert_eq!(stats.as_array().unwrap().len(), 4);
         u.forget(7);
         assert!(u.note(7, Some(Guess::Redis)));
+        // TLS that a report already explained is counted only.
+        u.note_report(9);
+        assert!(!u.note(9, Some(Guess::Tls)));
+        assert!(u.note(9, Some(Guess::MySql)));
     }
 
     #[test]
