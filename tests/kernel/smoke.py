@@ -56,6 +56,14 @@ import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if self.path.startswith("/vector"):
+            # The answer as 20 iovecs of one sendmsg, its length and body in the last: the
+            # kernel copies eight per program run and tail-calls the next run.
+            body = b'{"vector":true}'
+            parts = [b"HTTP/1.1 200 OK\\r\\n"] + [f"X-Pad-{i}: {i}\\r\\n".encode() for i in range(18)]
+            parts.append(f"Content-Length: {len(body)}\\r\\n\\r\\n".encode() + body)
+            self.connection.sendmsg(parts)
+            return
         code = 404 if self.path.startswith("/missing") else 200
         body = b'{"ok":true}' if code == 200 else b'{"error":"not found"}'
         self.send_response(code)
@@ -259,6 +267,7 @@ def one_run(name, servers, args, env, fork_port):
     for i in range(REQUESTS):
         path = f"/missing/{i}" if i % 2 else f"/item/{i}"
         codes.append(curl(f"http://127.0.0.1:{servers.http_port}{path}"))
+    servers.vector_code = curl(f"http://127.0.0.1:{servers.http_port}/vector")
     curl(f"https://127.0.0.1:{servers.https_port}/secure", "-k")
     curl(f"http://127.0.0.1:{fork_port}/forked")
     curl(f"http://127.0.0.1:{servers.cg_port}/in-cgroup")
@@ -300,11 +309,20 @@ def checks(results, tag, lines, codes, child, late, servers, want_hook, want_cgr
           f"syscall_hook={cap.get('syscall_hook')} tls={cap.get('tls')} "
           f"exit={cap.get('process_exit')} fallbacks={len(cap.get('fallbacks', []))}")
     got = [(e["http"]["request"]["method"], e["url"]["path"], e["http"]["response"]["status_code"])
-           for e in exchanges(lines, servers.http.pid)]
+           for e in exchanges(lines, servers.http.pid) if e["url"]["path"] != "/vector"]
     want = [("GET", f"/missing/{i}" if i % 2 else f"/item/{i}", 404 if i % 2 else 200)
             for i in range(REQUESTS)]
     check(results, f"http_exact[{tag}]", got == want and codes == [str(w[2]) for w in want],
           f"{len(got)} of {REQUESTS} exchanges as sent" if got == want else f"got {got}")
+    vector = [e for e in exchanges(lines, servers.http.pid) if e["url"]["path"] == "/vector"]
+    check(results, f"vector_copy[{tag}]",
+          len(vector) == 1 and servers.vector_code == "200"
+          and vector[0]["http"]["response"].get("status_code") == 200
+          and vector[0]["http"]["response"]["body"]["bytes"] == 15
+          and not vector[0]["observer"].get("truncated")
+          and not vector[0]["observer"].get("partial_capture"),
+          f"an answer of 20 iovecs (curl {servers.vector_code}): "
+          + (json.dumps(vector[0]["http"]["response"]) if vector else "no exchange"))
     forked = [e["url"]["path"] for e in exchanges(lines, child)]
     stats = (shutdown or {}).get("observer", {}).get("stats", {})
     procs = stats.get("processes", {})
@@ -346,7 +364,7 @@ def checks(results, tag, lines, codes, child, late, servers, want_hook, want_cgr
     check(results, f"shutdown_counters[{tag}]",
           shutdown is not None and stats.get("exchanges") == total
           # The adopted accept's exchange is blocked_accept's to judge.
-          and total == REQUESTS + 4 + PEERS + len(adopted)
+          and total == REQUESTS + 5 + PEERS + len(adopted)
           and losses and all(v == 0 for v in losses.values()),
           f"exchanges={stats.get('exchanges')} lines={total} kernel_losses={losses}")
 
