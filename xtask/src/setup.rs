@@ -150,6 +150,8 @@ pub fn test_tools() -> anyhow::Result<()> {
         ("hydra", "hydra"),
         // HTTP/2 load (h2load) against nginx.
         ("h2load", "nghttp2-client"),
+        // Go TLS tests: HTTPS servers and a client built from tests/servers/go.
+        ("go", "golang-go"),
     ];
     let mut missing: Vec<&str> = tools
         .iter()
