@@ -8,7 +8,6 @@
 mod book;
 mod btf;
 mod decode;
-#[allow(dead_code)] // Wired into the TLS watch in the next step.
 mod gotls;
 mod kernel;
 mod layout;

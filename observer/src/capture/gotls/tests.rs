@@ -7,8 +7,8 @@ use std::process::Command;
 
 use object::{Object, ObjectSegment};
 
-use super::analyze::{READ, WRITE};
-use super::*;
+use super::analyze::{Analysis, GoTls, Lookup, READ, WRITE, analyze_file};
+use super::fields::Source;
 
 fn work_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/gotls-tests")
