@@ -7,7 +7,8 @@
 //	GET  /api/items  200 with Basic auth alice:wonderland or Bearer demo-token, else 401
 //	POST /login      200 for {"user":"alice","password":"wonderland"}, else 401
 //	GET  /admin      403
-//	anything else    404
+//	GET  /json       200, a small JSON object
+//	anything else    a file of the directory $WWW when set, else 404
 package main
 
 import (
@@ -33,6 +34,9 @@ func authorized(r *http.Request) bool {
 	return r.Header.Get("Authorization") == "Bearer demo-token"
 }
 
+// Serves $WWW's files, for the benchmark.
+var www http.Handler
+
 func handle(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/health":
@@ -56,12 +60,19 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		reply(w, 401, map[string]string{"error": "bad credentials"})
 	case r.URL.Path == "/admin":
 		reply(w, 403, map[string]string{"error": "forbidden"})
+	case r.URL.Path == "/json":
+		reply(w, 200, map[string]interface{}{"id": 1, "name": "widget", "tags": []string{"a", "b"}})
+	case www != nil:
+		www.ServeHTTP(w, r)
 	default:
 		reply(w, 404, map[string]string{"error": "not found"})
 	}
 }
 
 func main() {
+	if dir := os.Getenv("WWW"); dir != "" {
+		www = http.FileServer(http.Dir(dir))
+	}
 	addr := "127.0.0.1:" + os.Args[1]
 	srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(handle)}
 	var err error
