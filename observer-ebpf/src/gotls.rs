@@ -1,7 +1,11 @@
-//! Go's crypto/tls: uprobes on the entry of `crypto/tls.(*Conn).Read` and `Write` and on
-//! every `RET` of their bodies (Go moves goroutine stacks, which breaks return probes). The
-//! call's state is kept per goroutine, not per thread: a goroutine may resume on another
-//! thread. x86-64 register ABI (Go 1.17 and later) only; userspace attaches nowhere else.
+//! Go's crypto/tls: uprobes on the entry of `crypto/tls.(*Conn).Read` and on every `RET` of
+//! its body (Go moves goroutine stacks, which breaks return probes), and on the entry of
+//! `Write`. A read's state is kept per goroutine, not per thread: a goroutine may resume on
+//! another thread. A write's plaintext is taken at its entry, before any of it reaches the
+//! socket: Go reads and writes one connection on different goroutines (net/http's client,
+//! HTTP/2), so a reply taken by a read could otherwise be recorded before the request whose
+//! write has not returned yet. x86-64 register ABI (Go 1.17 and later) only; userspace
+//! attaches nowhere else.
 
 use aya_ebpf::{
     bindings::BPF_ANY, helpers::bpf_get_current_pid_tgid, helpers::bpf_probe_read_user,
@@ -14,11 +18,12 @@ use crate::io::emit_data;
 use crate::maps::{GO_TLS_CALLS, GO_TLS_OFFSETS, SOCKETS};
 
 /// `struct pt_regs` of x86-64, in 8-byte words: where Go's register ABI puts the receiver
-/// (RAX), the slice's pointer (RBX), the result `n` (RAX at return) and the current goroutine
-/// (R14).
+/// (RAX), the slice's pointer (RBX) and length (RCX), the result `n` (RAX at return) and the
+/// current goroutine (R14).
 const R14: usize = 1;
 const RBX: usize = 5;
 const RAX: usize = 10;
+const RCX: usize = 11;
 
 #[inline(always)]
 fn reg(ctx: &ProbeContext, i: usize) -> u64 {
@@ -67,6 +72,23 @@ fn go_enter(ctx: &ProbeContext, syscall: Syscall) -> u32 {
     // SAFETY: the map value lives while the program runs; a plain store of the one value
     // this field takes.
     unsafe { core::ptr::write_volatile(&raw mut (*state).tls, 1) };
+    if syscall == Syscall::SslWrite {
+        // All of `b` is written unless the connection fails, and then nothing more of it
+        // matters.
+        let len = reg(ctx, RCX) as i64;
+        if len > 0 {
+            let io = IoArgs {
+                buf: reg(ctx, RBX),
+                fd,
+                syscall: syscall as u32,
+                nr: 0,
+                iovcnt: 0,
+                _pad: 0,
+            };
+            emit_data(pid_tgid, &io, Direction::Egress, len as u64);
+        }
+        return 0;
+    }
     let call = GoTlsCall {
         buf: reg(ctx, RBX),
         fd,
@@ -79,16 +101,17 @@ fn go_enter(ctx: &ProbeContext, syscall: Syscall) -> u32 {
     0
 }
 
-#[inline(always)]
-fn go_return(ctx: &ProbeContext, direction: Direction) -> u32 {
+/// On each `RET` of `Read`: `n` in RAX.
+#[uprobe]
+pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let key = [pid_tgid >> 32, reg(ctx, R14)];
+    let key = [pid_tgid >> 32, reg(&ctx, R14)];
     // SAFETY: copied out before the entry is removed.
     let Some(call) = (unsafe { GO_TLS_CALLS.get(key) }).copied() else {
         return 0;
     };
     let _ = GO_TLS_CALLS.remove(key);
-    let n = reg(ctx, RAX) as i64;
+    let n = reg(&ctx, RAX) as i64;
     if n <= 0 {
         return 0;
     }
@@ -100,7 +123,7 @@ fn go_return(ctx: &ProbeContext, direction: Direction) -> u32 {
         iovcnt: 0,
         _pad: 0,
     };
-    emit_data(pid_tgid, &io, direction, n as u64);
+    emit_data(pid_tgid, &io, Direction::Ingress, n as u64);
     0
 }
 
@@ -112,16 +135,4 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_write_enter(ctx: ProbeContext) -> u32 {
     go_enter(&ctx, Syscall::SslWrite)
-}
-
-/// On each `RET` of `Read`: `n` in RAX.
-#[uprobe]
-pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
-    go_return(&ctx, Direction::Ingress)
-}
-
-/// On each `RET` of `Write`.
-#[uprobe]
-pub fn go_tls_write_return(ctx: ProbeContext) -> u32 {
-    go_return(&ctx, Direction::Egress)
 }

@@ -311,61 +311,73 @@ fn brute_force_over_go_tls_raises_the_alert() {
 }
 
 /// A Go HTTPS client as the target (found in its cgroup as it starts), talking to a Go
-/// server observer does not watch.
+/// server observer does not watch: HTTP/1.1, then HTTP/2.
 #[test]
 fn go_client_as_a_targeted_https_client() {
     require_root();
     let cert = Cert::new();
-    let https = GoServer::start(&server_bin(), Some(&cert), true);
     let client = go_build("client", "./client", "");
-    let cg = Cgroup::new("go-client");
-    let obs = Observer::start(&[
-        "--cgroup".into(),
-        cg.relative.clone(),
-        "--tls".into(),
-        "targets".into(),
-    ]);
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > '{}/cgroup.procs' && exec '{}' '{}' '{}' '{}'",
-            cg.path.display(),
-            client.display(),
-            https.url("/health"),
-            https.url("/admin"),
-            https.url("/api/items"),
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The client waits for a line: time for observer to find it and hook it.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let got: Vec<(u64, u64)> = text
-        .lines()
-        .map(|l| {
-            let (s, p) = l.split_once(' ').unwrap();
-            (s.parse().unwrap(), p.parse().unwrap())
-        })
-        .collect();
-    assert_eq!(got.len(), 3, "client: {text}");
-    let f = obs.stop();
-    let ex = f.exchanges();
-    assert_eq!(ex.len(), 3, "{}\n{}", f.lines.join("\n"), f.stderr);
-    for (e, (status, port)) in ex.iter().zip(&got) {
-        assert_eq!(field(e, "observer.role"), "client", "{e}");
-        assert_eq!(field(e, "process.name"), "client");
-        assert_eq!(field(e, "http.response.status_code"), *status);
-        assert_eq!(field(e, "source.port"), *port, "{e}");
-        assert_eq!(field(e, "destination.port"), https.port);
-        assert_eq!(field(e, "tls.established"), true);
-        assert_eq!(field(e, "user_agent.original"), "Go-http-client/1.1");
+    for (http2, version, agent) in [
+        (false, "1.1", "Go-http-client/1.1"),
+        (true, "2", "Go-http-client/2.0"),
+    ] {
+        let https = GoServer::start(&server_bin(), Some(&cert), !http2);
+        let cg = Cgroup::new(if http2 { "go-client-h2" } else { "go-client" });
+        let obs = Observer::start(&[
+            "--cgroup".into(),
+            cg.relative.clone(),
+            "--tls".into(),
+            "targets".into(),
+        ]);
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}/cgroup.procs' && exec '{}' '{}' '{}' '{}'",
+                cg.path.display(),
+                client.display(),
+                https.url("/health"),
+                https.url("/admin"),
+                https.url("/api/items"),
+            ))
+            .env("CLIENT_HTTP2", if http2 { "1" } else { "" })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The client waits for a line: time for observer to find it and hook it.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let got: Vec<(u64, u64, String)> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (
+                    f[0].parse().unwrap(),
+                    f[1].parse().unwrap(),
+                    f[2].to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 3, "client: {text}");
+        let f = obs.stop();
+        let ex = f.exchanges();
+        assert_eq!(ex.len(), 3, "{}\n{}", f.lines.join("\n"), f.stderr);
+        for (e, (status, port, proto)) in ex.iter().zip(&got) {
+            assert_eq!(proto, if http2 { "HTTP/2.0" } else { "HTTP/1.1" });
+            assert_eq!(field(e, "http.version"), version, "{e}");
+            assert_eq!(field(e, "observer.role"), "client", "{e}");
+            assert_eq!(field(e, "process.name"), "client");
+            assert_eq!(field(e, "http.response.status_code"), *status);
+            assert_eq!(field(e, "source.port"), *port, "{e}");
+            assert_eq!(field(e, "destination.port"), https.port);
+            assert_eq!(field(e, "tls.established"), true);
+            assert_eq!(field(e, "user_agent.original"), agent);
+        }
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [200, 403, 401]);
     }
-    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [200, 403, 401]);
 }
 
 /// A copy of the stripped server whose build information names a Go release observer does

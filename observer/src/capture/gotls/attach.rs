@@ -1,5 +1,5 @@
-//! Attaching the Go crypto/tls uprobes at the file offsets the analysis found (entry and every
-//! `RET` of Read and Write), detaching them, and telling the programs each process's field
+//! Attaching the Go crypto/tls uprobes at the file offsets the analysis found (the entry and
+//! every `RET` of Read, the entry of Write, whose plaintext is taken there), detaching them, and telling the programs each process's field
 //! offsets. Part of `capture`, on aya.
 
 use std::num::NonZeroU32;
@@ -15,11 +15,10 @@ use crate::capture::Capture;
 use crate::capture::load::describe;
 
 /// The programs, loaded the first time a Go program is hooked.
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 3] = [
     "go_tls_read_enter",
     "go_tls_read_return",
     "go_tls_write_enter",
-    "go_tls_write_return",
 ];
 
 /// What [`Capture::attach_gotls`] attached in one file.
@@ -64,32 +63,30 @@ impl Capture {
             }
         }
         let mut hooks = GoHooks::default();
-        // The returns before the entry: an entry must not record calls nobody ends.
-        let plan = [
-            (&tls.read, "go_tls_read_enter", "go_tls_read_return"),
-            (&tls.write, "go_tls_write_enter", "go_tls_write_return"),
-        ];
+        // Read's returns before its entry: an entry must not record calls nobody ends.
+        let points = tls
+            .read
+            .returns
+            .iter()
+            .map(|&off| ("go_tls_read_return", off))
+            .chain([
+                ("go_tls_read_enter", tls.read.entry),
+                ("go_tls_write_enter", tls.write.entry),
+            ]);
         let mut failure = None;
-        'all: for (hook, enter, ret) in plan {
-            let points = hook
-                .returns
-                .iter()
-                .map(|&off| (ret, off))
-                .chain([(enter, hook.entry)]);
-            for (name, offset) in points {
-                let Some(prog) = ebpf
-                    .program_mut(name)
-                    .and_then(|p| <&mut UProbe>::try_from(p).ok())
-                else {
-                    failure = Some(format!("program {name} is missing"));
-                    break 'all;
-                };
-                match prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), file, scope) {
-                    Ok(link) => hooks.links.push((name, link)),
-                    Err(e) => {
-                        failure = Some(format!("attaching at file offset {offset:#x}: {e}"));
-                        break 'all;
-                    }
+        for (name, offset) in points {
+            let Some(prog) = ebpf
+                .program_mut(name)
+                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+            else {
+                failure = Some(format!("program {name} is missing"));
+                break;
+            };
+            match prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), file, scope) {
+                Ok(link) => hooks.links.push((name, link)),
+                Err(e) => {
+                    failure = Some(format!("attaching at file offset {offset:#x}: {e}"));
+                    break;
                 }
             }
         }

@@ -1,6 +1,7 @@
 // An HTTPS client on Go's net/http, for observer's Go TLS tests: it waits for a line on
 // stdin (so that the observer can hook it first), then GETs each URL in turn over one
-// keep-alive connection, certificate unchecked, and prints "STATUS LOCALPORT" per request.
+// keep-alive connection, certificate unchecked, and prints "STATUS LOCALPORT PROTO" per
+// request. With CLIENT_HTTP2 set it offers HTTP/2.
 //
 // Usage: client URL...
 package main
@@ -42,6 +43,6 @@ func main() {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		port := local[strings.LastIndex(local, ":")+1:]
-		fmt.Printf("%d %s\n", resp.StatusCode, port)
+		fmt.Printf("%d %s %s\n", resp.StatusCode, port, resp.Proto)
 	}
 }
