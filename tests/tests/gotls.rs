@@ -380,50 +380,67 @@ fn go_client_as_a_targeted_https_client() {
     }
 }
 
-/// A copy of the stripped server whose build information names a Go release observer does
-/// not know: it runs as before, and observer says it cannot see its TLS.
+/// Copies of the stripped server that observer cannot hook: one whose build information
+/// names a Go release observer does not know, one whose function table's section is renamed
+/// (no symbols and no table left to find crypto/tls in). Both run as before; observer says
+/// once that it cannot see their TLS, and takes none of their ciphertext for HTTP.
 #[test]
 fn a_go_build_that_cannot_be_hooked_is_reported() {
     require_root();
     let cert = Cert::new();
-    let stripped = stripped_bin();
-    let mut data = std::fs::read(&stripped).unwrap();
-    let find = |from: usize, what: &[u8]| {
+    let stripped = std::fs::read(stripped_bin()).unwrap();
+    let find = |data: &[u8], from: usize, what: &[u8]| {
         from + data[from..]
             .windows(what.len())
             .position(|w| w == what)
-            .expect("the build information")
+            .expect("the bytes to patch")
     };
-    let at = find(find(0, b"\xff Go buildinf:"), b"go1.");
-    data[at..at + 6].copy_from_slice(b"go1.99");
-    let bin = workspace_root().join("target/gotls-tests/server-go199");
-    std::fs::write(&bin, &data).unwrap();
-    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let server = GoServer::start(&bin, Some(&cert), true);
-    let recording = Recording::new("go-blind");
-    let obs = Observer::start(&recording.run_args(server.pid()));
-    let sent = server.curl(&[(&[], "/health"), (&[], "/admin")], &[]);
-    assert_eq!(
-        sent.iter().map(|t| t.status).collect::<Vec<_>>(),
-        [200, 403]
-    );
-    let f = obs.stop();
-    let blind: Vec<&Value> = f
-        .events
-        .iter()
-        .filter(|e| e["event"]["action"] == "sys_monitor_disabled")
-        .collect();
-    assert_eq!(blind.len(), 1, "{}", f.lines.join("\n"));
-    assert_eq!(field(blind[0], "process.pid"), server.pid());
-    let reason = field(blind[0], "observer.reason").as_str().unwrap();
-    assert!(reason.contains("Go's crypto/tls"), "{reason}");
-    assert!(reason.contains("go1.99"), "{reason}");
-    assert!(
-        reason.contains("newer than the releases observer knows"),
-        "{reason}"
-    );
-    assert_eq!(f.stderr.matches("not visible").count(), 1, "{}", f.stderr);
-    // Its ciphertext is never taken for HTTP.
-    assert!(f.exchanges().is_empty(), "{}", f.lines.join("\n"));
-    recording.assert_replay_matches(&[], &f);
+    let version_at = find(&stripped, find(&stripped, 0, b"\xff Go buildinf:"), b"go1.");
+    let table_name_at = find(&stripped, 0, b".gopclntab\0");
+    let cases: [(&str, usize, &[u8], &[&str]); 2] = [
+        (
+            "go199",
+            version_at,
+            b"go1.99",
+            &["go1.99", "newer than the releases observer knows"],
+        ),
+        (
+            "no-pclntab",
+            table_name_at,
+            b".gopclnta_",
+            &["no symbols and no function table"],
+        ),
+    ];
+    for (name, at, patch, expected) in cases {
+        let mut data = stripped.clone();
+        data[at..at + patch.len()].copy_from_slice(patch);
+        let bin = workspace_root().join(format!("target/gotls-tests/server-{name}"));
+        std::fs::write(&bin, &data).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let server = GoServer::start(&bin, Some(&cert), true);
+        let recording = Recording::new(name);
+        let obs = Observer::start(&recording.run_args(server.pid()));
+        let sent = server.curl(&[(&[], "/health"), (&[], "/admin")], &[]);
+        assert_eq!(
+            sent.iter().map(|t| t.status).collect::<Vec<_>>(),
+            [200, 403]
+        );
+        let f = obs.stop();
+        let blind: Vec<&Value> = f
+            .events
+            .iter()
+            .filter(|e| e["event"]["action"] == "sys_monitor_disabled")
+            .collect();
+        assert_eq!(blind.len(), 1, "{name}: {}", f.lines.join("\n"));
+        assert_eq!(field(blind[0], "process.pid"), server.pid());
+        let reason = field(blind[0], "observer.reason").as_str().unwrap();
+        assert!(reason.contains("Go's crypto/tls"), "{reason}");
+        for e in expected {
+            assert!(reason.contains(e), "{name}: {reason}");
+        }
+        assert_eq!(f.stderr.matches("not visible").count(), 1, "{}", f.stderr);
+        assert!(f.exchanges().is_empty(), "{name}: {}", f.lines.join("\n"));
+        recording.assert_replay_matches(&[], &f);
+    }
 }
