@@ -37,7 +37,8 @@ fn field<'a>(e: &'a Value, path: &str) -> &'a Value {
 }
 
 /// Builds package `pkg` of tests/servers/go into target/gotls-tests/`out` (once), with
-/// `ldflags`.
+/// `ldflags`: static (no cgo), or position-independent and dynamically linked when `out`
+/// ends in `-pie`.
 fn go_build(out: &str, pkg: &str, ldflags: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -46,14 +47,20 @@ fn go_build(out: &str, pkg: &str, ldflags: &str) -> PathBuf {
     if bin.exists() {
         return bin;
     }
+    let mode = if out.ends_with("-pie") {
+        "-buildmode=pie"
+    } else {
+        "-buildmode=default"
+    };
     let status = Command::new("go")
-        .args(["build", "-ldflags", ldflags, "-o"])
+        .args(["build", mode, "-ldflags", ldflags, "-o"])
         .arg(&bin)
         .arg(pkg)
         .current_dir(workspace_root().join("tests/servers/go"))
         .env("GOCACHE", dir.join("gocache"))
         .env("GOFLAGS", "-mod=mod")
         .env("GOPROXY", "off")
+        .env("CGO_ENABLED", if out.ends_with("-pie") { "1" } else { "0" })
         .status()
         .expect("running go (cargo xtask setup installs golang-go)");
     assert!(status.success(), "go build {pkg} failed");
@@ -293,17 +300,22 @@ fn go_https_http2_of_a_stripped_build() {
     assert!(log.contains("found_by=Pclntab offsets_from=Table"), "{log}");
 }
 
+/// On a position-independent build (`-buildmode=pie`), over HTTP/2.
 #[test]
 fn brute_force_over_go_tls_raises_the_alert() {
     require_root();
     let cert = Cert::new();
-    let https = GoServer::start(&server_bin(), Some(&cert), false);
+    let pie = go_build("server-pie", "./server", "");
+    let https = GoServer::start(&pie, Some(&cert), false);
     let obs = Observer::for_pids(&[https.pid()]);
     let reqs: Vec<(&[&str], &str)> = (0..6).map(|_| (LOGIN, "/login")).collect();
-    let sent = https.curl(&reqs, &[]);
+    let sent = https.curl(&reqs, &["--http2"]);
     assert!(sent.iter().all(|t| t.status == 401));
     let f = obs.stop();
     f.assert_no_secrets(&["nope"]);
+    let ex = f.exchanges();
+    assert_eq!(ex.len(), 6, "{}", f.lines.join("\n"));
+    assert!(ex.iter().all(|e| field(e, "http.version") == "2"));
     let alerts = f.alerts("brute_force");
     assert_eq!(alerts.len(), 1, "{}", f.lines.join("\n"));
     assert_eq!(field(alerts[0], "source.ip"), "127.0.0.1");

@@ -15,7 +15,7 @@ fn work_dir() -> PathBuf {
 }
 
 /// Builds package `pkg` of tests/servers/go (or the directory `pkg` itself when absolute) into
-/// `out` with `args` (once per test process and output).
+/// `out` with `args` (once): static (no cgo), unless `out` ends in `-pie`.
 fn go_build(out: &str, pkg: &str, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -42,6 +42,7 @@ fn go_build(out: &str, pkg: &str, args: &[&str], env: &[(&str, &str)]) -> PathBu
         .env("GOCACHE", dir.join("gocache"))
         .env("GOFLAGS", "-mod=mod")
         .env("GOPROXY", "off")
+        .env("CGO_ENABLED", if out.ends_with("-pie") { "1" } else { "0" })
         .envs(env.iter().copied())
         .status()
         .expect("running go (cargo xtask setup installs golang-go)");
@@ -117,24 +118,36 @@ fn regex_escape(s: &str) -> String {
 
 #[test]
 fn gotls_symbols_dwarf_and_every_ret_of_a_go_build() {
-    let bin = server();
-    let tls = hookable(&bin);
-    assert!(tls.info.version.starts_with("go1."), "{:?}", tls.info);
-    assert_eq!(tls.info.module.as_deref(), Some("observer.test/goservers"));
-    assert_eq!(tls.lookup, Lookup::Symbols);
-    assert_eq!(tls.offsets_from, Source::Dwarf);
-    // The DWARF of this build agrees with the table used for builds without it.
-    assert_eq!(tls.offsets, super::fields::TABLE);
-    for (func, hook) in [(READ, &tls.read), (WRITE, &tls.write)] {
-        let (entry, rets) = go_objdump_returns(&bin, func);
-        assert_eq!(hook.entry, entry, "{func}");
-        assert_eq!(hook.returns, rets, "{func}");
-        assert!(!rets.is_empty());
-    }
-    let data = std::fs::read(&bin).unwrap();
-    for hook in [&tls.read, &tls.write] {
-        for &r in &hook.returns {
-            assert_eq!(data[r as usize], 0xc3, "a RET at {r:#x}");
+    let pie = go_build("server-pie", "./server", &["-buildmode=pie"], &[]);
+    let kind = |bin: &Path| {
+        let out = Command::new("file").arg(bin).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        kind(&server()).contains("statically linked"),
+        "{}",
+        kind(&server())
+    );
+    assert!(kind(&pie).contains("pie executable"), "{}", kind(&pie));
+    for bin in [server(), pie] {
+        let tls = hookable(&bin);
+        assert!(tls.info.version.starts_with("go1."), "{:?}", tls.info);
+        assert_eq!(tls.info.module.as_deref(), Some("observer.test/goservers"));
+        assert_eq!(tls.lookup, Lookup::Symbols);
+        assert_eq!(tls.offsets_from, Source::Dwarf);
+        // The DWARF of this build agrees with the table used for builds without it.
+        assert_eq!(tls.offsets, super::fields::TABLE);
+        for (func, hook) in [(READ, &tls.read), (WRITE, &tls.write)] {
+            let (entry, rets) = go_objdump_returns(&bin, func);
+            assert_eq!(hook.entry, entry, "{func} in {}", bin.display());
+            assert_eq!(hook.returns, rets, "{func} in {}", bin.display());
+            assert!(!rets.is_empty());
+        }
+        let data = std::fs::read(&bin).unwrap();
+        for hook in [&tls.read, &tls.write] {
+            for &r in &hook.returns {
+                assert_eq!(data[r as usize], 0xc3, "a RET at {r:#x}");
+            }
         }
     }
 }
