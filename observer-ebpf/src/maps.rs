@@ -100,8 +100,9 @@ pub(crate) static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossC
 #[map]
 pub(crate) static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entries(4096, 0);
 
-/// Go crypto/tls reads and writes between their entry and a `RET`: `[tgid, goroutine]` → the
-/// call. A goroutine that never reaches a `RET` (a panic) leaves its entry to be evicted.
+/// Go crypto/tls reads between their entry and a `RET`: `[tgid, goroutine]` → the call. A
+/// server has one pending per idle keep-alive connection, hence the size; a goroutine that
+/// never reaches a `RET` (a panic) leaves its entry to be evicted.
 #[map]
 pub(crate) static GO_TLS_CALLS: LruHashMap<[u64; 2], GoTlsCall> =
-    LruHashMap::with_max_entries(16384, 0);
+    LruHashMap::with_max_entries(65536, 0);
