@@ -552,3 +552,36 @@ mod tests {
         assert_eq!(size_of::<Layout>(), 52 + 14 * 4);
     }
 }
+
+/// Where a Go program's `*tls.Conn` keeps its socket descriptor, as byte offsets: the data
+/// word of its `conn` interface (a `*net.TCPConn`), the `*netFD` in that, and `pfd.Sysfd` in
+/// the `netFD`. Userspace reads them from the executable (DWARF, or a table per Go version)
+/// and sets them per target process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoTlsOffsets {
+    pub conn_data: u32,
+    pub conn_fd: u32,
+    pub netfd_sysfd: u32,
+    pub _pad: u32,
+}
+
+/// A Go `crypto/tls.(*Conn).Read` or `Write` between its entry and one of its `RET`s, per
+/// goroutine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoTlsCall {
+    /// The plaintext buffer (the slice's data pointer).
+    pub buf: u64,
+    /// The socket, read from the `tls.Conn` at entry.
+    pub fd: i32,
+    /// [`Syscall::SslRead`] or [`Syscall::SslWrite`]: the records are those of OpenSSL's
+    /// probes.
+    pub syscall: u32,
+}
+
+#[cfg(feature = "user")]
+mod go_user {
+    // SAFETY: plain `#[repr(C)]` integers with no padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::GoTlsOffsets {}
+}

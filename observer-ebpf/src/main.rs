@@ -11,6 +11,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod conn;
+mod gotls;
 mod helpers;
 mod io;
 mod maps;

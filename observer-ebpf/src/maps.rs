@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use observer_common::{
-    CgroupTarget, ConnArgs, Counter, IoArgs, Layout, LocalAddr, LossCounter, MAX_CGROUPS,
-    RING_BYTES, SocketState, TlsArgs, VectorCopy, WAKEUP_THRESHOLD,
+    CgroupTarget, ConnArgs, Counter, GoTlsCall, GoTlsOffsets, IoArgs, Layout, LocalAddr,
+    LossCounter, MAX_CGROUPS, RING_BYTES, SocketState, TlsArgs, VectorCopy, WAKEUP_THRESHOLD,
 };
 
 /// Records for userspace. Userspace may set another size at load time.
@@ -108,3 +108,15 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Cou
 /// Per-CPU counters indexed by [`LossCounter`].
 #[map]
 pub(crate) static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LossCounter::COUNT, 0);
+
+/// Go programs' `tls.Conn` field offsets, per target process (tgid), set by userspace when
+/// it hooks the process's executable. A process without an entry is not read.
+#[map]
+pub(crate) static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entries(4096, 0);
+
+/// Go crypto/tls reads between their entry and a `RET`: `[tgid, goroutine]` → the call. A
+/// server has one pending per idle keep-alive connection, hence the size; a goroutine that
+/// never reaches a `RET` (a panic) leaves its entry to be evicted.
+#[map]
+pub(crate) static GO_TLS_CALLS: LruHashMap<[u64; 2], GoTlsCall> =
+    LruHashMap::with_max_entries(65536, 0);

@@ -7,7 +7,8 @@
 //! kernel-side filter; T2 observer on nginx: full capture; C1 tcpdump writing the port's
 //! packets to a file; C2 nginx writing its own JSON access log; S0 nginx serving HTTPS alone;
 //! S2 observer on the HTTPS nginx (plaintext from the OpenSSL probes); H0 nginx serving HTTP/2
-//! over TLS to h2load alone, H2 observer on it. Then a fixed-rate run
+//! over TLS to h2load alone, H2 observer on it; G0 a Go net/http server serving HTTPS alone, G2
+//! observer on it (plaintext from the Go crypto/tls probes). Then a fixed-rate run
 //! (about 10,000 requests/s, well below saturation) for latency: B0, T1, T2.
 
 //!
@@ -29,7 +30,7 @@ use anyhow::{Context as _, bail};
 use crate::{Proc, build, setup, step, workspace_root};
 use kernel::{BpfStats, bpf_stats};
 use load::{
-    Serve, Wrk, certificate, free_port, h2load, nginx, read_ns, start_observer,
+    Serve, Wrk, certificate, free_port, go_https, h2load, nginx, read_ns, start_observer,
     start_observer_with, tree_cpu, usage, wrk, wrk_paced,
 };
 use report::parser_throughput;
@@ -42,7 +43,9 @@ const PATHS: &[(&str, &str)] = &[
     ("/1k.bin", "1 KiB"),
     ("/64k.bin", "64 KiB"),
 ];
-const CONDITIONS: &[&str] = &["B0", "T1", "T2", "C1", "C2", "S0", "S2", "H0", "H2"];
+const CONDITIONS: &[&str] = &[
+    "B0", "T1", "T2", "C1", "C2", "S0", "S2", "H0", "H2", "G0", "G2",
+];
 /// Concurrent streams per connection in the HTTP/2 conditions (h2load `-m`).
 const H2_STREAMS: u32 = 10;
 /// The per-syscall cost: no observer, then observer (targeting an idle process) with each
@@ -99,6 +102,9 @@ struct Servers {
     tls: Proc,
     /// nginx serving HTTP/2 over TLS (H0, H2).
     h2: Proc,
+    go_port: u16,
+    /// The Go HTTPS server (G0, G2).
+    go: Proc,
 }
 
 pub fn bench() -> anyhow::Result<()> {
@@ -130,6 +136,8 @@ pub fn bench() -> anyhow::Result<()> {
     let logged = nginx(&dir, log_port, true, Serve::Http)?;
     let tls = nginx(&dir, tls_port, false, Serve::Https)?;
     let h2 = nginx(&dir, h2_port, false, Serve::Https2)?;
+    let go_port = free_port()?;
+    let go = go_https(&dir, go_port)?;
     let idle = Proc(Command::new("sleep").arg("3600").spawn()?);
     // Run-time statistics cost every program run two clock reads, so the rounds that measure
     // throughput run without them; one extra round of the observer conditions measures the
@@ -146,6 +154,8 @@ pub fn bench() -> anyhow::Result<()> {
         idle,
         tls,
         h2,
+        go_port,
+        go,
     };
     let mut r = Results::default();
     throughput_rounds(&bin, &dir, &servers, &stats, &mut r)?;
@@ -175,6 +185,8 @@ fn throughput_rounds(
         tls,
         idle,
         h2,
+        go_port,
+        go,
         ..
     } = servers;
     let Results {
@@ -201,14 +213,16 @@ fn throughput_rounds(
                     "C2" => format!("http://127.0.0.1:{log_port}{path}"),
                     "S0" | "S2" => format!("https://127.0.0.1:{tls_port}{path}"),
                     "H0" | "H2" => format!("https://127.0.0.1:{h2_port}{path}"),
+                    "G0" | "G2" => format!("https://127.0.0.1:{go_port}{path}"),
                     _ => format!("http://127.0.0.1:{port}{path}"),
                 };
                 let w = match *cond {
-                    "T1" | "T2" | "S2" | "H2" => {
+                    "T1" | "T2" | "S2" | "H2" | "G2" => {
                         let target = match *cond {
                             "T1" => idle.0.id(),
                             "T2" => plain.0.id(),
                             "S2" => tls.0.id(),
+                            "G2" => go.0.id(),
                             _ => h2.0.id(),
                         };
                         let before = bpf_stats();

@@ -152,6 +152,8 @@ pub fn test_tools() -> anyhow::Result<()> {
         ("h2load", "nghttp2-client"),
         // A non-HTTP target (RESP) for the undecoded-protocol tests.
         ("redis-server", "redis-server"),
+        // Go TLS tests: HTTPS servers and a client built from tests/servers/go.
+        ("go", "golang-go"),
     ];
     let mut missing: Vec<&str> = tools
         .iter()

@@ -8,6 +8,7 @@
 mod book;
 mod btf;
 mod decode;
+mod gotls;
 mod kernel;
 mod layout;
 mod load;

@@ -2,9 +2,9 @@
 //! process has mapped, or in the executable itself when it exports OpenSSL's functions (Node.js
 //! links OpenSSL statically and exports them). With `--tls auto` each file is hooked once, for
 //! every process (the kernel side keeps to targets); with `--tls targets` in each target's
-//! address space alone. A target whose TLS cannot be hooked (Go's crypto/tls, rustls,
-//! GnuTLS, stripped static OpenSSL, ...) is reported once, so that silence never means "no
-//! traffic".
+//! address space alone. Go's crypto/tls is hooked in Go executables (`gotls`). A target whose
+//! TLS cannot be hooked (rustls, GnuTLS, stripped static OpenSSL, a Go build observer cannot
+//! read, ...) is reported once, so that silence never means "no traffic".
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
@@ -98,6 +98,8 @@ pub struct TlsWatch {
     warned: HashSet<u32>,
     /// Files hooked, for the log.
     pub hooked: Vec<PathBuf>,
+    /// Go executables and their crypto/tls hooks.
+    go: super::gotls::GoWatch,
 }
 
 /// The files a process has mapped, as paths inside its own root.
@@ -203,7 +205,21 @@ impl TlsWatch {
         if hooked || self.warned.contains(&pid) {
             return None;
         }
-        let reason = if let Some(why) = failure {
+        let go = exe.as_deref().and_then(|exe| {
+            let inside = PathBuf::from(format!("{root}{exe}"));
+            let id = identity(&inside)?;
+            let per_process = self.per_process;
+            match self.go.scan(capture, pid, id, &inside, exe, per_process) {
+                super::gotls::GoVerdict::NotGo => None,
+                verdict => Some(verdict),
+            }
+        });
+        let reason = if let Some(verdict) = go {
+            match verdict {
+                super::gotls::GoVerdict::Unsupported(why) => Some(why),
+                _ => return None,
+            }
+        } else if let Some(why) = failure {
             Some(format!("OpenSSL found but could not be hooked ({why})"))
         } else if let Some((lib, what)) = files.iter().find_map(|p| {
             OTHER_LIBRARIES
@@ -303,6 +319,7 @@ impl TlsWatch {
     pub fn forget(&mut self, capture: &mut Capture, pid: u32) {
         self.scanned.remove(&pid);
         self.warned.remove(&pid);
+        self.go.forget(capture, pid);
         for (_, hooks) in self.process_hooks.remove(&pid).unwrap_or_default() {
             capture.detach_tls(hooks);
         }

@@ -57,6 +57,44 @@ pub(super) enum Serve {
     Https2,
 }
 
+/// tests/servers/go/server (net/http, Go's crypto/tls) built with the Go toolchain, serving
+/// HTTPS (HTTP/1.1, as wrk speaks) and the files of `dir`/www, on CPU 0 with one OS thread
+/// running Go code, like nginx's one worker.
+pub(super) fn go_https(dir: &Path, port: u16) -> anyhow::Result<Proc> {
+    let bin = dir.join("go-server");
+    let src = crate::workspace_root().join("tests/servers/go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg("./server")
+        .current_dir(&src)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .status()
+        .context("running go (cargo xtask setup installs golang-go)")?;
+    if !built.success() {
+        bail!("building tests/servers/go/server failed");
+    }
+    let p = Proc(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&bin)
+            .arg(port.to_string())
+            .arg(dir.join("cert.pem"))
+            .arg(dir.join("key.pem"))
+            .env("GODEBUG", "http2server=0")
+            .env("GOMAXPROCS", "1")
+            .env("WWW", dir.join("www"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the Go HTTPS server")?,
+    );
+    wait_port(port)?;
+    Ok(p)
+}
+
 /// nginx with one worker pinned to CPU 0; with `access_log` it writes a JSON line per request.
 pub(super) fn nginx(dir: &Path, port: u16, access_log: bool, serve: Serve) -> anyhow::Result<Proc> {
     let d = dir.display();

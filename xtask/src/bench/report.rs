@@ -112,7 +112,7 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "B0 nginx alone · T1 observer targeting an idle process (filter cost) · T2 observer on nginx · C1 tcpdump to a file · C2 nginx JSON access_log · S0 nginx serving HTTPS alone · S2 observer on the HTTPS nginx (`--tls targets`) · H0 nginx serving HTTP/2 over TLS to h2load (-c{CONNECTIONS} -m{H2_STREAMS}, same CPU and duration) · H2 observer on it. S rows are ratios to S0, H rows to H0 (h2load gives no percentiles: their p50 and p99 read 0).\n"
+        "B0 nginx alone · T1 observer targeting an idle process (filter cost) · T2 observer on nginx · C1 tcpdump to a file · C2 nginx JSON access_log · S0 nginx serving HTTPS alone · S2 observer on the HTTPS nginx (`--tls targets`) · H0 nginx serving HTTP/2 over TLS to h2load (-c{CONNECTIONS} -m{H2_STREAMS}, same CPU and duration) · H2 observer on it · G0 a Go net/http server serving HTTPS alone (GOMAXPROCS=1 on CPU 0) · G2 observer on it (Go crypto/tls probes). S rows are ratios to S0, H rows to H0, G rows to G0 (h2load gives no percentiles: their p50 and p99 read 0).\n"
     )?;
     writeln!(
         md,
@@ -132,6 +132,7 @@ pub(super) fn write(r: Results, started: Instant) -> anyhow::Result<()> {
             let base = match cond.as_bytes()[0] {
                 b'S' => "S0",
                 b'H' => "H0",
+                b'G' => "G0",
                 _ => "B0",
             };
             let (b_rps, b_p50, b_p99) = (

@@ -1,0 +1,3 @@
+module observer.test/goservers
+
+go 1.19
