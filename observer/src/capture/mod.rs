@@ -288,6 +288,24 @@ impl Capture {
                 break;
             }
         }
+        // Go's probes are loaded now too, so that a kernel refusing them says so at start
+        // (and every kernel of the matrix verifies them), not at the first Go target.
+        for name in gotls::attach::PROGRAMS {
+            if tls_unavailable.is_some() {
+                break;
+            }
+            let prog: Option<&mut UProbe> = ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+            let result = match prog {
+                Some(p) => p.load().map_err(|e| describe(&e).0),
+                None => Err(format!("program {name} is missing")),
+            };
+            if let Err(reason) = result {
+                fallbacks.push(format!(
+                    "Go crypto/tls cannot be hooked: loading uprobe program {name} failed: {reason}"
+                ));
+                break;
+            }
+        }
         let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
         let losses = take_map(&mut ebpf, "LOSSES")?;
         let counters = take_map(&mut ebpf, "COUNTERS")?;

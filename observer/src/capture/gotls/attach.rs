@@ -15,7 +15,7 @@ use crate::capture::Capture;
 use crate::capture::load::describe;
 
 /// The programs, loaded the first time a Go program is hooked.
-const PROGRAMS: [&str; 3] = [
+pub(crate) const PROGRAMS: [&str; 3] = [
     "go_tls_read_enter",
     "go_tls_read_return",
     "go_tls_write_enter",

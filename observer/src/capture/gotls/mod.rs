@@ -9,7 +9,7 @@
 //! `fields::TABLE_VERSIONS` raised.
 
 mod analyze;
-mod attach;
+pub(crate) mod attach;
 mod buildinfo;
 mod fields;
 mod pclntab;
