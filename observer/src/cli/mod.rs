@@ -36,7 +36,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Capture the traffic of target processes and stream events (needs root).
+    /// Capture the traffic of target processes and stream events (needs CAP_BPF, CAP_PERFMON
+    /// and, per feature, a few more: see README "Privileges").
     Run(RunArgs),
     /// Run the userspace pipeline on a recording (`run --record`); needs no privileges.
     Replay(ReplayArgs),
