@@ -150,8 +150,13 @@ fn the_package_installs_runs_as_its_unit_and_purges_cleanly() {
         .arg(format!("--bounding-set={caps}"))
         .args(&exec)
         .current_dir("/");
-    let obs = FileObserver::start(cmd, Path::new(EVENTS))
-        .unwrap_or_else(|(code, err)| panic!("the installed observer exited {code}: {err}"));
+    let obs = FileObserver::start(cmd, Path::new(EVENTS)).unwrap_or_else(|(code, err)| {
+        let ls = Command::new("ls")
+            .args(["-lna", "/var/lib/observer", "/var/log/observer"])
+            .output();
+        let ls = ls.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        panic!("the installed observer (uid {uid}, gid {gid}) exited {code}: {err}\n{ls:?}")
+    });
     assert_eq!(curl(&[&server.url("/index.html")]).status, 200);
     assert_eq!(curl(&[&server.url("/absent")]).status, 404);
     std::thread::sleep(std::time::Duration::from_millis(1500));

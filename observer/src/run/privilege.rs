@@ -84,7 +84,8 @@ pub struct Facts {
     pub tracefs_mounted: bool,
     /// observer's user can read and search the mounted tracefs without help.
     pub tracefs_open: bool,
-    /// A target (PID) belongs to another user, or cgroups are targeted (anyone's processes).
+    /// A target (PID) belongs to another user or holds capabilities, or cgroups are targeted
+    /// (anyone's processes).
     pub foreign_targets: Option<String>,
     /// OpenSSL is hooked (uprobes attached as targets appear).
     pub tls: bool,
@@ -201,7 +202,14 @@ pub fn facts(cfg: &RunConfig) -> Facts {
     } else {
         cfg.pids.iter().find_map(|&pid| {
             let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
-            (uid != me).then(|| format!("PID {pid} runs as uid {uid}"))
+            if uid != me {
+                return Some(format!("PID {pid} runs as uid {uid}"));
+            }
+            // The kernel also refuses a tracer (pidfd_getfd, /proc/PID/fd) of the same user
+            // whose permitted set lacks some of the target's capabilities: a root target
+            // holds them all, and observer gives up most of its own after attaching.
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            (permitted(&status) != 0).then(|| format!("PID {pid} holds capabilities"))
         })
     };
     Facts {
@@ -211,6 +219,15 @@ pub fn facts(cfg: &RunConfig) -> Facts {
         tls: cfg.tls != TlsMode::Off,
         low_metrics_port: cfg.metrics.map(|a| a.port()).filter(|&p| p < 1024),
     }
+}
+
+/// The permitted set (`CapPrm:`) of a /proc/PID/status; 0 when it cannot be read.
+fn permitted(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
 }
 
 /// Whether the owner's or others' bits let `uid` read and search a directory (groups aside).
@@ -330,6 +347,14 @@ mod tests {
             CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_PTRACE | CapabilitySet::DAC_OVERRIDE;
         assert!(missing(&n, held).is_ok());
         assert!(missing(&n, CapabilitySet::SYS_PTRACE | CapabilitySet::DAC_OVERRIDE).is_err());
+    }
+
+    #[test]
+    fn a_target_s_permitted_set_is_read_from_its_status() {
+        let status = "Name:\tnginx\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n";
+        assert_eq!(permitted(status), 0x1ff_ffff_ffff);
+        assert_eq!(permitted("CapPrm:\t0000000000000000\n"), 0);
+        assert_eq!(permitted("CapPrm: zz\n"), 0);
     }
 
     #[test]
