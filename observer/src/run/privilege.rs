@@ -208,8 +208,10 @@ pub fn facts(cfg: &RunConfig) -> Facts {
             // The kernel also refuses a tracer (pidfd_getfd, /proc/PID/fd) of the same user
             // whose permitted set lacks some of the target's capabilities: a root target
             // holds them all, and observer gives up most of its own after attaching.
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            (permitted(&status) != 0).then(|| format!("PID {pid} holds capabilities"))
+            // Bytes, not a string: the name in it is the target's choice, any bytes.
+            let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+            (permitted(&String::from_utf8_lossy(&status)) != 0)
+                .then(|| format!("PID {pid} holds capabilities"))
         })
     };
     Facts {
