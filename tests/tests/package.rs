@@ -59,12 +59,32 @@ fn purge() {
     let _ = Command::new("dpkg").args(["--purge", "observer"]).output();
 }
 
-/// Purges the package when the test ends, passed or not.
-struct Installed;
+/// Purges the package when the test ends, passed or not, and puts back the directories that
+/// observers run by hand (other tests, as root) had left, which purge removes.
+struct Installed(Vec<(PathBuf, PathBuf)>);
+
+impl Installed {
+    fn set_aside() -> Self {
+        let mut moved = Vec::new();
+        for dir in ["/var/lib/observer", "/var/log/observer"] {
+            let dir = PathBuf::from(dir);
+            let aside = dir.with_extension(format!("before-test-{}", std::process::id()));
+            if dir.exists() {
+                std::fs::rename(&dir, &aside).expect("setting a directory aside");
+                moved.push((dir, aside));
+            }
+        }
+        Self(moved)
+    }
+}
 
 impl Drop for Installed {
     fn drop(&mut self) {
         purge();
+        for (dir, aside) in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+            let _ = std::fs::rename(aside, dir);
+        }
     }
 }
 
@@ -89,8 +109,18 @@ fn the_package_installs_runs_as_its_unit_and_purges_cleanly() {
     require_root();
     purge();
     let deb = build_package();
-    let _installed = Installed;
+    let _installed = Installed::set_aside();
+    // A key and state left by an observer run by hand as root: installing gives them to the
+    // service user, which then continues that chain.
+    std::fs::create_dir_all("/var/lib/observer").unwrap();
+    std::fs::write("/var/lib/observer/integrity.state.lock", b"").unwrap();
     sh(Command::new("dpkg").arg("-i").arg(&deb));
+    assert_owned(
+        "/var/lib/observer/integrity.state.lock",
+        0o644,
+        "observer",
+        "observer",
+    );
 
     // Files, owners and modes.
     assert_owned("/usr/bin/observer", 0o755, "root", "root");
