@@ -63,13 +63,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => {
-            if !rustix::process::geteuid().is_root() {
-                eprintln!(
-                    "observer: `observer run` needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN \
-                     to load eBPF programs and mount tracefs); run it with sudo"
-                );
-                return ExitCode::from(1);
-            }
             let cfg = match args.validate() {
                 Ok(cfg) => cfg,
                 Err(e) => {

@@ -2,13 +2,15 @@
 //! processes, the real observer binary, real clients. Failures panic with context.
 //!
 //! [`server`] starts the servers under test, [`harness`] the observer, [`client`] the clients,
-//! and [`schema`] checks the output lines; what they share is here. Everything is re-exported
+//! and [`schema`] checks the output lines; [`unprivileged`] runs observer as
+//! another user with chosen capabilities; what they share is here. Everything is re-exported
 //! at the crate root, where the tests in tests/ use it.
 
 pub mod client;
 pub mod harness;
 pub mod schema;
 pub mod server;
+pub mod unprivileged;
 
 pub use client::{RawClient, Transfer, curl, curl_many, curl_paths};
 pub use harness::{Finished, Observer, Recording, fingerprint, fingerprint_with, verify_log};

@@ -43,7 +43,14 @@ enum Cmd {
         /// Only run integration tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// For contributors without root: formatting, layout, clippy and every unprivileged
+        /// test only; the privileged integration tests and the kernel matrix are not run.
+        #[arg(long, conflicts_with = "filter")]
+        unprivileged: bool,
     },
+    /// Build the Debian package (cargo-deb): the binary, observer.service, the default config
+    /// in /etc/observer and the scripts that create its user and directories. Prints its path.
+    Package,
     /// Check the layout alone: imports down the pipeline, no cycle, no file over 600 lines
     /// (part of `test`).
     Layout,
@@ -208,7 +215,20 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             let status = cmd.args(&args).status().context("cannot start observer")?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Cmd::Test { filter } => test(filter)?,
+        Cmd::Test {
+            filter,
+            unprivileged,
+        } => {
+            if unprivileged {
+                test_unprivileged()?;
+            } else {
+                test(filter)?;
+            }
+        }
+        Cmd::Package => {
+            let deb = package()?;
+            println!("{}", deb.display());
+        }
         Cmd::Layout => layout::check(&workspace_root())?,
         Cmd::Demo => demo::demo()?,
         Cmd::Bench => bench::bench()?,
@@ -227,20 +247,52 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn test(filter: Option<String>) -> anyhow::Result<()> {
+/// Builds the release binary and the .deb from it; returns the .deb's path.
+pub fn package() -> anyhow::Result<PathBuf> {
+    setup::cargo_deb()?;
+    build()?;
+    let out = workspace_root().join("target/debian");
+    step("packaging observer (cargo deb)");
+    let shown = "cargo deb --package observer --no-build";
+    let made = cargo()
+        .current_dir(workspace_root())
+        .args(["deb", "--package", "observer", "--no-build", "--output"])
+        .arg(&out)
+        .output()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !made.status.success() {
+        bail!("{shown} failed: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let path = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    let deb = PathBuf::from(path.lines().last().unwrap_or_default());
+    if !deb.is_file() {
+        bail!("{shown} printed no package path (it printed {path:?})");
+    }
+    step(&format!("package: {}", deb.display()));
+    Ok(deb)
+}
+
+/// The checks and tests that need no root: formatting, layout, clippy (userspace; the eBPF
+/// crate's lint needs only nightly and runs too) and the unit tests.
+fn test_unprivileged() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     setup::build_tools()?;
-    setup::test_tools()?;
-    if !is_root() {
-        bail!(
-            "the integration tests load eBPF programs and need root; run `sudo cargo xtask test` \
-             (CI runs as root)"
-        );
-    }
     step("cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--check"]))?;
     step("layout: imports down the pipeline, no cycles, no file over 600 lines");
     layout::check(&workspace_root())?;
+    clippy()?;
+    unit_tests()?;
+    step(&format!(
+        "unprivileged checks and tests passed in {:.0} s; the privileged integration tests \
+         and the kernel matrix were NOT run (they need root: `sudo cargo xtask test`)",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Clippy on the userspace crates and, with nightly, on the eBPF crate; warnings are errors.
+fn clippy() -> anyhow::Result<()> {
     // Lint and unit-test runs need no eBPF object; skipping it saves a nightly build per profile.
     step("clippy: userspace crates (warnings are errors)");
     run(cargo().env("AYA_BUILD_SKIP", "1").args([
@@ -267,7 +319,11 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         "-C",
         "panic=abort",
         "-Zpanic_abort_tests",
-    ]))?;
+    ]))
+}
+
+/// The unit tests of every crate but the eBPF one and the privileged integration tests.
+fn unit_tests() -> anyhow::Result<()> {
     step("unit tests");
     run(cargo().env("AYA_BUILD_SKIP", "1").args([
         "test",
@@ -276,7 +332,25 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         "observer-ebpf",
         "--exclude",
         "observer-tests",
-    ]))?;
+    ]))
+}
+
+fn test(filter: Option<String>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    setup::build_tools()?;
+    setup::test_tools()?;
+    if !is_root() {
+        bail!(
+            "the integration tests load eBPF programs and need root; run `sudo cargo xtask test` \
+             (CI runs as root)"
+        );
+    }
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    step("layout: imports down the pipeline, no cycles, no file over 600 lines");
+    layout::check(&workspace_root())?;
+    clippy()?;
+    unit_tests()?;
     let bin = build()?;
     // Once with the default hook (the raw sys_enter/sys_exit tracepoints on x86_64), once with
     // the per-syscall tracepoints older or other kernels fall back to.

@@ -132,6 +132,15 @@ pub fn cargo_fuzz() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// cargo-deb, for `cargo xtask package`.
+pub fn cargo_deb() -> anyhow::Result<()> {
+    if !succeeds(Command::new("cargo").args(["deb", "--version"])) {
+        step("installing cargo-deb from crates.io (once)");
+        run(Command::new("cargo").args(["install", "cargo-deb", "--locked"]))?;
+    }
+    Ok(())
+}
+
 /// The real servers and clients the integration tests drive.
 pub fn test_tools() -> anyhow::Result<()> {
     // (command, Debian package that provides it)

@@ -7,6 +7,7 @@
 
 mod book;
 mod btf;
+pub mod container;
 mod decode;
 mod gotls;
 mod kernel;

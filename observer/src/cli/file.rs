@@ -1,5 +1,5 @@
 //! The `--config` file (TOML): detection thresholds, credential names and redaction patterns
-//! over the defaults, validated, every key named in its error.
+//! over the defaults, validated, every key named in its error; `[run]` is in `run_file`.
 
 use std::path::PathBuf;
 
@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub detection: DetectionFile,
     #[serde(default)]
     pub redaction: RedactionFile,
+    #[serde(default)]
+    pub run: super::run_file::RunFile,
 }
 
 /// `[redaction]`: what is redacted beyond the built-in rules.

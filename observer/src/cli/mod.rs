@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod fingerprint;
+pub mod run_file;
 pub mod seal_init;
 #[cfg(test)]
 mod tests;
@@ -34,9 +35,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the run variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Capture the traffic of target processes and stream events (needs root).
+    /// Capture the traffic of target processes and stream events (needs CAP_BPF, CAP_PERFMON
+    /// and, per feature, a few more: see README "Privileges").
     Run(RunArgs),
     /// Run the userspace pipeline on a recording (`run --record`); needs no privileges.
     Replay(ReplayArgs),
@@ -177,20 +181,25 @@ impl CarrierArg {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A process to watch: every thread of it, its children now and later (repeatable).
-    #[arg(long = "pid", value_name = "PID", required_unless_present = "cgroups")]
+    /// `run.pids` in the config file; at least one target (PID or cgroup) is needed from either.
+    #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
     /// A cgroup to watch, with every cgroup below it, processes started later included
     /// (repeatable): absolute, or relative to the cgroup2 mount.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<PathBuf>,
+    /// A container to watch (repeatable), by id or a unique prefix of one (docker,
+    /// containerd/CRI-O, podman): its cgroup is found below the cgroup2 mount.
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
     /// Only connections with this local or remote port (repeatable). Unix-domain sockets have
     /// no port and are left out when this is given.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
     /// Where events go: `-` for standard output (the default) or a file, appended to and
     /// created readable by its owner only.
-    #[arg(long, value_name = "PATH", default_value = "-")]
-    pub output: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
     /// Also write the raw capture stream here (created 0600; it holds the traffic itself,
     /// secrets included) for `observer replay`.
     #[arg(long, value_name = "PATH")]
@@ -198,36 +207,35 @@ pub struct RunArgs {
     /// Rotate the output file when it would grow past this many bytes.
     #[arg(long, value_name = "BYTES")]
     pub rotate_size: Option<u64>,
-    /// Rotated files kept (PATH.1 newest ... PATH.N oldest).
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub rotate_keep: u32,
+    /// Rotated files kept (PATH.1 newest ... PATH.N oldest) [default: 5].
+    #[arg(long, value_name = "N")]
+    pub rotate_keep: Option<u32>,
     /// Key the hash chain (HMAC-SHA256) with this file's bytes, so that only its holders can
     /// write lines that verify. Keep it off the host the log is stored on.
     #[arg(long, value_name = "PATH")]
     pub integrity_key: Option<PathBuf>,
     /// `json` (the default: one JSON object per line, hash-chained) or `pretty` (one short line
     /// per event for a terminal).
-    #[arg(long, value_enum, default_value_t = crate::sink::Format::Json)]
-    pub format: crate::sink::Format,
-    /// Seconds between heartbeat events (counters, queue and table sizes, RSS, CPU).
-    #[arg(long, value_name = "SECONDS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub heartbeat_seconds: u64,
+    #[arg(long, value_enum)]
+    pub format: Option<crate::sink::Format>,
+    /// Seconds between heartbeat events (counters, queue and table sizes, RSS, CPU)
+    /// [default: 10].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_seconds: Option<u64>,
     /// Events that may wait for a slow output before new ones are dropped (and counted, and
-    /// reported in the output): capture never waits for the output.
-    #[arg(long, value_name = "N", default_value_t = crate::sink::QUEUE_EVENTS as u64,
-          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
-    pub queue_events: u64,
+    /// reported in the output): capture never waits for the output [default: 8192].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub queue_events: Option<u64>,
     /// Size of the kernel's ring buffer for captured bytes: a power of two from 64 KiB to
     /// 1 GiB. A larger ring rides out longer bursts; what overflows it is counted and reported.
-    #[arg(long, value_name = "BYTES", default_value_t = observer_common::RING_BYTES)]
-    pub ring_buffer_size: u32,
+    /// [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub ring_buffer_size: Option<u32>,
     /// Room in the kernel's table of target processes (a target's children and the processes
     /// of target cgroups count). A process that finds it full is not watched, and is counted
-    /// and reported (`target_table_full`).
-    #[arg(long, value_name = "N", default_value_t = crate::capture::TARGETS_MAX,
-          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
-    pub max_targets: u32,
+    /// and reported (`target_table_full`) [default: 4096].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_targets: Option<u32>,
     /// Serve the heartbeat's counters in Prometheus' text format at http://ADDR/metrics
     /// (e.g. 127.0.0.1:9464), refreshed every second.
     #[arg(long, value_name = "ADDR")]
@@ -237,14 +245,14 @@ pub struct RunArgs {
     /// `targets` only in what targets have mapped, in their address spaces alone (no trap for
     /// other processes; a new target's first calls may be missed); `off` captures plaintext
     /// sockets only.
-    #[arg(long, value_enum, default_value_t = TlsMode::Auto)]
-    pub tls: TlsMode,
+    #[arg(long, value_enum)]
+    pub tls: Option<TlsMode>,
     /// How syscalls are hooked: `auto` uses the raw sys_enter/sys_exit tracepoints where
     /// observer knows the architecture (x86_64), which cost every other process on the host
     /// least, and the per-syscall tracepoints elsewhere or when the raw ones cannot be loaded;
     /// `raw` and `tracepoints` insist on one.
-    #[arg(long, value_enum, default_value_t = SyscallHook::Auto)]
-    pub syscall_hook: SyscallHook,
+    #[arg(long, value_enum)]
+    pub syscall_hook: Option<SyscallHook>,
     /// A reverse proxy in front of the target (repeatable): a CIDR block (10.0.0.0/8,
     /// fd00::/8), a bare address (127.0.0.1 is 127.0.0.1/32), or `unix` for peers on
     /// Unix-domain sockets. Requests from these peers are counted for the client their
@@ -256,8 +264,8 @@ pub struct RunArgs {
     /// REDACTED, as the built-in formats are. Adds to `redaction.patterns` of the config file.
     #[arg(long = "redact-pattern", value_name = "REGEX")]
     pub redact_patterns: Vec<String>,
-    /// A TOML file with detection thresholds, credential names and redaction patterns (see
-    /// README).
+    /// A TOML file with the targets and every setting of these flags (`[run]`), detection
+    /// thresholds, credential names and redaction patterns (see README); flags win over it.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The host key credentials are fingerprinted with; created (0600) when missing.
@@ -295,8 +303,14 @@ pub enum ConfigError {
     Read { path: PathBuf, reason: String },
     #[error("config file rejected: {0}")]
     Syntax(String),
+    #[error(
+        "nothing to watch: give --pid or --cgroup, or run.pids or run.cgroups in the config file"
+    )]
+    NoTarget,
     #[error("config key {key} {reason}")]
     Invalid { key: String, reason: String },
     #[error(transparent)]
     Target(#[from] crate::capture::target::TargetError),
+    #[error(transparent)]
+    Container(#[from] crate::capture::container::ContainerError),
 }

@@ -7,22 +7,23 @@ fn args(pids: &[u32]) -> RunArgs {
     RunArgs {
         pids: pids.to_vec(),
         cgroups: Vec::new(),
+        containers: Vec::new(),
         ports: Vec::new(),
-        output: "-".into(),
+        output: None,
         config: None,
         key_file: None,
         record: None,
         rotate_size: None,
-        rotate_keep: 5,
+        rotate_keep: None,
         integrity_key: None,
-        heartbeat_seconds: 10,
-        queue_events: crate::sink::QUEUE_EVENTS as u64,
-        ring_buffer_size: observer_common::RING_BYTES,
-        max_targets: crate::capture::TARGETS_MAX,
+        heartbeat_seconds: None,
+        queue_events: None,
+        ring_buffer_size: None,
+        max_targets: None,
         metrics: None,
-        tls: TlsMode::Auto,
-        syscall_hook: SyscallHook::Auto,
-        format: crate::sink::Format::Json,
+        tls: None,
+        syscall_hook: None,
+        format: None,
         state_file: None,
         trusted_proxies: Vec::new(),
         redact_patterns: Vec::new(),
@@ -39,7 +40,7 @@ fn config_hash_follows_the_effective_configuration() {
     );
     assert_eq!(a.config_hash().len(), 64);
     let mut b = args(&[parent]);
-    b.heartbeat_seconds = 11;
+    b.heartbeat_seconds = Some(11);
     assert_ne!(a.config_hash(), b.validate().unwrap().config_hash());
     let mut c = a.clone();
     c.detection.brute_force.threshold += 1;
@@ -196,9 +197,9 @@ fn account_and_tool_rules_from_the_config_file() {
 fn rotate_keep_zero_is_refused_and_the_state_file_sits_next_to_the_key() {
     let parent = std::os::unix::process::parent_id();
     let mut a = args(&[parent]);
-    a.output = "/tmp/observer-log".into();
+    a.output = Some("/tmp/observer-log".into());
     a.rotate_size = Some(1 << 20);
-    a.rotate_keep = 0;
+    a.rotate_keep = Some(0);
     let e = a.validate().unwrap_err().to_string();
     assert!(
         e.contains("--rotate-keep") && e.contains("delete the live log"),

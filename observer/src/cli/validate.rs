@@ -57,6 +57,16 @@ impl RunConfig {
 
 impl RunArgs {
     pub fn validate(&self) -> Result<RunConfig, ConfigError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        file.run.under(self)?.validate_with(file)
+    }
+
+    /// Validates these arguments, already merged with the file's `[run]`, with the rest of the
+    /// file.
+    fn validate_with(&self, file: FileConfig) -> Result<RunConfig, ConfigError> {
         let me = std::process::id();
         let mut pids = Vec::new();
         for &pid in &self.pids {
@@ -76,8 +86,19 @@ impl RunArgs {
         if self.cgroups.len() > observer_common::MAX_CGROUPS as usize {
             return Err(TargetError::TooManyCgroups.into());
         }
+        if self.pids.is_empty() && self.cgroups.is_empty() && self.containers.is_empty() {
+            return Err(ConfigError::NoTarget);
+        }
         let mut cgroups = Vec::new();
-        for path in &self.cgroups {
+        let found: Vec<PathBuf> = self
+            .containers
+            .iter()
+            .map(|id| crate::capture::container::find_cgroup(id))
+            .collect::<Result<_, _>>()?;
+        if self.cgroups.len() + found.len() > observer_common::MAX_CGROUPS as usize {
+            return Err(TargetError::TooManyCgroups.into());
+        }
+        for path in self.cgroups.iter().chain(&found) {
             let spec = resolve_cgroup(path)?;
             if !cgroups.contains(&spec) {
                 cgroups.push(spec);
@@ -89,17 +110,14 @@ impl RunArgs {
         let mut ports = self.ports.clone();
         ports.sort_unstable();
         ports.dedup();
-        let output = (self.output.as_os_str() != "-").then(|| self.output.clone());
-        let file = match &self.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
+        let output = self.output.clone().filter(|o| o.as_os_str() != "-");
+        let rotate_keep = self.rotate_keep.unwrap_or(5);
         let key_file = self
             .key_file
             .clone()
             .or_else(|| file.identity.key_file.clone())
             .unwrap_or_else(|| DEFAULT_KEY_FILE.into());
-        if self.rotate_keep == 0 {
+        if rotate_keep == 0 {
             return Err(ConfigError::Invalid {
                 key: "--rotate-keep".into(),
                 reason: "must be at least 1: with 0 every rotation would delete the live log"
@@ -126,10 +144,10 @@ impl RunArgs {
             }
             Some(max_bytes) => Some(Rotation {
                 max_bytes,
-                keep: self.rotate_keep,
+                keep: rotate_keep,
             }),
         };
-        let ring = self.ring_buffer_size;
+        let ring = self.ring_buffer_size.unwrap_or(observer_common::RING_BYTES);
         if !ring.is_power_of_two() || !(64 << 10..=1 << 30).contains(&ring) {
             return Err(ConfigError::Invalid {
                 key: "--ring-buffer-size".into(),
@@ -145,14 +163,16 @@ impl RunArgs {
             state_file,
             record: self.record.clone(),
             rotation,
-            heartbeat_seconds: self.heartbeat_seconds,
-            queue_events: self.queue_events as usize,
+            heartbeat_seconds: self.heartbeat_seconds.unwrap_or(10),
+            queue_events: self
+                .queue_events
+                .map_or(crate::sink::QUEUE_EVENTS, |n| n as usize),
             ring_bytes: ring,
-            max_targets: self.max_targets,
+            max_targets: self.max_targets.unwrap_or(crate::capture::TARGETS_MAX),
             metrics: self.metrics,
-            tls: self.tls,
-            syscall_hook: self.syscall_hook,
-            format: self.format,
+            tls: self.tls.unwrap_or(TlsMode::Auto),
+            syscall_hook: self.syscall_hook.unwrap_or(SyscallHook::Auto),
+            format: self.format.unwrap_or_default(),
             integrity_key: match &self.integrity_key {
                 Some(p) => {
                     Some(

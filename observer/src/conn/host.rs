@@ -24,7 +24,13 @@ pub struct ProcessInfo {
     /// Shared with every event of the process: cloned per exchange, so cheap to clone.
     pub name: Option<std::sync::Arc<str>>,
     pub executable: Option<std::sync::Arc<str>>,
+    /// The container its cgroup path names (and the pod above it), if any; absent from
+    /// recordings made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<std::sync::Arc<ContainerIds>>,
 }
+
+pub use crate::capture::container::ContainerIds;
 
 pub trait Host {
     /// Both ends of socket `fd` of process `tgid`, as the socket reports them now.
@@ -100,6 +106,7 @@ pub fn process_info(comm: Option<&[u8]>, exe: Option<&[u8]>) -> ProcessInfo {
     ProcessInfo {
         name: comm.map(|c| capped_lossy(c).trim_end_matches('\n').into()),
         executable: exe.map(|e| capped_lossy(e).into()),
+        container: None,
     }
 }
 
@@ -137,12 +144,14 @@ impl Host for LiveHost {
     fn process(&mut self, tgid: u32) -> ProcessInfo {
         let name = fs::read(format!("/proc/{tgid}/comm")).ok();
         let executable = fs::read_link(format!("/proc/{tgid}/exe")).ok();
-        process_info(
+        let mut info = process_info(
             name.as_deref(),
             executable
                 .as_ref()
                 .map(|p| p.as_os_str().as_encoded_bytes()),
-        )
+        );
+        info.container = crate::capture::container::of_process(tgid).map(std::sync::Arc::new);
+        info
     }
 
     fn forget(&mut self, tgid: u32) {

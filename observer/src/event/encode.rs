@@ -262,6 +262,19 @@ pub fn exchange_event(
             executable: ctx.process.executable.clone(),
             thread: Thread { id: ctx.tid },
         },
+        container: ctx.process.container.as_deref().map(|c| Container {
+            id: c.id.clone(),
+            runtime: c.runtime.clone(),
+        }),
+        orchestrator: ctx
+            .process
+            .container
+            .as_deref()
+            .and_then(|c| c.pod_uid.clone())
+            .map(|id| Orchestrator {
+                kind: "kubernetes",
+                resource: OrchestratorResource { kind: "pod", id },
+            }),
         observer: ObserverExchange {
             role: ctx.role.as_str(),
             credential: credential.map(|c| CredentialOut {

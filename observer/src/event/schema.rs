@@ -202,7 +202,36 @@ pub struct ExchangeEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rpc: Option<Rpc>,
     pub process: Process,
+    /// The container the process runs in (from its cgroup path), when it runs in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// The Kubernetes pod above that container, when its cgroup path names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
     pub observer: ObserverExchange,
+}
+
+/// ECS `container.*`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Container {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+/// ECS `orchestrator.*`: the pod as the resource (`orchestrator.resource.id` is its UID).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Orchestrator {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub resource: OrchestratorResource,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OrchestratorResource {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

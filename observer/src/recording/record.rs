@@ -390,6 +390,7 @@ mod tests {
             Entry::Process(ProcessInfo {
                 name: Some("nginx".into()),
                 executable: None,
+                container: None,
             }),
             Entry::Tick(Tick {
                 now_ns: 9,

@@ -2,12 +2,14 @@
 //! run one after the other: [`startup`] (load, targets, adoption of existing sockets, the
 //! `sys_startup` line), [`event_loop`] (records through the pipeline until a signal or an
 //! error), and [`stop`] (detach, drain, `sys_shutdown`). [`report`] holds what the loop and
-//! the stop both report (losses, observer's own usage, blind targets).
+//! the stop both report (losses, observer's own usage, blind targets). [`privilege`] checks
+//! the capabilities a run needs first and drops the ones attaching alone needed.
 //!
 //! The top of the program: may import every stage, the pipeline and recordings; nothing
 //! imports it.
 
 mod event_loop;
+pub mod privilege;
 mod report;
 mod startup;
 mod stop;
@@ -46,7 +48,10 @@ struct Live {
 }
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
-    let mut live = startup::start(&cfg).await?;
+    // Before anything is opened or loaded: a missing capability is named with the feature
+    // that needs it, rather than surfacing as an EPERM from deep inside loading.
+    let needs = privilege::check(&cfg)?;
+    let mut live = startup::start(&cfg, &needs).await?;
     let outcome = event_loop::serve(&mut live, &cfg).await?;
     stop::stop(live, outcome)
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::Live;
+use super::privilege::{Need, drop_after_attach};
 use super::report::report_blind;
 use crate::capture::target::{
     Inflight, blocked_call, blocked_calls, cgroup_processes, with_descendants,
@@ -23,7 +24,7 @@ use crate::sink::integrity::{Chain, Start};
 use crate::sink::state::HostState;
 use crate::sink::{Format, Sink, Writer, metrics};
 
-pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
+pub(super) async fn start(cfg: &RunConfig, needs: &[Need]) -> anyhow::Result<Live> {
     // Before anything is announced: a signal that arrives right after sys_startup must find
     // the handlers in place, or it would kill observer without its orderly stop.
     let sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -33,7 +34,6 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     let sink = open_sink(cfg, &run_id)?;
     let (chain_from, new_chain) = sink.start_fields();
     let fingerprinter = Fingerprinter::load(&cfg.key_file, true)?;
-    let metrics_page = serve_metrics(cfg.metrics)?;
     let mut capture = load(cfg)?;
     let (initial, seeded) = seed(&mut capture, cfg)?;
     let mut tls = Tracker::new(cfg.tls, &mut capture);
@@ -41,6 +41,10 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
     for &pid in &initial {
         tls.scan(&mut capture, pid, &mut blinds);
     }
+    // Still the only thread: capabilities are per thread, and the metrics and writer threads
+    // started below inherit what is left.
+    drop_privileges(needs)?;
+    let metrics_page = serve_metrics(cfg.metrics)?;
     let clock = Clock::now();
     let started_ns = Clock::mono_now();
     let mut writer = Writer::spawn(sink.with_clock(clock), cfg.queue_events)
@@ -109,6 +113,24 @@ pub(super) async fn start(cfg: &RunConfig) -> anyhow::Result<Live> {
         events,
         reported,
     })
+}
+
+/// Gives up what only loading and attaching needed, and says what is left.
+fn drop_privileges(needs: &[Need]) -> anyhow::Result<()> {
+    let d = drop_after_attach(needs)?;
+    let kept: Vec<&str> = d.kept.iter().map(|c| c.name()).collect();
+    let why: Vec<String> = needs
+        .iter()
+        .map(|n| format!("{} for {}", n.cap, n.feature))
+        .collect();
+    tracing::info!(
+        dropped = d.dropped,
+        "capabilities: needed {}; after attaching observer keeps only [{}] and dropped {} others",
+        why.join("; "),
+        kept.join(", "),
+        d.dropped
+    );
+    Ok(())
 }
 
 /// `sys_startup`, in its place in the sequence, with the configuration's hash and how capture
