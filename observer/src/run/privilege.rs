@@ -265,11 +265,24 @@ pub struct Dropped {
 pub fn drop_after_attach(needs: &[Need]) -> Result<Dropped, PrivilegeError> {
     let now =
         rustix::thread::capabilities(None).map_err(|e| PrivilegeError::Read(e.to_string()))?;
-    let kept: Vec<Cap> = needs
+    let mut kept: Vec<Cap> = needs
         .iter()
         .filter(|n| n.after_attach && now.permitted.contains(n.cap.set()))
         .map(|n| n.cap)
         .collect();
+    // A uprobe attached after this point (a target found later, hooked in its own address
+    // space) is refused by perf_event_open with EACCES on this kernel once CAP_SYS_ADMIN is
+    // gone, although attaching at start works without it: kept, when held, while TLS is
+    // hooked. Without it such a target is reported unseen, not silent.
+    let uprobes_later = needs
+        .iter()
+        .any(|n| n.cap == Cap::Perfmon && n.after_attach);
+    if uprobes_later
+        && now.permitted.contains(CapabilitySet::SYS_ADMIN)
+        && !kept.contains(&Cap::SysAdmin)
+    {
+        kept.push(Cap::SysAdmin);
+    }
     let keep = kept.iter().fold(CapabilitySet::empty(), |s, c| s | c.set());
     let dropped = (now.permitted - keep).bits().count_ones();
     rustix::thread::set_capabilities(
